@@ -1,0 +1,21 @@
+# Set-up and common commands. A fresh machine needs only `make test` or `./start.sh`.
+PYTHON ?= python3.11
+VENV := .venv
+REQUIREMENTS := requirements/start.txt requirements/results.txt requirements/test.txt
+
+.PHONY: venv test capture materialize
+
+$(VENV)/.installed: $(REQUIREMENTS)
+	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 não encontrado ($(PYTHON))."; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -r requirements/test.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+test: venv
+	$(VENV)/bin/python -m pytest
+
+capture: venv
+	$(VENV)/bin/python run/capture.py

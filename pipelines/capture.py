@@ -1,0 +1,81 @@
+"""Plain functions for one period's capture: discover, parse, save, load.
+Prefect tasks (``pipelines.tasks``) are thin wrappers around these."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from pipelines import database, storage
+from pipelines.download import DownloadedFile, fetch_page
+from pipelines.parse import ParsedFile, parse_file
+from pipelines.portal import PublishedFile, parse_portal_page
+from pipelines.settings import Settings
+
+logger = logging.getLogger("pipelines.capture")
+
+
+def discover_published_files(settings: Settings, url: str | None = None) -> list[PublishedFile]:
+    page_url = url or settings.portal_url
+    html = fetch_page(page_url, settings.http_timeout_seconds)
+    files = parse_portal_page(html, page_url)
+    logger.info(
+        "%d links para dados brutos capturados do portal de Dados Abertos da Controladoria Geral da União "
+        "(mais recente: %s, mais antigo: %s).", len(files), files[0].label, files[-1].label,
+    )
+    return files
+
+
+def parse_downloaded(downloaded: DownloadedFile) -> ParsedFile:
+    published = downloaded.published
+    parsed = parse_file(downloaded.content, published.format, published.file_name)
+    logger.info(
+        "Arquivo %s (%s, codificação %s): %d linhas de dados, %d carregáveis (%d reparadas), %d em quarentena.",
+        published.file_name, published.label, parsed.encoding, parsed.data_rows, parsed.loaded_rows,
+        parsed.repaired_rows, len(parsed.quarantine),
+    )
+    for note in parsed.notes:
+        logger.warning("Arquivo %s: %s.", published.file_name, note)
+    for line in parsed.quarantine[:20]:
+        logger.warning("Quarentena %s linha %d: %s", published.file_name, line.line_number, line.reason)
+    return parsed
+
+
+def load_parsed(settings: Settings, csv_file: Path, parsed: ParsedFile, downloaded: DownloadedFile,
+                run_id: str | None) -> dict:
+    """Load one period atomically and return its reconciliation summary."""
+    published = downloaded.published
+    record = database.CaptureRecord(
+        period=published.period,
+        file_name=published.file_name,
+        url=published.url,
+        file_format=published.format,
+        encoding=parsed.encoding,
+        sha256=downloaded.sha256,
+        etag=downloaded.etag,
+        last_modified=downloaded.last_modified,
+        size_bytes=len(downloaded.content),
+        data_rows=parsed.data_rows,
+        loaded_rows=parsed.loaded_rows,
+        repaired_rows=parsed.repaired_rows,
+        quarantined_rows=len(parsed.quarantine),
+        notes="; ".join(parsed.notes) or None,
+        captured_at=downloaded.downloaded_at,
+        run_id=run_id,
+    )
+    if record.loaded_rows + record.quarantined_rows != record.data_rows:  # guarded by the parser too
+        raise RuntimeError(f"Reconciliação falhou para {published.label}: {record}")
+    database.load_period(settings, csv_file, parsed.quarantine, record)
+    return {
+        "periodo": published.label,
+        "linhas_arquivo": record.data_rows,
+        "linhas_carregadas": record.loaded_rows,
+        "linhas_reparadas": record.repaired_rows,
+        "linhas_quarentena": record.quarantined_rows,
+    }
+
+
+def save_outputs(settings: Settings, downloaded: DownloadedFile, parsed: ParsedFile) -> Path:
+    path = storage.save_csv(settings.data_dir, parsed, downloaded)
+    logger.info("Dados tratados em CSV salvos localmente em %s.", path)
+    return path

@@ -1,0 +1,83 @@
+"""Names shared by every flow: schemas, tables, source columns and month names.
+
+One source of truth for Python code; the dbt project keeps its own names in
+``queries/models/sources.yml`` and the macros.
+"""
+
+PROJECT_NAME = "adm_cgu_terceirizados"
+
+# Prefect flow names (also used as log file names and in the runs table).
+CAPTURE_FLOW = "adm_cgu_terceirizados__capture"
+MATERIALIZE_FLOW = "adm_cgu_terceirizados__materialize"
+HISTORIC_CAPTURE_FLOW = "adm_cgu_terceirizados__historic_capture"
+HISTORIC_MATERIALIZE_FLOW = "adm_cgu_terceirizados__historic_materialize"
+
+# Database objects (schema, table). Never built from outside text.
+RAW_SCHEMA = "raw"
+RAW_TABLE = "terceirizados"
+QUARANTINE_TABLE = "terceirizados_quarentena"
+CAPTURES_TABLE = "capturas"
+LOGS_SCHEMA = "logs"
+LOG_RECORDS_TABLE = "registros"
+RUNS_TABLE = "execucoes"
+STAGING_SCHEMA = "staging"
+
+# The 23 columns of every CGU file, in the order the portal publishes them,
+# lower-cased. Header-less files (2019-01) are read in this order.
+SOURCE_COLUMNS = (
+    "id_terc",
+    "sg_orgao_sup_tabela_ug",
+    "cd_ug_gestora",
+    "nm_ug_tabela_ug",
+    "sg_ug_gestora",
+    "nr_contrato",
+    "nr_cnpj",
+    "nm_razao_social",
+    "nr_cpf",
+    "nm_terceirizado",
+    "nm_categoria_profissional",
+    "nm_escolaridade",
+    "nr_jornada",
+    "nm_unidade_prestacao",
+    "vl_mensal_salario",
+    "vl_mensal_custo",
+    "num_mes_carga",
+    "mes_carga",
+    "ano_carga",
+    "sg_orgao",
+    "nm_orgao",
+    "cd_orgao_siafi",
+    "cd_orgao_siape",
+)
+
+# Metadata columns added by the capture, in table order after the source columns.
+METADATA_COLUMNS = (
+    "periodo",
+    "arquivo_origem",
+    "url_origem",
+    "sha256_arquivo",
+    "linha_origem",
+    "observacao_reparo",
+    "capturado_em",
+)
+
+RAW_COLUMNS = SOURCE_COLUMNS + METADATA_COLUMNS
+
+# Month names as written on the portal (accents and case are normalised before lookup).
+MONTHS = {
+    "janeiro": 1,
+    "fevereiro": 2,
+    "marco": 3,
+    "abril": 4,
+    "maio": 5,
+    "junho": 6,
+    "julho": 7,
+    "agosto": 8,
+    "setembro": 9,
+    "outubro": 10,
+    "novembro": 11,
+    "dezembro": 12,
+}
+MONTH_NAMES = {number: name.upper() for name, number in MONTHS.items()}
+
+DATA_FORMATS = ("csv", "xlsx")

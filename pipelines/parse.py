@@ -1,0 +1,297 @@
+"""Bytes of a CGU file -> text rows + quarantined lines. Pure functions, no I/O.
+
+Every value stays text exactly as published (the raw layer changes nothing).
+For every file: rows kept + rows quarantined = data rows in the file.
+
+Rows with too many fields (an unquoted ``;`` inside a text field shifts the
+columns) are repaired only when exactly one text column can absorb the extra
+fields and every structured column (codes, CPF, money, month, year) still
+looks right; otherwise they are quarantined with the reason.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from datetime import date, datetime
+
+import pandas as pd
+
+from pipelines.constants import MONTHS, SOURCE_COLUMNS
+from pipelines.errors import SourceFormatError
+
+BOM = b"\xef\xbb\xbf"
+SENTINELS = {"", "<N/I>", "NI", "NULL", "-1", "-2"}
+EXPECTED = len(SOURCE_COLUMNS)
+UNNAMED = "__sem_nome_"
+
+
+def _matches(pattern: str):
+    compiled = re.compile(pattern)
+    return lambda value: value.strip() in SENTINELS or compiled.fullmatch(value.strip()) is not None
+
+
+def _is_month(value: str) -> bool:
+    return value.strip() in SENTINELS or _strip_accents(value).strip().lower() in MONTHS
+
+
+# What a structured column may hold (sentinels always allowed). Columns absent
+# from this map are free text and the only candidates to absorb a stray ';'.
+STRUCTURED = {
+    "id_terc": _matches(r"\d+"),
+    "cd_ug_gestora": _matches(r"\d+"),
+    "nr_cnpj": _matches(r"[\d./-]+"),
+    "nr_cpf": _matches(r"[\d*.\-]+"),
+    "nr_jornada": _matches(r"\d+([.,]\d+)?"),
+    "vl_mensal_salario": _matches(r"-?[\d.,]+"),
+    "vl_mensal_custo": _matches(r"-?[\d.,]+"),
+    "num_mes_carga": _matches(r"\d{1,2}(\.0)?"),
+    "mes_carga": _is_month,
+    "ano_carga": _matches(r"\d{4}(\.0)?"),
+    "cd_orgao_siafi": _matches(r"-?\d+"),
+    "cd_orgao_siape": _matches(r"-?\d+"),
+}
+
+
+@dataclass(frozen=True)
+class QuarantinedLine:
+    line_number: int
+    raw_line: str
+    reason: str
+
+
+@dataclass
+class ParsedFile:
+    """The outcome of parsing one file."""
+
+    rows: pd.DataFrame  # SOURCE_COLUMNS + linha_origem + observacao_reparo, all text but the line
+    quarantine: list[QuarantinedLine]
+    data_rows: int
+    encoding: str
+    has_header: bool
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def loaded_rows(self) -> int:
+        return len(self.rows)
+
+    @property
+    def repaired_rows(self) -> int:
+        return int(self.rows["observacao_reparo"].notna().sum())
+
+
+def _strip_accents(text: str) -> str:
+    return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+
+
+def _header_name(value: str) -> str:
+    return value.replace("\ufeff", "").replace("ï»¿", "").strip().strip('"').strip().lower()
+
+
+def _decode_lines(content: bytes) -> tuple[list[str], str]:
+    """Split into physical lines and decode them: UTF-8 (with or without BOM), else cp1252/latin-1.
+
+    Decoding line by line keeps a file with a few cp1252 bytes in an otherwise
+    UTF-8 file readable without turning its accents into mojibake.
+    """
+    encoding = "utf-8"
+    if content.startswith(BOM):
+        content, encoding = content[len(BOM):], "utf-8-sig"
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    else:
+        return [line.rstrip("\r") for line in text.split("\n")], encoding
+    lines, used = [], set()
+    for raw in content.split(b"\n"):
+        raw = raw.rstrip(b"\r")
+        for candidate in ("utf-8", "cp1252", "latin-1"):
+            try:
+                lines.append(raw.decode(candidate))
+            except UnicodeDecodeError:
+                continue
+            if any(b > 0x7F for b in raw):
+                used.add(candidate)
+            break
+    non_utf8 = "/".join(sorted(used - {"utf-8"}))
+    if not non_utf8:
+        return lines, encoding
+    if "utf-8" in used:
+        return lines, f"misto (utf-8 e {non_utf8})"
+    return lines, non_utf8
+
+
+def _split(line: str) -> list[str]:
+    """Fields of one physical line. Each line is split on its own, so a stray quote
+    can never swallow the lines after it."""
+    if '"' not in line:
+        return line.split(";")
+    try:
+        return next(csv.reader([line], delimiter=";", quotechar='"', strict=True))
+    except csv.Error:
+        return line.split(";")
+
+
+def _valid(row: list[str], columns: list[str]) -> bool:
+    return all(STRUCTURED[name](value) for name, value in zip(columns, row) if name in STRUCTURED)
+
+
+def repair_shifted(fields: list[str], columns: list[str]) -> tuple[list[str], str] | None:
+    """Merge the extra fields back into the one text column that can hold them.
+
+    Returns the repaired row and a note, or ``None`` when no merge or more than
+    one merge gives a row whose structured columns are all valid.
+    """
+    extra = len(fields) - len(columns)
+    candidates = {}
+    for position, name in enumerate(columns):
+        if name in STRUCTURED or name.startswith(UNNAMED):
+            continue
+        merged = fields[:position] + [";".join(fields[position:position + extra + 1])] + fields[position + extra + 1:]
+        if _valid(merged, columns):
+            candidates.setdefault(tuple(merged), name)
+    if len(candidates) != 1:
+        return None
+    (merged, name), = candidates.items()
+    return list(merged), f"{extra} ';' a mais dentro de {name}: campos reunidos"
+
+
+def _looks_like_header(fields: list[str]) -> bool:
+    names = {_header_name(f) for f in fields}
+    return len(names & set(SOURCE_COLUMNS)) >= EXPECTED // 2
+
+
+def _header_columns(fields: list[str], file_name: str) -> list[str]:
+    """Map a header row to canonical names; trailing empty names become placeholders."""
+    names = [_header_name(f) for f in fields]
+    # A trailing ';' on every line gives nameless columns: keep them as placeholders
+    # so field counts still match, and check later that they stay empty.
+    for position in range(len(names) - 1, -1, -1):
+        if names[position] != "":
+            break
+        names[position] = f"{UNNAMED}{position}"
+    missing = [c for c in SOURCE_COLUMNS if c not in names]
+    unknown = [n for n in names if n not in SOURCE_COLUMNS]
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if missing or unknown or duplicated:
+        raise SourceFormatError(
+            f"Cabeçalho inesperado em {file_name}: "
+            f"colunas ausentes {missing or '-'}, desconhecidas {unknown or '-'}, repetidas {duplicated or '-'}."
+        )
+    return names
+
+
+def _to_frame(rows: list[list[str]], columns: list[str], lines: list[int], notes: list[str | None]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=columns, dtype=object)
+    frame = frame[list(SOURCE_COLUMNS)]
+    frame["linha_origem"] = pd.array(lines, dtype="Int64")
+    frame["observacao_reparo"] = pd.Series(notes, dtype=object)
+    return frame
+
+
+def _parse_records(records, file_name: str, can_repair: bool):
+    """Shared row loop for CSV lines and XLSX rows.
+
+    ``records`` yields (line_number, fields, raw_line). The first non-blank record
+    decides: a header row, or data in the standard column order (header-less file).
+    """
+    rows, lines, notes, quarantine = [], [], [], []
+    columns, has_header, data_rows = None, True, 0
+    unnamed: list[int] = []
+
+    def reject(line_number, raw_line, reason):
+        quarantine.append(QuarantinedLine(line_number, raw_line, reason))
+
+    for line_number, fields, raw_line in records:
+        if raw_line.strip() == "":
+            continue  # blank line: not a data row
+        if columns is None:
+            if _looks_like_header(fields):
+                columns = _header_columns(fields, file_name)
+                unnamed = [i for i, name in enumerate(columns) if name.startswith(UNNAMED)]
+                continue
+            columns, has_header = list(SOURCE_COLUMNS), False
+        data_rows += 1
+        if "\x00" in raw_line:
+            reject(line_number, raw_line.replace("\x00", "\\0"), "caractere NUL na linha")
+            continue
+        if all(f.strip() == "" for f in fields):
+            reject(line_number, raw_line, "linha sem nenhum valor")
+            continue
+        note = None
+        if len(fields) > len(columns):
+            repaired = repair_shifted(fields, columns) if can_repair else None
+            if repaired is None:
+                reject(line_number, raw_line,
+                       f"{len(fields)} campos em vez de {len(columns)}: sobram campos e não há reparo inequívoco")
+                continue
+            fields, note = repaired
+        elif len(fields) < len(columns):
+            reject(line_number, raw_line, f"{len(fields)} campos em vez de {len(columns)}: linha incompleta")
+            continue
+        if any(fields[i].strip() for i in unnamed):
+            reject(line_number, raw_line, "valor em coluna sem nome no cabeçalho")
+            continue
+        rows.append(fields)
+        lines.append(line_number)
+        notes.append(note)
+    if columns is None:
+        raise SourceFormatError(f"O arquivo {file_name} não tem nenhuma linha de dados.")
+    return _to_frame(rows, columns, lines, notes), quarantine, data_rows, has_header
+
+
+def parse_csv(content: bytes, file_name: str) -> ParsedFile:
+    lines, encoding = _decode_lines(content)
+    records = ((number, _split(line), line) for number, line in enumerate(lines, start=1))
+    frame, quarantine, data_rows, has_header = _parse_records(records, file_name, can_repair=True)
+    notes = [] if has_header else ["arquivo sem cabeçalho: ordem padrão das 23 colunas assumida"]
+    return ParsedFile(frame, quarantine, data_rows, encoding, has_header, notes)
+
+
+def cell_text(value) -> str:
+    """An XLSX cell as the text the portal meant (integers without '.0')."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else repr(value)
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    return str(value)
+
+
+def parse_xlsx(content: bytes, file_name: str) -> ParsedFile:
+    from python_calamine import CalamineWorkbook
+
+    try:
+        workbook = CalamineWorkbook.from_filelike(io.BytesIO(content))
+        sheet_rows = workbook.get_sheet_by_index(0).to_python(skip_empty_area=False)
+    except Exception as exc:  # calamine raises its own error types
+        raise SourceFormatError(f"Não foi possível ler o XLSX {file_name}: {exc}") from exc
+
+    def records():
+        for number, cells in enumerate(sheet_rows, start=1):
+            fields = [cell_text(c) for c in cells]
+            while len(fields) > EXPECTED and fields[-1] == "":
+                fields.pop()  # empty cells right of the table
+            yield number, fields, ";".join(fields).rstrip(";")
+
+    frame, quarantine, data_rows, has_header = _parse_records(records(), file_name, can_repair=False)
+    if not has_header:
+        raise SourceFormatError(f"O XLSX {file_name} não tem a linha de cabeçalho esperada.")
+    return ParsedFile(frame, quarantine, data_rows, "xlsx", has_header)
+
+
+def parse_file(content: bytes, file_format: str, file_name: str) -> ParsedFile:
+    """Parse a CGU file of any format the portal has used."""
+    if file_format == "xlsx":
+        return parse_xlsx(content, file_name)
+    if file_format == "csv":
+        return parse_csv(content, file_name)
+    raise SourceFormatError(f"Formato de arquivo não suportado: {file_format} ({file_name}).")
+

@@ -1,0 +1,40 @@
+"""What every ``run/*.py`` entry point does: check the configuration, run a flow
+locally with ``flow.run()``, print the outcome and turn it into an exit code."""
+
+from __future__ import annotations
+
+import sys
+import uuid
+
+from pipelines import database
+from pipelines.errors import ConfigError
+from pipelines.settings import Settings, load_settings
+from pipelines.tasks import configure_retries
+
+
+def prepare() -> Settings:
+    """Load settings and reach the database, or exit with a message naming the variable."""
+    try:
+        settings = load_settings()
+        database.ensure_schema(settings)
+    except ConfigError as exc:
+        print(f"Erro de configuração: {exc}", file=sys.stderr)
+        print("Confira o arquivo .env (modelo em .env.example).", file=sys.stderr)
+        raise SystemExit(2) from None
+    configure_retries(settings)
+    return settings
+
+
+def run_flow(flow, parameters: dict | None = None) -> int:
+    """Run ``flow`` locally; 0 when it succeeded, 1 when it failed."""
+    prepare()
+    run_id = str(uuid.uuid4())
+    state = flow.run(parameters=parameters or {}, context={"flow_run_id": run_id})
+    if state.is_successful():
+        print(f"Flow {flow.name} concluído com sucesso (execução {run_id}).")
+        return 0
+    print(f"Flow {flow.name} falhou (execução {run_id}): {state.message}", file=sys.stderr)
+    for task, task_state in (state.result or {}).items():
+        if task_state.is_failed():
+            print(f"  - {task.name}: {task_state.message}", file=sys.stderr)
+    return 1

@@ -1,0 +1,72 @@
+"""Local files, partitioned by period: the raw file as downloaded (plus its sha256)
+and the parsed rows as UTF-8 CSV, exactly as they are loaded into PostgreSQL."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+from pipelines.constants import RAW_COLUMNS
+from pipelines.download import DownloadedFile
+from pipelines.parse import ParsedFile
+from pipelines.portal import PublishedFile
+
+QUARANTINE_CSV_COLUMNS = ("linha_origem", "motivo", "linha_bruta")
+
+
+def period_dir(base: Path, kind: str, published: PublishedFile) -> Path:
+    return base / kind / f"ano={published.year}" / f"mes={published.month:02d}"
+
+
+def _write_atomically(path: Path, write) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    write(temporary)
+    os.replace(temporary, path)
+    return path
+
+
+def save_raw_file(data_dir: Path, downloaded: DownloadedFile) -> Path:
+    """Save the downloaded bytes and a ``sha256sum``-style checksum file next to them."""
+    published = downloaded.published
+    path = period_dir(data_dir, "raw", published) / published.file_name
+    _write_atomically(path, lambda p: p.write_bytes(downloaded.content))
+    checksum = f"{downloaded.sha256}  {published.file_name}\n"
+    _write_atomically(path.with_name(path.name + ".sha256"), lambda p: p.write_text(checksum))
+    return path
+
+
+def csv_path(data_dir: Path, published: PublishedFile) -> Path:
+    return period_dir(data_dir, "csv", published) / f"terceirizados_{published.year}{published.month:02d}.csv"
+
+
+def quarantine_csv_path(data_dir: Path, published: PublishedFile) -> Path:
+    return csv_path(data_dir, published).with_name(f"quarentena_{published.year}{published.month:02d}.csv")
+
+
+def save_csv(data_dir: Path, parsed: ParsedFile, downloaded: DownloadedFile) -> Path:
+    """Write the rows with their capture metadata, in ``raw.terceirizados`` column order.
+
+    The file is what ``COPY`` loads, so what is on disk is what is in the table.
+    The quarantined lines go to a CSV of their own next to it.
+    """
+    published = downloaded.published
+    frame = parsed.rows.assign(
+        periodo=published.period.isoformat(),
+        arquivo_origem=published.file_name,
+        url_origem=published.url,
+        sha256_arquivo=downloaded.sha256,
+        capturado_em=downloaded.downloaded_at.isoformat(),
+    )[list(RAW_COLUMNS)]
+    path = csv_path(data_dir, published)
+    _write_atomically(path, lambda p: frame.to_csv(p, index=False, encoding="utf-8"))
+
+    def write_quarantine(p: Path) -> None:
+        with p.open("w", encoding="utf-8", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(QUARANTINE_CSV_COLUMNS)
+            writer.writerows((q.line_number, q.reason, q.raw_line) for q in parsed.quarantine)
+
+    _write_atomically(quarantine_csv_path(data_dir, published), write_quarantine)
+    return path

@@ -1,0 +1,124 @@
+"""Prefect 1 tasks: thin wrappers that add retries, logging context and wiring
+to the plain functions of the other modules."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import prefect
+from prefect import task
+from prefect.triggers import always_run
+
+from pipelines import capture, database, logs, storage
+from pipelines.download import DownloadedFile, download_file
+from pipelines.errors import TransientDownloadError
+from pipelines.parse import ParsedFile
+from pipelines.portal import PublishedFile
+from pipelines.settings import Settings, load_settings
+
+logger = logging.getLogger("pipelines.tasks")
+
+DEFAULT_RETRY_DELAY = timedelta(seconds=10)
+
+
+def current_run_id() -> str:
+    """The Prefect flow run id (set by the server, or by ``run/*.py`` for local runs)."""
+    run_id = prefect.context.get("flow_run_id")
+    if not run_id:
+        run_id = str(uuid.uuid4())
+        prefect.context.update(flow_run_id=run_id)
+    return run_id
+
+
+# -- flow state handler: the runs table -------------------------------------------------
+
+def record_run(flow, old_state, new_state):
+    """Flow state handler: one row per run in ``logs.execucoes``, written even on failure."""
+    try:
+        settings = load_settings()
+        run_id = current_run_id()
+        now = datetime.now(timezone.utc)
+        if new_state.is_running():
+            database.ensure_schema(settings)
+            database.start_run(settings, run_id, flow.name, now, dict(prefect.context.get("parameters") or {}))
+        elif new_state.is_finished():
+            database.finish_run(settings, run_id, type(new_state).__name__, new_state.message, now)
+    except Exception as exc:  # never turn a good run into a crash because of bookkeeping
+        logger.error("Falha ao registrar a execução no PostgreSQL: %s", exc)
+    return new_state
+
+
+# -- tasks -----------------------------------------------------------------------------
+
+@task(name="setup_log_file")
+def setup_log_file(flow_name: str) -> str:
+    settings = load_settings()
+    run_id = current_run_id()
+    logs.setup_log_file(settings.log_dir, flow_name, run_id)
+    database.ensure_schema(settings)
+    return run_id
+
+
+@task(name="discover_published_files", max_retries=3, retry_delay=DEFAULT_RETRY_DELAY,
+      retry_on={TransientDownloadError})
+def discover_published_files(url: str | None = None) -> list[PublishedFile]:
+    return capture.discover_published_files(load_settings(), url)
+
+
+@task(name="select_newest_period")
+def select_newest_period(files: list[PublishedFile]) -> PublishedFile:
+    newest = files[0]
+    logger.info("Período mais recente publicado: %s (%s).", newest.label, newest.url)
+    return newest
+
+
+@task(name="download_cgu_terceirizados_data", max_retries=3, retry_delay=DEFAULT_RETRY_DELAY,
+      retry_on={TransientDownloadError})
+def download_data(published: PublishedFile) -> DownloadedFile:
+    return download_file(published, load_settings().http_timeout_seconds)
+
+
+@task(name="save_raw_data_locally")
+def save_raw_data_locally(downloaded: DownloadedFile) -> str:
+    path = storage.save_raw_file(load_settings().data_dir, downloaded)
+    logger.info("Dados brutos mantidos em memória e salvos localmente em %s (sha256 %s).", path, downloaded.sha256)
+    return str(path)
+
+
+@task(name="parse_data_into_dataframes")
+def parse_data(downloaded: DownloadedFile) -> ParsedFile:
+    return capture.parse_downloaded(downloaded)
+
+
+@task(name="save_data_as_csv_locally")
+def save_data_as_csv(downloaded: DownloadedFile, parsed: ParsedFile) -> str:
+    return str(capture.save_outputs(load_settings(), downloaded, parsed))
+
+
+@task(name="upload_csv_to_database")
+def upload_csv_to_database(csv_file: str, parsed: ParsedFile, downloaded: DownloadedFile) -> dict:
+    from pathlib import Path
+
+    return capture.load_parsed(load_settings(), Path(csv_file), parsed, downloaded, current_run_id())
+
+
+@task(name="upload_logs_to_database", trigger=always_run)
+def upload_logs_to_database(flow_name: str) -> int:
+    settings = load_settings()
+    run_id = current_run_id()
+    records = logs.read_records(settings.log_dir, flow_name, run_id)
+    count = database.insert_log_records(settings, records)
+    logger.info("%d registros de log da execução %s carregados no PostgreSQL.", count, run_id)
+    return count
+
+
+CAPTURE_RETRYING_TASKS = (discover_published_files, download_data)
+
+
+def configure_retries(settings: Settings) -> None:
+    """Apply DOWNLOAD_MAX_RETRIES and DOWNLOAD_RETRY_DELAY_SECONDS to the tasks that retry."""
+    for retrying in CAPTURE_RETRYING_TASKS:
+        retrying.max_retries = settings.download_max_retries
+        retrying.retry_delay = timedelta(seconds=settings.download_retry_delay_seconds)

@@ -1,0 +1,90 @@
+"""Test session: its own PostgreSQL database, temporary data/log folders and a
+small synthetic CGU portal served on 127.0.0.1."""
+
+import os
+import tempfile
+import uuid
+from pathlib import Path
+
+# Configure before any pipelines module reads the environment.
+_work = Path(tempfile.mkdtemp(prefix="terceirizados-tests-"))
+os.environ["POSTGRES_DB"] = os.environ.get("TEST_POSTGRES_DB", "terceirizados_test")
+os.environ.setdefault("POSTGRES_HOST", "127.0.0.1")
+os.environ.setdefault("POSTGRES_PORT", "5432")
+os.environ.setdefault("POSTGRES_USER", "postgres")
+os.environ["DATA_DIR"] = str(_work / "data")
+os.environ["LOG_DIR"] = str(_work / "logs")
+os.environ["HTTP_TIMEOUT_SECONDS"] = "1.5"
+os.environ["DOWNLOAD_MAX_RETRIES"] = "2"
+os.environ["DOWNLOAD_RETRY_DELAY_SECONDS"] = "0"
+os.environ["CGU_TERCEIRIZADOS_URL"] = "http://127.0.0.1:9/nao-usado-nos-testes"
+
+import psycopg2  # noqa: E402
+import pytest  # noqa: E402
+from psycopg2 import sql  # noqa: E402
+
+from bench.portal_generator import PortalServer, build_portal  # noqa: E402
+from pipelines import database  # noqa: E402
+from pipelines.settings import load_settings  # noqa: E402
+from pipelines.tasks import configure_retries  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def settings():
+    settings = load_settings()
+    assert "test" in settings.postgres_db, "os testes só rodam num banco de teste"
+    admin = psycopg2.connect(**settings.postgres_dsn("postgres"))
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(settings.postgres_db)))
+    admin.close()
+    database.ensure_schema(settings)
+    configure_retries(settings)
+    return settings
+
+
+@pytest.fixture
+def db(settings):
+    """A connection to the test database, with the pipeline tables emptied first."""
+    database.ensure_schema(settings)
+    conn = psycopg2.connect(**settings.postgres_dsn())
+    conn.autocommit = True
+    with conn.cursor() as cursor:
+        cursor.execute(
+            "TRUNCATE raw.terceirizados, raw.terceirizados_quarentena, raw.capturas, logs.registros, logs.execucoes"
+        )
+    yield conn
+    conn.close()
+
+
+def query(conn, text, params=None):
+    with conn.cursor() as cursor:
+        cursor.execute(text, params)
+        return cursor.fetchall()
+
+
+@pytest.fixture(scope="session")
+def portal(tmp_path_factory):
+    """The default small portal: 2019-01 (no header), 2021-01 (BOM), 2022-05 (cp1252),
+    2023-09 (UTF-8), 2024-05 (XLSX), 60 rows each."""
+    built = build_portal(tmp_path_factory.mktemp("portal"), rows=60)
+    server = PortalServer(built).start()
+    yield server
+    server.shutdown()
+
+
+@pytest.fixture
+def fresh_portal(portal):
+    """The session portal with its faults and page override reset."""
+    portal.faults.clear()
+    portal.hits.clear()
+    portal.page_override = None
+    yield portal
+    portal.faults.clear()
+    portal.page_override = None
+
+
+def run_flow(flow, **parameters):
+    run_id = str(uuid.uuid4())
+    state = flow.run(parameters=parameters, context={"flow_run_id": run_id})
+    return state, run_id
