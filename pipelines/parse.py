@@ -136,6 +136,10 @@ def _split(line: str) -> list[str]:
         return line.split(";")
 
 
+def _has_letter(text: str) -> bool:
+    return any(ch.isalpha() for ch in text)
+
+
 def _valid(row: list[str], columns: list[str]) -> bool:
     return all(STRUCTURED[name](value) for name, value in zip(columns, row) if name in STRUCTURED)
 
@@ -150,6 +154,10 @@ def repair_shifted(fields: list[str], columns: list[str]) -> tuple[list[str], st
     candidates = {}
     for position, name in enumerate(columns):
         if name in STRUCTURED or name.startswith(UNNAMED):
+            continue
+        # A ';' typed inside a text sits between words: a fragment without letters is
+        # more likely a split number (decimal comma, code) than part of the text.
+        if not all(_has_letter(fragment) for fragment in fields[position:position + extra + 1]):
             continue
         merged = fields[:position] + [";".join(fields[position:position + extra + 1])] + fields[position + extra + 1:]
         if _valid(merged, columns):

@@ -21,13 +21,12 @@ def prepare() -> Settings:
         print(f"Erro de configuração: {exc}", file=sys.stderr)
         print("Confira o arquivo .env (modelo em .env.example).", file=sys.stderr)
         raise SystemExit(2) from None
-    configure_retries(settings)
     return settings
 
 
 def run_flow(flow, parameters: dict | None = None) -> int:
     """Run ``flow`` locally; 0 when it succeeded, 1 when it failed."""
-    prepare()
+    configure_retries(flow, prepare())
     run_id = str(uuid.uuid4())
     state = flow.run(parameters=parameters or {}, context={"flow_run_id": run_id})
     if state.is_successful():

@@ -114,11 +114,12 @@ def upload_logs_to_database(flow_name: str) -> int:
     return count
 
 
-CAPTURE_RETRYING_TASKS = (discover_published_files, download_data)
+def configure_retries(flow, settings: Settings) -> None:
+    """Apply DOWNLOAD_MAX_RETRIES and DOWNLOAD_RETRY_DELAY_SECONDS to the flow's retrying tasks.
 
-
-def configure_retries(settings: Settings) -> None:
-    """Apply DOWNLOAD_MAX_RETRIES and DOWNLOAD_RETRY_DELAY_SECONDS to the tasks that retry."""
-    for retrying in CAPTURE_RETRYING_TASKS:
-        retrying.max_retries = settings.download_max_retries
-        retrying.retry_delay = timedelta(seconds=settings.download_retry_delay_seconds)
+    A task called inside ``with Flow(...)`` is a copy of the module-level task, so the
+    flow's own task objects are the ones to configure."""
+    for flow_task in flow.tasks:
+        if TransientDownloadError in (flow_task.retry_on or ()):
+            flow_task.max_retries = settings.download_max_retries
+            flow_task.retry_delay = timedelta(seconds=settings.download_retry_delay_seconds)

@@ -39,7 +39,6 @@ def settings():
         cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(settings.postgres_db)))
     admin.close()
     database.ensure_schema(settings)
-    configure_retries(settings)
     return settings
 
 
@@ -85,6 +84,7 @@ def fresh_portal(portal):
 
 
 def run_flow(flow, **parameters):
+    configure_retries(flow, load_settings())
     run_id = str(uuid.uuid4())
     state = flow.run(parameters=parameters, context={"flow_run_id": run_id})
     return state, run_id

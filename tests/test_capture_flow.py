@@ -37,3 +37,116 @@ def test_capture_loads_newest_period_exactly(db, fresh_portal):
     tasks = {t for (t,) in query(db, "SELECT DISTINCT nome_task FROM logs.registros WHERE id_execucao = %s",
                                  (run_id,)) if t}
     assert {"download_cgu_terceirizados_data", "parse_data_into_dataframes", "upload_csv_to_database"} <= tasks
+
+
+def test_recapture_replaces_the_period_without_duplicates(db, fresh_portal):
+    expected = fresh_portal.portal.expectations["2024-05"]
+    first, _ = run_flow(capture_flow, url=fresh_portal.page_url)
+    second, second_id = run_flow(capture_flow, url=fresh_portal.page_url)
+    assert first.is_successful() and second.is_successful()
+    assert query(db, "SELECT count(*), count(DISTINCT linha_origem) FROM raw.terceirizados") == [
+        (expected.loaded_rows, expected.loaded_rows)
+    ]
+    assert query(db, "SELECT count(*) FROM raw.terceirizados_quarentena") == [(len(expected.quarantined_lines),)]
+    assert query(db, "SELECT id_execucao FROM raw.capturas") == [(second_id,)]
+
+
+def test_transient_500_is_retried_then_succeeds(db, fresh_portal):
+    path = fresh_portal.file_path("terceirizados202405.xlsx")
+    fresh_portal.faults[path] = ["500"]  # first request fails, the retry succeeds
+    state, run_id = run_flow(capture_flow, url=fresh_portal.page_url)
+    assert state.is_successful()
+    assert fresh_portal.hits[path] == 2
+    messages = [m for (m,) in query(db, "SELECT mensagem FROM logs.registros WHERE id_execucao = %s", (run_id,))]
+    assert any("HTTP 500" in m for m in messages)
+
+
+def test_failed_run_keeps_previous_data_and_still_loads_its_logs(db, fresh_portal):
+    expected = fresh_portal.portal.expectations["2024-05"]
+    good, _ = run_flow(capture_flow, url=fresh_portal.page_url)
+    assert good.is_successful()
+    path = fresh_portal.file_path("terceirizados202405.xlsx")
+    fresh_portal.faults[path] = "500"  # every attempt fails
+    state, run_id = run_flow(capture_flow, url=fresh_portal.page_url)
+    assert state.is_failed()
+    assert fresh_portal.hits[path] == 1 + 1 + 2  # the good run, then the first try and 2 retries
+    assert query(db, "SELECT count(*) FROM raw.terceirizados") == [(expected.loaded_rows,)]
+    [(status, message)] = query(db, "SELECT estado_final, mensagem FROM logs.execucoes WHERE id_execucao = %s",
+                                (run_id,))
+    assert status == "Failed"
+    levels = dict(query(db, "SELECT nivel, count(*) FROM logs.registros WHERE id_execucao = %s GROUP BY 1",
+                        (run_id,)))
+    assert levels.get("ERROR", 0) >= 1 and levels["INFO"] >= 3
+
+
+def test_not_found_fails_at_once_without_retries(db, fresh_portal):
+    path = fresh_portal.file_path("terceirizados202405.xlsx")
+    fresh_portal.faults[path] = "404"
+    state, run_id = run_flow(capture_flow, url=fresh_portal.page_url)
+    assert state.is_failed()
+    assert fresh_portal.hits[path] == 1
+    messages = " ".join(m for (m,) in query(db, "SELECT mensagem FROM logs.registros WHERE id_execucao = %s",
+                                            (run_id,)))
+    assert "HTTP 404" in messages
+
+
+def test_changed_page_fails_the_flow_with_a_clear_message(db, fresh_portal):
+    fresh_portal.page_override = "<html><body><h2>Nova página</h2></body></html>"
+    state, run_id = run_flow(capture_flow, url=fresh_portal.page_url)
+    assert state.is_failed()
+    messages = " ".join(m for (m,) in query(db, "SELECT mensagem FROM logs.registros WHERE id_execucao = %s",
+                                            (run_id,)))
+    assert "estrutura da página mudou" in messages
+    assert query(db, "SELECT estado_final FROM logs.execucoes WHERE id_execucao = %s", (run_id,)) == [("Failed",)]
+
+
+def test_failure_inside_the_load_transaction_keeps_old_rows(db, fresh_portal, settings, tmp_path):
+    import dataclasses
+
+    from pipelines import database
+
+    good, _ = run_flow(capture_flow, url=fresh_portal.page_url)
+    assert good.is_successful()
+    [(before, sha)] = query(db, "SELECT count(*), min(sha256_arquivo) FROM raw.terceirizados")
+    csv_file = next((settings.data_dir / "csv").rglob("terceirizados_202405.csv"))
+    broken = tmp_path / "broken.csv"
+    lines = csv_file.read_text(encoding="utf-8").splitlines()
+    lines[-1] = lines[-1].rsplit(",", 3)[0] + ",nao-e-numero,,2026-01-01T00:00:00+00:00"  # bad linha_origem
+    broken.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    record = dataclasses.replace(
+        database.CaptureRecord(period=__import__("datetime").date(2024, 5, 1), file_name="x", url="u",
+                               file_format="csv", encoding="utf-8", sha256="0" * 64, etag=None,
+                               last_modified=None, size_bytes=1, data_rows=before, loaded_rows=before,
+                               repaired_rows=0, quarantined_rows=0, notes=None,
+                               captured_at=__import__("datetime").datetime.now(), run_id="broken"),
+    )
+    import psycopg2
+    import pytest
+
+    with pytest.raises(psycopg2.DataError):
+        database.load_period(settings, broken, [], record)
+    assert query(db, "SELECT count(*), min(sha256_arquivo) FROM raw.terceirizados") == [(before, sha)]
+    assert query(db, "SELECT id_execucao FROM raw.capturas") != [("broken",)]
+
+
+def test_shifted_rows_are_repaired_or_quarantined_in_the_database(db, tmp_path):
+    from bench.portal_generator import PortalServer, build_portal, default_periods
+
+    spec = next(s for s in default_periods() if s.label == "2023-09")
+    built = build_portal(tmp_path, [spec], rows=40)
+    server = PortalServer(built).start()
+    try:
+        state, _ = run_flow(capture_flow, url=server.page_url)
+    finally:
+        server.shutdown()
+    assert state.is_successful()
+    expected = built.expectations["2023-09"]
+    assert query(db, "SELECT count(*) FROM raw.terceirizados") == [(expected.loaded_rows,)]
+    [(line, note, company)] = query(
+        db, "SELECT linha_origem, observacao_reparo, nm_razao_social FROM raw.terceirizados "
+            "WHERE observacao_reparo IS NOT NULL")
+    assert line == 4 and "nm_razao_social" in note and company.endswith("; FILIAL DF")
+    quarantined = query(db, "SELECT linha_origem, motivo, linha_bruta FROM raw.terceirizados_quarentena ORDER BY 1")
+    assert [q[0] for q in quarantined] == expected.quarantined_lines == [6, 8]
+    assert "reparo inequívoco" in quarantined[0][1] and quarantined[0][2].count(";") == 23
+    assert query(db, "SELECT linhas_carregadas + linhas_quarentena, linhas_arquivo FROM raw.capturas") == [(40, 40)]

@@ -1,0 +1,144 @@
+"""Parsing every format the portal has used, with repairs and quarantine."""
+
+import io
+
+import pytest
+from openpyxl import Workbook
+
+from bench.portal_generator import HEADER, build_portal, default_periods
+from pipelines.constants import SOURCE_COLUMNS
+from pipelines.errors import SourceFormatError
+from pipelines.parse import parse_file, repair_shifted
+
+ROW = ["8761995", "MCOM", "413007", "AGENCIA NACIONAL DE TELECOMUNICACOES PE", "ANATEL-PE", "00037/2021",
+       "19232342000165", "PROACAO SEGURANCA PRIVADA LTD", "***.527.284-**", "TIAGO MARTINS",
+       "517330 - VIGILANTE", "ENSINO MEDIO COMPLETO", "44", "ANATEL PE", "2524,37", "5838,10", "5", "MAIO",
+       "2024", "ANATEL", "AGENCIA NACIONAL DE TELECOMUNICACOES", "41231", "41231"]
+
+
+def csv_bytes(rows, header=True, encoding="utf-8", newline="\n"):
+    lines = ([";".join(HEADER)] if header else []) + [";".join(r) for r in rows]
+    return (newline.join(lines) + newline).encode(encoding)
+
+
+def with_values(**changes):
+    row = list(ROW)
+    for name, value in changes.items():
+        row[SOURCE_COLUMNS.index(name)] = value
+    return row
+
+
+def test_utf8_values_are_kept_verbatim_as_text():
+    sentinels = with_values(sg_ug_gestora="", nr_jornada="NI  ", cd_orgao_siafi="<N/I>", cd_orgao_siape="-2",
+                            nr_contrato="NULL", nm_escolaridade="14")
+    parsed = parse_file(csv_bytes([ROW, sentinels]), "csv", "t.csv")
+    assert parsed.encoding == "utf-8" and parsed.has_header
+    assert (parsed.data_rows, parsed.loaded_rows, parsed.quarantine) == (2, 2, [])
+    assert list(parsed.rows.columns[:23]) == list(SOURCE_COLUMNS)
+    assert parsed.rows.iloc[0, :23].tolist() == ROW
+    assert parsed.rows.iloc[1, :23].tolist() == sentinels
+    assert parsed.rows["linha_origem"].tolist() == [2, 3]
+
+
+def test_bom_and_cp1252_and_crlf():
+    bom = parse_file(b"\xef\xbb\xbf" + csv_bytes([ROW]), "csv", "bom.csv")
+    assert bom.encoding == "utf-8-sig" and bom.rows["id_terc"].tolist() == ["8761995"]
+    accented = with_values(nm_terceirizado="JOSÉ DA CONCEIÇÃO", nr_contrato="Nº 12/2020")
+    latin = parse_file(csv_bytes([accented], encoding="cp1252", newline="\r\n"), "csv", "latin.csv")
+    assert latin.encoding == "cp1252"
+    assert latin.rows["nm_terceirizado"].tolist() == ["JOSÉ DA CONCEIÇÃO"]
+    assert latin.rows["nr_contrato"].tolist() == ["Nº 12/2020"]
+    assert latin.rows["cd_orgao_siape"].tolist() == ["41231"]  # no '\r' left at the end of the line
+
+
+def test_file_mixing_utf8_and_cp1252_lines_keeps_both_readable():
+    content = csv_bytes([with_values(nm_terceirizado="JOSÉ")]) + ";".join(with_values(nm_terceirizado="JOÃO")).encode("cp1252")
+    parsed = parse_file(content, "csv", "mixed.csv")
+    assert parsed.rows["nm_terceirizado"].tolist() == ["JOSÉ", "JOÃO"]
+    assert parsed.encoding.startswith("misto")
+
+
+def test_headerless_file_uses_the_standard_column_order():
+    parsed = parse_file(csv_bytes([ROW, ROW], header=False), "csv", "terceirizados-201901_1.csv")
+    assert not parsed.has_header and parsed.data_rows == 2
+    assert parsed.rows["id_terc"].tolist() == ["8761995", "8761995"]
+    assert parsed.rows["linha_origem"].tolist() == [1, 2]
+    assert "sem cabeçalho" in parsed.notes[0]
+
+
+def test_columns_are_mapped_by_header_name_not_position():
+    order = list(reversed(range(23)))
+    header = ";".join(HEADER[i] for i in order)
+    content = (header + "\n" + ";".join(ROW[i] for i in order) + "\n").encode()
+    parsed = parse_file(content, "csv", "reordered.csv")
+    assert parsed.rows.iloc[0, :23].tolist() == ROW
+
+
+def test_unexpected_header_is_rejected_with_the_names():
+    content = (";".join(HEADER[:-1] + ["cd_novo"]) + "\n" + ";".join(ROW) + "\n").encode()
+    with pytest.raises(SourceFormatError, match=r"ausentes \['cd_orgao_siape'\].*desconhecidas \['cd_novo'\]"):
+        parse_file(content, "csv", "changed.csv")
+
+
+def test_shifted_rows_are_repaired_only_when_unambiguous():
+    company = with_values(nm_razao_social="PROACAO; FILIAL DF")      # next column is a masked CPF
+    name = with_values(nm_terceirizado="TIAGO; MARTINS")               # next column is free text too
+    short = ROW[:15]
+    blank_fields = [""] * 23
+    content = csv_bytes([ROW, company, name, short, blank_fields]) + b"\n\n"
+    parsed = parse_file(content, "csv", "shifted.csv")
+    assert parsed.data_rows == 5
+    assert parsed.loaded_rows + len(parsed.quarantine) == parsed.data_rows
+    assert parsed.rows["nm_razao_social"].tolist() == ["PROACAO SEGURANCA PRIVADA LTD", "PROACAO; FILIAL DF"]
+    assert parsed.rows["nr_cpf"].tolist() == ["***.527.284-**"] * 2
+    assert parsed.repaired_rows == 1
+    assert "nm_razao_social" in parsed.rows["observacao_reparo"].iloc[1]
+    reasons = {q.line_number: q.reason for q in parsed.quarantine}
+    assert set(reasons) == {4, 5, 6}
+    assert "não há reparo inequívoco" in reasons[4] and "24 campos" in reasons[4]
+    assert "linha incompleta" in reasons[5] and "sem nenhum valor" in reasons[6]
+    assert parsed.quarantine[0].raw_line == ";".join(name)
+
+
+def test_repair_never_moves_values_into_structured_columns():
+    fields = list(ROW)
+    fields[14:15] = ["2524", "37"]  # a decimal comma read as separator: which half is the cost?
+    assert repair_shifted(fields, list(SOURCE_COLUMNS)) is None
+
+
+def test_quoted_fields_and_nul_bytes():
+    quoted = with_values(nm_razao_social='"EMPRESA; COM ASPAS LTDA"')
+    nul = with_values(nm_terceirizado="A\x00B")
+    parsed = parse_file(csv_bytes([quoted, nul]), "csv", "q.csv")
+    assert parsed.rows["nm_razao_social"].tolist() == ["EMPRESA; COM ASPAS LTDA"]
+    assert [q.reason for q in parsed.quarantine] == ["caractere NUL na linha"]
+
+
+def test_xlsx_numbers_become_text_without_decimal_point():
+    workbook = Workbook()
+    sheet = workbook.active
+    sheet.append(HEADER)
+    sheet.append([8761995, "MCOM", 20001, "FUNASA", None, "00037/2021", 588541000182, "IPANEMA", "***.527.284-**",
+                  "TIAGO", "517330 - VIGILANTE", 14, "NI", "SEDE", 2524.37, 5838, 5, "MAIO", 2024, "FUNASA",
+                  "FUNDACAO", 36211, -2])
+    sheet.append([None] * 23)
+    buffer = io.BytesIO()
+    workbook.save(buffer)
+    parsed = parse_file(buffer.getvalue(), "xlsx", "t.xlsx")
+    assert parsed.data_rows == 1 and parsed.encoding == "xlsx"
+    row = parsed.rows.iloc[0]
+    assert (row.id_terc, row.cd_ug_gestora, row.nr_cnpj, row.sg_ug_gestora) == ("8761995", "20001", "588541000182", "")
+    assert (row.vl_mensal_salario, row.vl_mensal_custo, row.nm_escolaridade, row.cd_orgao_siape) == (
+        "2524.37", "5838", "14", "-2")
+
+
+def test_every_generated_period_parses_to_its_expected_rows(tmp_path):
+    portal = build_portal(tmp_path, default_periods(), rows=25)
+    for spec in portal.specs:
+        expected = portal.expectations[spec.label]
+        content = (tmp_path / "cgu/terceirizados/arquivos" / spec.file_name).read_bytes()
+        parsed = parse_file(content, spec.format, spec.file_name)
+        assert parsed.rows.iloc[:, :23].values.tolist() == expected.loaded, spec.label
+        assert [q.line_number for q in parsed.quarantine] == expected.quarantined_lines, spec.label
+        assert parsed.repaired_rows == expected.repaired_rows, spec.label
+        assert parsed.data_rows == expected.data_rows == 25
