@@ -7,8 +7,10 @@ import logging
 import uuid
 from datetime import datetime, timedelta, timezone
 
+import pendulum
 import prefect
 from prefect import task
+from prefect.engine.state import Retrying
 from prefect.triggers import always_run
 
 from pipelines import capture, database, logs, storage
@@ -50,6 +52,19 @@ def record_run(flow, old_state, new_state):
     return new_state
 
 
+def exponential_backoff(task, old_state, new_state):
+    """Task state handler: the n-th retry waits ``retry_delay * 2**(n-1)`` and is logged."""
+    if isinstance(new_state, Retrying):
+        attempt = new_state.run_count  # attempts already made
+        delay = (task.retry_delay or timedelta(0)) * (2 ** max(attempt - 1, 0))
+        new_state.start_time = pendulum.now("utc") + delay
+        logger.warning(
+            "Falha transitória em %s (%s). Nova tentativa %d de %d agendada em %d s.",
+            task.name, new_state.message, attempt, task.max_retries, delay.total_seconds(),
+        )
+    return new_state
+
+
 # -- tasks -----------------------------------------------------------------------------
 
 @task(name="setup_log_file")
@@ -62,7 +77,7 @@ def setup_log_file(flow_name: str) -> str:
 
 
 @task(name="discover_published_files", max_retries=3, retry_delay=DEFAULT_RETRY_DELAY,
-      retry_on={TransientDownloadError})
+      retry_on={TransientDownloadError}, state_handlers=[exponential_backoff])
 def discover_published_files(url: str | None = None) -> list[PublishedFile]:
     return capture.discover_published_files(load_settings(), url)
 
@@ -75,7 +90,7 @@ def select_newest_period(files: list[PublishedFile]) -> PublishedFile:
 
 
 @task(name="download_cgu_terceirizados_data", max_retries=3, retry_delay=DEFAULT_RETRY_DELAY,
-      retry_on={TransientDownloadError})
+      retry_on={TransientDownloadError}, state_handlers=[exponential_backoff])
 def download_data(published: PublishedFile) -> DownloadedFile:
     return download_file(published, load_settings().http_timeout_seconds)
 
