@@ -21,6 +21,9 @@ LOGS_SCHEMA = "logs"
 LOG_RECORDS_TABLE = "registros"
 RUNS_TABLE = "execucoes"
 STAGING_SCHEMA = "staging"
+# dbt models (queries/models/staging), in build order.
+LATEST_MODELS = ("raw", "cleaned", "renamed", "transformed")
+HISTORIC_MODELS = ("historic_raw", "historic_cleaned", "historic_renamed", "historic_transformed")
 
 # The 23 columns of every CGU file, in the order the portal publishes them,
 # lower-cased. Header-less files (2019-01) are read in this order.

@@ -16,7 +16,7 @@ from psycopg2 import sql
 from psycopg2.extras import execute_values
 
 from pipelines import constants as c
-from pipelines.errors import ConfigError
+from pipelines.errors import ConfigError, RawDataMissingError
 from pipelines.settings import Settings
 
 logger = logging.getLogger("pipelines.database")
@@ -278,8 +278,9 @@ def finish_run(settings: Settings, run_id: str, state: str, message: str | None,
         cursor.execute(
             sql.SQL(
                 """UPDATE {runs} SET estado_final = %s, mensagem = %s, finalizado_em = %s,
-                    linhas_carregadas = totals.loaded, linhas_quarentena = totals.quarantined,
-                    linhas_reparadas = totals.repaired
+                    linhas_carregadas = coalesce(totals.loaded, linhas_carregadas),
+                    linhas_quarentena = coalesce(totals.quarantined, linhas_quarentena),
+                    linhas_reparadas = coalesce(totals.repaired, linhas_reparadas)
                 FROM (SELECT sum(linhas_carregadas) AS loaded, sum(linhas_quarentena) AS quarantined,
                              sum(linhas_reparadas) AS repaired
                       FROM {captures} WHERE id_execucao = %s) AS totals
@@ -287,6 +288,36 @@ def finish_run(settings: Settings, run_id: str, state: str, message: str | None,
             ).format(runs=RUNS, captures=CAPTURES),
             (state, message, finished_at, run_id, run_id),
         )
+
+
+def set_run_rows(settings: Settings, run_id: str, rows: int) -> None:
+    """Record how many rows a run produced (materialize flows: rows of the final table)."""
+    with connection(settings) as conn, conn, conn.cursor() as cursor:
+        cursor.execute(sql.SQL("UPDATE {} SET linhas_carregadas = %s WHERE id_execucao = %s").format(RUNS),
+                       (rows, run_id))
+
+
+def count_rows(settings: Settings, schema: str, name: str) -> int:
+    with connection(settings) as conn, conn.cursor() as cursor:
+        cursor.execute(sql.SQL("SELECT count(*) FROM {}").format(table(schema, name)))
+        return cursor.fetchone()[0]
+
+
+def captured_periods(settings: Settings) -> list[date]:
+    """Periods present in raw.terceirizados, newest first; fails clearly when there are none."""
+    with connection(settings) as conn, conn.cursor() as cursor:
+        cursor.execute("SELECT to_regclass(%s)", (f"{c.RAW_SCHEMA}.{c.RAW_TABLE}",))
+        if cursor.fetchone()[0] is None:
+            raise RawDataMissingError(
+                "A tabela raw.terceirizados não existe: rode antes a captura (python run/capture.py)."
+            )
+        cursor.execute(sql.SQL("SELECT DISTINCT periodo FROM {} ORDER BY periodo DESC").format(RAW))
+        periods = [row[0] for row in cursor.fetchall()]
+    if not periods:
+        raise RawDataMissingError(
+            "A tabela raw.terceirizados está vazia: rode antes a captura (python run/capture.py)."
+        )
+    return periods
 
 
 def insert_log_records(settings: Settings, records: list[dict]) -> int:

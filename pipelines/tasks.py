@@ -14,6 +14,8 @@ from prefect.engine.state import Retrying
 from prefect.triggers import always_run
 
 from pipelines import capture, database, logs, storage
+from pipelines.constants import STAGING_SCHEMA
+from pipelines.dbt import run_dbt
 from pipelines.download import DownloadedFile, download_file
 from pipelines.errors import TransientDownloadError
 from pipelines.parse import ParsedFile
@@ -117,6 +119,30 @@ def upload_csv_to_database(csv_file: str, parsed: ParsedFile, downloaded: Downlo
     from pathlib import Path
 
     return capture.load_parsed(load_settings(), Path(csv_file), parsed, downloaded, current_run_id())
+
+
+@task(name="check_raw_data")
+def check_raw_data() -> str:
+    periods = database.captured_periods(load_settings())
+    newest = periods[0].strftime("%Y-%m")
+    logger.info("raw.terceirizados tem %d período(s) capturado(s); o mais recente é %s.", len(periods), newest)
+    return newest
+
+
+@task(name="dbt_build")
+def dbt_build(model: str) -> dict:
+    """``dbt build`` of one model and its tests; error-level failures fail the task."""
+    outcome = run_dbt(load_settings(), "build", model)
+    return {"modelos": outcome.models, "avisos": outcome.warnings}
+
+
+@task(name="record_materialized_rows")
+def record_materialized_rows(model: str) -> int:
+    settings = load_settings()
+    rows = database.count_rows(settings, STAGING_SCHEMA, model)
+    database.set_run_rows(settings, current_run_id(), rows)
+    logger.info("%s.%s materializada com %d linhas.", STAGING_SCHEMA, model, rows)
+    return rows
 
 
 @task(name="upload_logs_to_database", trigger=always_run)

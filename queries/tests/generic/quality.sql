@@ -1,0 +1,66 @@
+{#- Generic tests of the staging models. Tests that count (values_nulled,
+    load_fields_match_period) are declared with severity warn in schema.yml, so
+    dbt reports how many rows they found without failing the build. -#}
+
+{# Values present in the upstream column (after sentinel cleaning) but NULL here:
+   invalid values set to NULL by the cleaning, or values a cast could not convert. #}
+{% test values_nulled(model, column_name, compare_model, compare_column=none) %}
+{{ config(fail_calc='coalesce(sum(nulled), 0)') }}
+with counts as (
+    select
+        (select count({{ clean_text(compare_column or column_name) }}) from {{ compare_model }})
+        - (select count({{ column_name }}) from {{ model }}) as nulled
+)
+select nulled from counts where nulled <> 0
+{% endtest %}
+
+
+{# The model has exactly as many rows as the compared model. #}
+{% test row_count_equals(model, compare_model) %}
+with counts as (
+    select
+        (select count(*) from {{ model }}) as model_rows,
+        (select count(*) from {{ compare_model }}) as compare_rows
+)
+select * from counts where model_rows <> compare_rows
+{% endtest %}
+
+
+{# sum(column) equals the sum of the source's money column, read with the same rules. #}
+{% test sum_matches_source(model, column_name, compare_model, compare_column) %}
+with sums as (
+    select
+        (select coalesce(sum({{ column_name }}), 0) from {{ model }}) as model_sum,
+        (select coalesce(sum({{ safe_numeric(clean_decimal(compare_column)) }}), 0)
+         from {{ compare_model }}) as source_sum
+)
+select * from sums where model_sum <> source_sum
+{% endtest %}
+
+
+{# Rows outside [min_value, max_value]: a plausibility check, declared as warn. #}
+{% test value_in_range(model, column_name, min_value, max_value) %}
+select {{ column_name }}
+from {{ model }}
+where {{ column_name }} < {{ min_value }} or {{ column_name }} > {{ max_value }}
+{% endtest %}
+
+
+{# No two rows share the combination of columns (a composite primary key). #}
+{% test unique_combination(model, combination_of_columns) %}
+select {{ combination_of_columns | join(', ') }}, count(*) as occurrences
+from {{ model }}
+group by {{ combination_of_columns | join(', ') }}
+having count(*) > 1
+{% endtest %}
+
+
+{# Rows whose Num_Mes_Carga, Mes_Carga or Ano_Carga disagree with the published period. #}
+{% test load_fields_match_period(model) %}
+select periodo, linha_origem, num_mes_carga, mes_carga, ano_carga
+from {{ model }}
+where regexp_replace(num_mes_carga, '^0+|\.0+$', '', 'g')
+        is distinct from extract(month from periodo)::integer::text
+   or translate(upper(mes_carga), 'ÇÃÁÂ', 'CAAA') is distinct from {{ month_name('periodo') }}
+   or regexp_replace(ano_carga, '\.0+$', '') is distinct from extract(year from periodo)::integer::text
+{% endtest %}
