@@ -88,6 +88,11 @@ HOURS = [("44", 41412), ("40", 11494), ("30", 7840), ("41", 5929), ("36", 4152),
 FIRST = ["MARIA", "JOSE", "ANA", "JOAO", "ANTONIO", "FRANCISCA", "CARLOS", "PAULO", "LUCIA", "TIAGO", "CILENE"]
 LAST = ["SILVA", "SANTOS", "OLIVEIRA", "SOUZA", "LIMA", "PEREIRA", "FERREIRA", "ALVES", "MARTINS", "ROCHA"]
 ACCENTED_FIRST = ["JOSÉ", "CONCEIÇÃO", "JOÃO", "LÚCIA"]
+# row index -> (column position, value): rare values every generated file must contain
+FORCED_VALUES = {
+    9: (12, "NI"), 10: (12, "NI  "), 11: (11, "14"), 12: (10, "5173 - VIGILANTES E GUARDAS DE SEGURANCA"),
+    13: (10, "SERVENTE"), 14: (10, "517330 - VIGILANTE"), 15: (10, "422105 - RECEPCIONISTA, EM GERAL"),
+}
 
 
 @dataclass
@@ -168,7 +173,7 @@ def generate_rows(spec: PeriodSpec, count: int, seed: int) -> list[list]:
     rows = []
     for index in range(count):
         agency = AGENCIES[index % len(AGENCIES)] if index < len(AGENCIES) else rng.choice(AGENCIES)
-        cnpj, company = rng.choice(COMPANIES)
+        cnpj, company = COMPANIES[index] if index < len(COMPANIES) else rng.choice(COMPANIES)
         salary = round(rng.uniform(1320, 6500), 2)
         cost = round(salary * rng.uniform(1.8, 2.6), 2)
         load_year = spec.year - 1 if index % 97 == 5 else spec.year  # stale Ano_Carga inside the file
@@ -184,6 +189,9 @@ def generate_rows(spec: PeriodSpec, count: int, seed: int) -> list[list]:
         ]
         if index % 53 == 7:
             row[5] = "NULL"
+        if index in FORCED_VALUES:  # rare real values, present even in small files
+            position, value = FORCED_VALUES[index]
+            row[position] = value
         if xlsx:  # numeric cells where the portal has numbers: leading zeros are lost
             for position in (0, 2, 6, 16, 18, 21, 22):
                 text = str(row[position])

@@ -1,0 +1,208 @@
+"""The materialize flow: dbt models staging.raw -> cleaned -> renamed -> transformed."""
+
+from decimal import Decimal
+
+import pytest
+
+from pipelines.flows import capture_flow, materialize_flow
+from pipelines.settings import load_settings
+from tests.conftest import query, run_flow
+
+TRANSFORMED_COLUMNS = [
+    ("ano", "integer", 32, 0), ("mes", "smallint", 16, 0), ("id_terceirizado", "text", None, None),
+    ("sigla_orgao_superior_unidade_gestora", "text", None, None), ("id_unidade_gestora", "text", None, None),
+    ("sigla_unidade_gestora", "text", None, None), ("nome_unidade_gestora", "text", None, None),
+    ("id_orgao_siafi", "text", None, None), ("id_orgao_siape", "text", None, None),
+    ("sigla_orgao", "text", None, None), ("nome_orgao", "text", None, None),
+    ("nome_unidade_prestacao", "text", None, None), ("id_contrato", "text", None, None),
+    ("cnpj_empresa", "text", None, None), ("razao_social_empresa", "text", None, None), ("cpf", "text", None, None),
+    ("nome", "text", None, None), ("cbo_2002", "text", None, None), ("categoria_profissional", "text", None, None),
+    ("nivel_escolaridade", "text", None, None), ("quantidade_horas_semanais", "integer", 32, 0),
+    ("valor_salario_mensal", "numeric", 12, 2), ("valor_custo_mensal", "numeric", 12, 2),
+    ("capturado_em", "timestamp with time zone", None, None),
+]
+
+
+def warnings_of(db, run_id):
+    """dbt warnings logged by a run: test name -> rows found."""
+    found = {}
+    for (message,) in query(db, "SELECT mensagem FROM logs.registros WHERE id_execucao = %s AND mensagem LIKE "
+                                "'Teste dbt com aviso:%%'", (run_id,)):
+        name, count = message.removeprefix("Teste dbt com aviso: ").split(" encontrou ")
+        found[name] = int(count.split()[0])
+    return found
+
+
+def table_digest(db, name):
+    [(digest,)] = query(db, f"SELECT md5(string_agg(t::text, '|' ORDER BY t::text)) FROM {name} AS t")
+    return digest
+
+
+@pytest.fixture
+def materialized(db, fresh_portal):
+    captured, _ = run_flow(capture_flow, url=fresh_portal.page_url)
+    assert captured.is_successful()
+    state, run_id = run_flow(materialize_flow)
+    assert state.is_successful(), state.message
+    return run_id
+
+
+def test_rows_and_money_reconcile_with_the_source(db, fresh_portal, materialized):
+    expected = fresh_portal.portal.expectations["2024-05"]
+    assert query(db, "SELECT count(*) FROM staging.raw") == [(expected.loaded_rows,)]
+    assert query(db, "SELECT count(*) FROM staging.transformed") == [(expected.loaded_rows,)]
+    [(cost, salary)] = query(db, "SELECT sum(valor_custo_mensal), sum(valor_salario_mensal) FROM staging.transformed")
+    assert cost == Decimal(expected.sum_custo)
+    assert salary == sum(Decimal(r[14]) for r in expected.loaded)
+    assert query(db, "SELECT DISTINCT ano, mes FROM staging.transformed") == [(2024, 5)]
+    [(run_rows,)] = query(db, "SELECT linhas_carregadas FROM logs.execucoes WHERE id_execucao = %s", (materialized,))
+    assert run_rows == expected.loaded_rows
+
+
+def test_types_order_and_comments(db, materialized):
+    columns = query(db, """SELECT column_name, data_type, numeric_precision, numeric_scale
+                           FROM information_schema.columns WHERE table_schema = 'staging'
+                           AND table_name = 'transformed' ORDER BY ordinal_position""")
+    assert columns == TRANSFORMED_COLUMNS
+    comments = dict(query(db, """SELECT a.attname, col_description(a.attrelid, a.attnum) FROM pg_attribute a
+                                 WHERE a.attrelid = 'staging.transformed'::regclass AND a.attnum > 0"""))
+    assert all(comments[name] for name, *_ in TRANSFORMED_COLUMNS), comments
+    assert "BRL" in comments["valor_custo_mensal"] and "LGPD" in comments["cpf"] and "LGPD" in comments["nome"]
+    [(table_comment,)] = query(db, "SELECT obj_description('staging.transformed'::regclass)")
+    assert "tipos finais" in table_comment
+    renamed = [c for (c,) in query(db, "SELECT column_name FROM information_schema.columns WHERE table_schema = "
+                                       "'staging' AND table_name = 'renamed' ORDER BY ordinal_position")]
+    assert renamed == [name for name, *_ in TRANSFORMED_COLUMNS]
+    [(primary_key,)] = query(db, "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = "
+                                 "'staging.transformed'::regclass AND contype = 'p'")
+    assert primary_key == "PRIMARY KEY (ano, mes, id_terceirizado)"
+
+
+def test_zero_padding_of_codes_lost_in_xlsx_cells(db, materialized):
+    assert ("588541000182",) in query(db, "SELECT DISTINCT nr_cnpj FROM staging.raw")
+    assert query(db, "SELECT DISTINCT cnpj_empresa FROM staging.transformed WHERE razao_social_empresa LIKE "
+                     "'IPANEMA%%'") == [("00588541000182",)]
+    assert query(db, "SELECT DISTINCT id_unidade_gestora FROM staging.transformed WHERE sigla_orgao = 'FUNASA'") == [
+        ("020001",)]
+    assert query(db, "SELECT count(*) FROM staging.transformed WHERE length(cnpj_empresa) <> 14 "
+                     "OR length(id_unidade_gestora) <> 6") == [(0,)]
+
+
+def test_every_sentinel_becomes_null(db, materialized):
+    pairs = [  # (raw column, transformed column, sentinels seen in the raw column)
+        ("sg_ug_gestora", "sigla_unidade_gestora", ("",)),
+        ("nr_contrato", "id_contrato", ("NULL",)),
+        ("nr_jornada", "quantidade_horas_semanais", ("NI", "NI  ")),
+        ("cd_orgao_siafi", "id_orgao_siafi", ("<N/I>", "-2")),
+        ("cd_orgao_siape", "id_orgao_siape", ("-1", "-2")),
+        ("sg_orgao", "sigla_orgao", ("<N/I>",)),
+        ("nm_unidade_prestacao", "nome_unidade_prestacao", ("",)),
+    ]
+    for raw_column, column, sentinels in pairs:
+        [(sentinel_rows, null_rows, other_nulls)] = query(db, f"""
+            SELECT count(*) FILTER (WHERE coalesce(r.{raw_column}, '') = ANY(%s)),
+                   count(*) FILTER (WHERE t.{column} IS NULL),
+                   count(*) FILTER (WHERE t.{column} IS NULL AND coalesce(r.{raw_column}, '') <> ALL(%s))
+            FROM staging.raw r JOIN staging.transformed t ON t.id_terceirizado = r.id_terc""",
+            (list(sentinels), list(sentinels)))
+        assert sentinel_rows > 0, raw_column
+        assert (null_rows, other_nulls) == (sentinel_rows, 0), raw_column
+
+
+def test_cbo_code_is_split_from_the_category(db, materialized):
+    rows = dict(query(db, "SELECT DISTINCT r.nm_categoria_profissional, row(t.cbo_2002, t.categoria_profissional)"
+                          "::text FROM staging.raw r JOIN staging.transformed t ON t.id_terceirizado = r.id_terc"))
+    assert rows["517330 - VIGILANTE"] == "(517330,VIGILANTE)"
+    assert rows["422105 - RECEPCIONISTA, EM GERAL"] == '(422105,"RECEPCIONISTA, EM GERAL")'
+    assert rows["SERVENTE"] == "(,SERVENTE)"
+    # a 4-digit family code is not a CBO 2002 occupation
+    assert rows["5173 - VIGILANTES E GUARDAS DE SEGURANCA"] == '(,"VIGILANTES E GUARDAS DE SEGURANCA")'
+    assert query(db, "SELECT count(*) FROM staging.transformed WHERE cbo_2002 !~ '^\\d{6}$'") == [(0,)]
+
+
+def test_rerun_gives_identical_tables_and_logs_dbt_once(db, settings, materialized):
+    before = {name: table_digest(db, name) for name in ("staging.transformed", "staging.renamed", "staging.cleaned")}
+    state, run_id = run_flow(materialize_flow)
+    assert state.is_successful()
+    assert {name: table_digest(db, name) for name in before} == before
+    messages = [m for (m,) in query(db, "SELECT mensagem FROM logs.registros WHERE id_execucao = %s", (run_id,))]
+    created = [m for m in messages if "OK created sql table model staging.transformed" in m]
+    assert len(created) == 1
+    text = (settings.log_dir / "logs__materialize.txt").read_text(encoding="utf-8")
+    assert text.count("OK created sql table model staging.transformed") == 1
+    tasks = {t for (t,) in query(db, "SELECT DISTINCT nome_task FROM logs.registros WHERE id_execucao = %s",
+                                 (run_id,))}
+    assert {"dbt_build_staging.raw", "dbt_build_staging.cleaned", "dbt_build_staging.renamed",
+            "dbt_build_staging.transformed"} <= tasks
+
+
+def test_bad_values_do_not_crash_and_are_counted(db, fresh_portal, materialized):
+    expected = fresh_portal.portal.expectations["2024-05"]
+    stale_years = sum(1 for r in expected.loaded if r[18] != "2024")
+    numeric_education = sum(1 for r in expected.loaded if r[11].isdigit())
+    [(first_id,)] = query(db, "SELECT min(id_terc) FROM raw.terceirizados")
+    with db.cursor() as cursor:
+        cursor.execute("UPDATE raw.terceirizados SET vl_mensal_salario = 'abc', nm_escolaridade = '26', "
+                       "nr_jornada = 'quarenta' WHERE id_terc = %s", (first_id,))
+        cursor.execute("SELECT id_terc FROM raw.terceirizados WHERE nm_escolaridade ~ '^\\d+$' AND id_terc <> %s "
+                       "LIMIT 1", (first_id,))
+    state, run_id = run_flow(materialize_flow)
+    assert state.is_successful()
+    warnings = warnings_of(db, run_id)
+    assert warnings["values_nulled_transformed_valor_salario_mensal__ref_renamed_"] == 1
+    assert warnings["values_nulled_transformed_quantidade_horas_semanais__ref_renamed_"] == 1
+    assert warnings["values_nulled_cleaned_nm_escolaridade__ref_raw_"] == numeric_education + 1
+    assert warnings["load_fields_match_period_cleaned_"] == stale_years > 0
+    [(salary, education, hours)] = query(db, "SELECT valor_salario_mensal, nivel_escolaridade, "
+                                             "quantidade_horas_semanais FROM staging.transformed "
+                                             "WHERE id_terceirizado = %s", (first_id,))
+    assert (salary, education, hours) == (None, None, None)
+    assert query(db, "SELECT count(*) FROM staging.transformed") == [(expected.loaded_rows,)]
+
+
+def test_error_level_failure_fails_the_flow_and_keeps_the_previous_table(db, materialized):
+    before = table_digest(db, "staging.transformed")
+    with db.cursor() as cursor:  # two workers with the same id in one period
+        cursor.execute("UPDATE raw.terceirizados SET id_terc = (SELECT min(id_terc) FROM raw.terceirizados) "
+                       "WHERE linha_origem = (SELECT max(linha_origem) FROM raw.terceirizados)")
+    state, run_id = run_flow(materialize_flow)
+    assert state.is_failed()
+    assert table_digest(db, "staging.transformed") == before
+    [(status, message)] = query(db, "SELECT estado_final, mensagem FROM logs.execucoes WHERE id_execucao = %s",
+                                (run_id,))
+    assert status == "Failed"
+    errors = " ".join(m for (m,) in query(db, "SELECT mensagem FROM logs.registros WHERE id_execucao = %s "
+                                              "AND nivel = 'ERROR'", (run_id,)))
+    assert "transformed" in errors
+
+
+@pytest.mark.parametrize("problem", ["empty", "missing"])
+def test_missing_or_empty_raw_table_is_explained(db, settings, problem):
+    from pipelines import database
+
+    with db.cursor() as cursor:
+        if problem == "missing":
+            cursor.execute("DROP TABLE raw.terceirizados CASCADE")
+    try:
+        state, run_id = run_flow(materialize_flow)
+        assert state.is_failed()
+        messages = " ".join(m for (m,) in query(db, "SELECT mensagem FROM logs.registros WHERE id_execucao = %s",
+                                                (run_id,)))
+        assert "rode antes a captura (python run/capture.py)" in messages
+        # the flow's set-up recreates a dropped table empty, so both cases end as "empty"
+        assert "raw.terceirizados está vazia" in messages
+    finally:
+        database.ensure_schema(load_settings())
+
+
+def test_missing_raw_table_is_named(db, settings):
+    from pipelines import database
+    from pipelines.errors import RawDataMissingError
+
+    with db.cursor() as cursor:
+        cursor.execute("DROP TABLE raw.terceirizados CASCADE")
+    try:
+        with pytest.raises(RawDataMissingError, match="raw.terceirizados não existe: rode antes a captura"):
+            database.captured_periods(settings)
+    finally:
+        database.ensure_schema(settings)
