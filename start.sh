@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Sobe o pipeline: instala as dependências (.venv) e roda a captura do período mais
-# recente no PostgreSQL do .env. Argumentos extras vão para run/capture.py.
+# Sobe o pipeline: instala as dependências (.venv), captura o período mais recente no
+# PostgreSQL do .env e o materializa (dbt). Argumentos extras vão para run/capture.py.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -11,4 +11,5 @@ else
 fi
 
 make --no-print-directory venv
-exec .venv/bin/python run/capture.py "$@"
+.venv/bin/python run/capture.py "$@"
+.venv/bin/python run/materialize.py
