@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 from pipelines import database, storage
-from pipelines.download import DownloadedFile, fetch_page
+from pipelines.download import DownloadedFile, download_file, fetch_page
 from pipelines.parse import ParsedFile, parse_file
 from pipelines.portal import PublishedFile, parse_portal_page
 from pipelines.settings import Settings
@@ -79,3 +79,47 @@ def save_outputs(settings: Settings, downloaded: DownloadedFile, parsed: ParsedF
     path = storage.save_csv(settings.data_dir, parsed, downloaded)
     logger.info("Dados tratados em CSV salvos localmente em %s.", path)
     return path
+
+
+def capture_period(settings: Settings, published: PublishedFile, force: bool, run_id: str | None) -> dict:
+    """Download, parse, save and load one period; skip it when the file did not change.
+
+    Only a small summary leaves this function: the bytes and the DataFrame of the period
+    are released when it returns, so memory does not grow with the number of periods.
+    """
+    previous = None if force else database.last_capture(settings, published.period)
+    downloaded = download_file(
+        published, settings.http_timeout_seconds,
+        etag=previous and previous["etag"], last_modified=previous and previous["last_modified"],
+    )
+    if downloaded is None or (previous and downloaded.sha256 == previous["sha256"]):
+        logger.info("Período %s ignorado: arquivo inalterado desde a última captura (use --force para recarregar).",
+                    published.label)
+        return {"periodo": published.label, "situacao": "inalterado"}
+    storage.save_raw_file(settings.data_dir, downloaded)
+    parsed = parse_downloaded(downloaded)
+    csv_file = save_outputs(settings, downloaded, parsed)
+    summary = load_parsed(settings, csv_file, parsed, downloaded, run_id)
+    return {**summary, "situacao": "carregado"}
+
+
+def summarize_periods(files: list[PublishedFile], results: list) -> tuple[list[dict], list[str]]:
+    """Pair each period with its outcome; failed periods come back as exceptions."""
+    done, failed = [], []
+    for published, result in zip(files, results):
+        if isinstance(result, BaseException) or not isinstance(result, dict):
+            failed.append(f"{published.label} ({published.file_name}): {result}")
+        else:
+            done.append(result)
+    loaded = [r for r in done if r["situacao"] == "carregado"]
+    logger.info(
+        "Captura histórica: %d período(s) carregado(s), %d inalterado(s), %d com falha; %d linhas carregadas, "
+        "%d reparadas, %d em quarentena.",
+        len(loaded), len(done) - len(loaded), len(failed), sum(r["linhas_carregadas"] for r in loaded),
+        sum(r["linhas_reparadas"] for r in loaded), sum(r["linhas_quarentena"] for r in loaded),
+    )
+    for result in loaded:
+        logger.info("  %s: %d linhas no arquivo = %d carregadas (%d reparadas) + %d em quarentena.",
+                    result["periodo"], result["linhas_arquivo"], result["linhas_carregadas"],
+                    result["linhas_reparadas"], result["linhas_quarentena"])
+    return done, failed

@@ -36,9 +36,9 @@ class DownloadedFile:
     downloaded_at: datetime
 
 
-def _get(url: str, timeout: float) -> requests.Response:
+def _get(url: str, timeout: float, headers: dict | None = None) -> requests.Response:
     try:
-        response = requests.get(url, timeout=timeout, headers={"User-Agent": USER_AGENT})
+        response = requests.get(url, timeout=timeout, headers={"User-Agent": USER_AGENT, **(headers or {})})
     except requests.exceptions.Timeout as exc:
         raise TransientDownloadError(f"Tempo esgotado ({timeout:g} s) ao acessar {url}: {exc}") from exc
     except requests.exceptions.ConnectionError as exc:
@@ -82,11 +82,24 @@ def looks_like_html(content: bytes) -> bool:
     return head.startswith(HTML_MARKERS)
 
 
-def download_file(published: PublishedFile, timeout: float) -> DownloadedFile:
-    """Download one published file into memory and check that it is whole and a data file."""
+def download_file(published: PublishedFile, timeout: float, etag: str | None = None,
+                  last_modified: str | None = None) -> DownloadedFile | None:
+    """Download one published file into memory and check that it is whole and a data file.
+
+    With ``etag``/``last_modified`` of a previous download the request is conditional,
+    and ``None`` is returned when the server answers 304 Not Modified.
+    """
     url = published.url
     logger.info("Realizando o download do arquivo %s (%s)...", url, published.label)
-    response = _get(url, timeout)
+    conditions = {}
+    if etag:
+        conditions["If-None-Match"] = etag
+    if last_modified:
+        conditions["If-Modified-Since"] = last_modified
+    response = _get(url, timeout, conditions)
+    if response.status_code == 304:
+        logger.info("Arquivo %s não mudou desde a última captura (HTTP 304).", url)
+        return None
     _check_complete(response, url)
     content = response.content
     content_type = response.headers.get("Content-Type", "").lower()

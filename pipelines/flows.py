@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from prefect import Flow, Parameter
+from prefect import Flow, Parameter, unmapped
 
 from pipelines import constants
 from pipelines.tasks import (
+    capture_period,
     check_raw_data,
     dbt_build,
     discover_published_files,
@@ -17,6 +18,7 @@ from pipelines.tasks import (
     save_raw_data_locally,
     select_newest_period,
     setup_log_file,
+    summarize_historic_capture,
     upload_csv_to_database,
     upload_logs_to_database,
 )
@@ -36,19 +38,31 @@ with Flow(constants.CAPTURE_FLOW, state_handlers=[record_run]) as capture_flow:
 capture_flow.set_reference_tasks([loaded, logs_loaded])
 
 
-def _dbt_chain(models: tuple[str, ...], upstream):
-    """One ``dbt build`` task per model, in order, each named after its model."""
-    for model in models:
-        upstream = dbt_build(model, upstream_tasks=[upstream],
-                             task_args={"name": f"dbt_build_{constants.STAGING_SCHEMA}.{model}"})
-    return upstream
+def build_materialize_flow(name: str, models: tuple[str, ...]) -> Flow:
+    """set-up -> check raw data -> one ``dbt build`` task per model, in order -> rows -> logs."""
+    with Flow(name, state_handlers=[record_run]) as flow:
+        run_id = setup_log_file(name)
+        built = check_raw_data(upstream_tasks=[run_id])
+        for model in models:
+            built = dbt_build(model, upstream_tasks=[built],
+                              task_args={"name": f"dbt_build_{constants.STAGING_SCHEMA}.{model}"})
+        materialized = record_materialized_rows(models[-1], upstream_tasks=[built])
+        logs_loaded = upload_logs_to_database(name, upstream_tasks=[materialized])
+    flow.set_reference_tasks([materialized, logs_loaded])
+    return flow
 
 
-with Flow(constants.MATERIALIZE_FLOW, state_handlers=[record_run]) as materialize_flow:
-    run_id = setup_log_file(constants.MATERIALIZE_FLOW)
-    newest_period = check_raw_data(upstream_tasks=[run_id])
-    built = _dbt_chain(constants.LATEST_MODELS, newest_period)
-    materialized = record_materialized_rows(constants.LATEST_MODELS[-1], upstream_tasks=[built])
-    logs_loaded = upload_logs_to_database(constants.MATERIALIZE_FLOW, upstream_tasks=[materialized])
+materialize_flow = build_materialize_flow(constants.MATERIALIZE_FLOW, constants.LATEST_MODELS)
+historic_materialize_flow = build_materialize_flow(constants.HISTORIC_MATERIALIZE_FLOW, constants.HISTORIC_MODELS)
 
-materialize_flow.set_reference_tasks([materialized, logs_loaded])
+
+with Flow(constants.HISTORIC_CAPTURE_FLOW, state_handlers=[record_run]) as historic_capture_flow:
+    portal_url = Parameter("url", default=None)
+    force = Parameter("force", default=False)
+    run_id = setup_log_file(constants.HISTORIC_CAPTURE_FLOW)
+    published_files = discover_published_files(portal_url, upstream_tasks=[run_id])
+    periods = capture_period.map(published_files, force=unmapped(force))
+    summary = summarize_historic_capture(published_files, periods)
+    logs_loaded = upload_logs_to_database(constants.HISTORIC_CAPTURE_FLOW, upstream_tasks=[summary])
+
+historic_capture_flow.set_reference_tasks([summary, logs_loaded])

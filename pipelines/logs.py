@@ -58,20 +58,31 @@ def log_paths(log_dir: Path, flow_name: str) -> tuple[Path, Path]:
     return log_dir / f"logs__{short}.txt", log_dir / f"logs__{short}.jsonl"
 
 
+def attach_handler(log_dir: Path, flow_name: str, run_id: str) -> Path:
+    """Route the flow's loggers of this process into its log files (idempotent).
+
+    Called at set-up and again by tasks that may run in other processes (Dask
+    workers), which append to the same files."""
+    text_path, jsonl_path = log_paths(log_dir, flow_name)
+    for name in CAPTURED_LOGGERS:
+        target = logging.getLogger(name)
+        current = [h for h in target.handlers if isinstance(h, FlowLogHandler)]
+        if any(h.run_id == run_id and h.text_path == text_path for h in current):
+            continue
+        for old in current:
+            target.removeHandler(old)
+        target.addHandler(FlowLogHandler(text_path, jsonl_path, flow_name, run_id))
+        if target.level == logging.NOTSET or target.level > logging.INFO:
+            target.setLevel(logging.INFO)
+    return text_path
+
+
 def setup_log_file(log_dir: Path, flow_name: str, run_id: str) -> Path:
     """Clear the flow's log files and route the flow's loggers into them."""
     log_dir.mkdir(parents=True, exist_ok=True)
-    text_path, jsonl_path = log_paths(log_dir, flow_name)
-    text_path.write_text("", encoding="utf-8")
-    jsonl_path.write_text("", encoding="utf-8")
-    handler = FlowLogHandler(text_path, jsonl_path, flow_name, run_id)
-    for name in CAPTURED_LOGGERS:
-        target = logging.getLogger(name)
-        for old in [h for h in target.handlers if isinstance(h, FlowLogHandler)]:
-            target.removeHandler(old)
-        target.addHandler(handler)
-        if target.level == logging.NOTSET or target.level > logging.INFO:
-            target.setLevel(logging.INFO)
+    for path in log_paths(log_dir, flow_name):
+        path.write_text("", encoding="utf-8")
+    text_path = attach_handler(log_dir, flow_name, run_id)
     logging.getLogger("pipelines.logs").info(
         "Configuração do arquivo de log %s realizada com sucesso.", text_path
     )

@@ -8,6 +8,7 @@ import uuid
 
 from pipelines import database
 from pipelines.errors import ConfigError
+from pipelines.executors import parallel_executor
 from pipelines.settings import Settings, load_settings
 from pipelines.tasks import configure_retries
 
@@ -24,11 +25,13 @@ def prepare() -> Settings:
     return settings
 
 
-def run_flow(flow, parameters: dict | None = None) -> int:
-    """Run ``flow`` locally; 0 when it succeeded, 1 when it failed."""
-    configure_retries(flow, prepare())
+def run_flow(flow, parameters: dict | None = None, parallel: bool = False) -> int:
+    """Run ``flow`` locally (``parallel``: on the Dask executor); 0 when it succeeded, 1 when it failed."""
+    settings = prepare()
+    configure_retries(flow, settings)
     run_id = str(uuid.uuid4())
-    state = flow.run(parameters=parameters or {}, context={"flow_run_id": run_id})
+    options = {"executor": parallel_executor(settings)} if parallel else {}
+    state = flow.run(parameters=parameters or {}, context={"flow_run_id": run_id}, **options)
     if state.is_successful():
         print(f"Flow {flow.name} concluído com sucesso (execução {run_id}).")
         return 0

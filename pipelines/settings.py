@@ -36,6 +36,7 @@ class Settings:
     download_max_retries: int
     download_retry_delay_seconds: float
     dask_scheduler_address: str | None
+    parallel_workers: int
 
     def postgres_dsn(self, database: str | None = None) -> dict:
         """Keyword arguments for ``psycopg2.connect``."""
@@ -123,4 +124,5 @@ def load_settings(env: dict | None = None) -> Settings:
         download_max_retries=_integer(env, "DOWNLOAD_MAX_RETRIES", 3, 0, 20),
         download_retry_delay_seconds=_number(env, "DOWNLOAD_RETRY_DELAY_SECONDS", 10.0, 0.0),
         dask_scheduler_address=_text(env, "DASK_SCHEDULER_ADDRESS", "") or None,
+        parallel_workers=_integer(env, "PARALLEL_WORKERS", os.cpu_count() or 2, 1, 64),
     )

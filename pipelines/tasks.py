@@ -17,7 +17,7 @@ from pipelines import capture, database, logs, storage
 from pipelines.constants import STAGING_SCHEMA
 from pipelines.dbt import run_dbt
 from pipelines.download import DownloadedFile, download_file
-from pipelines.errors import TransientDownloadError
+from pipelines.errors import PipelineError, TransientDownloadError
 from pipelines.parse import ParsedFile
 from pipelines.portal import PublishedFile
 from pipelines.settings import Settings, load_settings
@@ -34,6 +34,16 @@ def current_run_id() -> str:
         run_id = str(uuid.uuid4())
         prefect.context.update(flow_run_id=run_id)
     return run_id
+
+
+def task_settings() -> Settings:
+    """Settings for a task, with this process's loggers routed into the flow's log file
+    (tasks may run in Dask worker processes)."""
+    settings = load_settings()
+    flow_name, run_id = prefect.context.get("flow_name"), prefect.context.get("flow_run_id")
+    if flow_name and run_id:
+        logs.attach_handler(settings.log_dir, flow_name, run_id)
+    return settings
 
 
 # -- flow state handler: the runs table -------------------------------------------------
@@ -71,7 +81,7 @@ def exponential_backoff(task, old_state, new_state):
 
 @task(name="setup_log_file")
 def setup_log_file(flow_name: str) -> str:
-    settings = load_settings()
+    settings = load_settings()  # set-up clears the log file: do not attach before it
     run_id = current_run_id()
     logs.setup_log_file(settings.log_dir, flow_name, run_id)
     database.ensure_schema(settings)
@@ -81,7 +91,7 @@ def setup_log_file(flow_name: str) -> str:
 @task(name="discover_published_files", max_retries=3, retry_delay=DEFAULT_RETRY_DELAY,
       retry_on={TransientDownloadError}, state_handlers=[exponential_backoff])
 def discover_published_files(url: str | None = None) -> list[PublishedFile]:
-    return capture.discover_published_files(load_settings(), url)
+    return capture.discover_published_files(task_settings(), url)
 
 
 @task(name="select_newest_period")
@@ -94,12 +104,12 @@ def select_newest_period(files: list[PublishedFile]) -> PublishedFile:
 @task(name="download_cgu_terceirizados_data", max_retries=3, retry_delay=DEFAULT_RETRY_DELAY,
       retry_on={TransientDownloadError}, state_handlers=[exponential_backoff])
 def download_data(published: PublishedFile) -> DownloadedFile:
-    return download_file(published, load_settings().http_timeout_seconds)
+    return download_file(published, task_settings().http_timeout_seconds)
 
 
 @task(name="save_raw_data_locally")
 def save_raw_data_locally(downloaded: DownloadedFile) -> str:
-    path = storage.save_raw_file(load_settings().data_dir, downloaded)
+    path = storage.save_raw_file(task_settings().data_dir, downloaded)
     logger.info("Dados brutos mantidos em memória e salvos localmente em %s (sha256 %s).", path, downloaded.sha256)
     return str(path)
 
@@ -111,19 +121,19 @@ def parse_data(downloaded: DownloadedFile) -> ParsedFile:
 
 @task(name="save_data_as_csv_locally")
 def save_data_as_csv(downloaded: DownloadedFile, parsed: ParsedFile) -> str:
-    return str(capture.save_outputs(load_settings(), downloaded, parsed))
+    return str(capture.save_outputs(task_settings(), downloaded, parsed))
 
 
 @task(name="upload_csv_to_database")
 def upload_csv_to_database(csv_file: str, parsed: ParsedFile, downloaded: DownloadedFile) -> dict:
     from pathlib import Path
 
-    return capture.load_parsed(load_settings(), Path(csv_file), parsed, downloaded, current_run_id())
+    return capture.load_parsed(task_settings(), Path(csv_file), parsed, downloaded, current_run_id())
 
 
 @task(name="check_raw_data")
 def check_raw_data() -> str:
-    periods = database.captured_periods(load_settings())
+    periods = database.captured_periods(task_settings())
     newest = periods[0].strftime("%Y-%m")
     logger.info("raw.terceirizados tem %d período(s) capturado(s); o mais recente é %s.", len(periods), newest)
     return newest
@@ -132,22 +142,41 @@ def check_raw_data() -> str:
 @task(name="dbt_build")
 def dbt_build(model: str) -> dict:
     """``dbt build`` of one model and its tests; error-level failures fail the task."""
-    outcome = run_dbt(load_settings(), "build", model)
+    outcome = run_dbt(task_settings(), "build", model)
     return {"modelos": outcome.models, "avisos": outcome.warnings}
 
 
 @task(name="record_materialized_rows")
 def record_materialized_rows(model: str) -> int:
-    settings = load_settings()
+    settings = task_settings()
     rows = database.count_rows(settings, STAGING_SCHEMA, model)
     database.set_run_rows(settings, current_run_id(), rows)
     logger.info("%s.%s materializada com %d linhas.", STAGING_SCHEMA, model, rows)
     return rows
 
 
+@task(name="capture_period", max_retries=3, retry_delay=DEFAULT_RETRY_DELAY,
+      retry_on={TransientDownloadError}, state_handlers=[exponential_backoff])
+def capture_period(published: PublishedFile, force: bool = False) -> dict:
+    """One period of the historic capture (mapped): download, parse, save and load it."""
+    return capture.capture_period(task_settings(), published, force, current_run_id())
+
+
+@task(name="summarize_historic_capture", trigger=always_run)
+def summarize_historic_capture(files: list[PublishedFile], results: list) -> list[dict]:
+    """Reconcile every period; fail (after the others loaded) naming each failed period."""
+    task_settings()
+    if isinstance(files, BaseException):
+        raise files
+    done, failed = capture.summarize_periods(files, list(results) if isinstance(results, list) else [results] * len(files))
+    if failed:
+        raise PipelineError(f"{len(failed)} período(s) com falha: " + "; ".join(failed))
+    return done
+
+
 @task(name="upload_logs_to_database", trigger=always_run)
 def upload_logs_to_database(flow_name: str) -> int:
-    settings = load_settings()
+    settings = task_settings()
     run_id = current_run_id()
     records = logs.read_records(settings.log_dir, flow_name, run_id)
     count = database.insert_log_records(settings, records)

@@ -1,0 +1,1 @@
+{{ terceirizados_cleaned(ref('historic_raw')) }}

@@ -1,0 +1,2 @@
+-- Every captured period of raw.terceirizados, unchanged.
+select * from {{ source('raw', 'terceirizados') }}

@@ -1,0 +1,1 @@
+{{ terceirizados_renamed(ref('historic_cleaned')) }}

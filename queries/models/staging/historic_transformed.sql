@@ -1,0 +1,3 @@
+{{ config(materialized='table') }}
+
+{{ terceirizados_transformed(ref('historic_renamed')) }}

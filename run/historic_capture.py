@@ -1,0 +1,26 @@
+"""Captura todos os períodos já publicados pela CGU: ``python run/historic_capture.py``.
+
+Períodos cujo arquivo não mudou desde a última captura são ignorados (use --force).
+Roda em paralelo com LocalDaskExecutor, ou no cluster Dask de DASK_SCHEDULER_ADDRESS.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from pipelines.flows import historic_capture_flow  # noqa: E402
+from pipelines.runner import run_flow  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--url", help="página do portal (padrão: CGU_TERCEIRIZADOS_URL do .env)")
+    parser.add_argument("--force", action="store_true", help="recarrega também os períodos inalterados")
+    args = parser.parse_args()
+    return run_flow(historic_capture_flow, {"url": args.url, "force": args.force}, parallel=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
