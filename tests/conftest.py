@@ -83,8 +83,9 @@ def fresh_portal(portal):
     portal.page_override = None
 
 
-def run_flow(flow, **parameters):
+def run_flow(flow, executor=None, **parameters):
     configure_retries(flow, load_settings())
     run_id = str(uuid.uuid4())
-    state = flow.run(parameters=parameters, context={"flow_run_id": run_id})
+    options = {"executor": executor} if executor is not None else {}
+    state = flow.run(parameters=parameters, context={"flow_run_id": run_id}, **options)
     return state, run_id
