@@ -58,6 +58,21 @@ def dbt_environment(settings: Settings) -> None:
     )
 
 
+def compile_inline(settings: Settings, sql: str) -> str:
+    """Compile a SQL snippet that uses the project's macros (used by the benchmark)."""
+    from dbt.cli.main import dbtRunner
+
+    dbt_environment(settings)
+    result = dbtRunner().invoke([
+        "compile", "--inline", sql, "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR),
+        "--target-path", str(settings.data_dir / "dbt_target"), "--log-path", str(settings.log_dir / "dbt"),
+        "--log-level", "none", "--no-send-anonymous-usage-stats",
+    ])
+    if not result.success:
+        raise DbtBuildError(f"dbt compile --inline falhou: {result.exception}")
+    return result.result.results[0].node.compiled_code
+
+
 def run_dbt(settings: Settings, command: str, select: str) -> DbtOutcome:
     """Invoke ``dbt <command> --select <select>`` in-process and summarise the results."""
     root = logging.getLogger()
