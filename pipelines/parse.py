@@ -26,6 +26,7 @@ from pipelines.errors import SourceFormatError
 BOM = b"\xef\xbb\xbf"
 SENTINELS = {"", "<N/I>", "NI", "NULL", "-1", "-2"}
 EXPECTED = len(SOURCE_COLUMNS)
+PARSED_COLUMNS = SOURCE_COLUMNS + ("linha_origem", "observacao_reparo")
 UNNAMED = "__sem_nome_"
 
 
@@ -65,22 +66,36 @@ class QuarantinedLine:
 
 @dataclass
 class ParsedFile:
-    """The outcome of parsing one file."""
+    """The outcome of parsing one file.
 
-    rows: pd.DataFrame  # SOURCE_COLUMNS + linha_origem + observacao_reparo, all text but the line
+    ``records`` holds the kept rows as lists: the 23 source values (text, in
+    ``SOURCE_COLUMNS`` order), the source line number and the repair note (or None).
+    ``rows`` is the same data as a ``pd.DataFrame``, built on first use.
+    """
+
+    records: list[list]
     quarantine: list[QuarantinedLine]
     data_rows: int
     encoding: str
     has_header: bool
     notes: list[str] = field(default_factory=list)
+    _frame: pd.DataFrame | None = field(default=None, repr=False)
+
+    @property
+    def rows(self) -> pd.DataFrame:
+        if self._frame is None:
+            frame = pd.DataFrame(self.records, columns=list(PARSED_COLUMNS), dtype=object)
+            frame["linha_origem"] = frame["linha_origem"].astype("Int64")
+            self._frame = frame
+        return self._frame
 
     @property
     def loaded_rows(self) -> int:
-        return len(self.rows)
+        return len(self.records)
 
     @property
     def repaired_rows(self) -> int:
-        return int(self.rows["observacao_reparo"].notna().sum())
+        return sum(1 for record in self.records if record[-1] is not None)
 
 
 def _strip_accents(text: str) -> str:
@@ -109,13 +124,15 @@ def _decode_lines(content: bytes) -> tuple[list[str], str]:
     lines, used = [], set()
     for raw in content.split(b"\n"):
         raw = raw.rstrip(b"\r")
+        if raw.isascii():
+            lines.append(raw.decode("ascii"))
+            continue
         for candidate in ("utf-8", "cp1252", "latin-1"):
             try:
                 lines.append(raw.decode(candidate))
             except UnicodeDecodeError:
                 continue
-            if any(b > 0x7F for b in raw):
-                used.add(candidate)
+            used.add(candidate)
             break
     non_utf8 = "/".join(sorted(used - {"utf-8"}))
     if not non_utf8:
@@ -193,41 +210,37 @@ def _header_columns(fields: list[str], file_name: str) -> list[str]:
     return names
 
 
-def _to_frame(rows: list[list[str]], columns: list[str], lines: list[int], notes: list[str | None]) -> pd.DataFrame:
-    frame = pd.DataFrame(rows, columns=columns, dtype=object)
-    frame = frame[list(SOURCE_COLUMNS)]
-    frame["linha_origem"] = pd.array(lines, dtype="Int64")
-    frame["observacao_reparo"] = pd.Series(notes, dtype=object)
-    return frame
-
-
-def _parse_records(records, file_name: str, can_repair: bool):
+def _parse_records(source_rows, file_name: str, can_repair: bool):
     """Shared row loop for CSV lines and XLSX rows.
 
-    ``records`` yields (line_number, fields, raw_line). The first non-blank record
+    ``source_rows`` yields (line_number, fields, raw_line). The first non-blank one
     decides: a header row, or data in the standard column order (header-less file).
     """
-    rows, lines, notes, quarantine = [], [], [], []
+    kept, quarantine = [], []
     columns, has_header, data_rows = None, True, 0
     unnamed: list[int] = []
+    order: list[int] | None = None  # positions of SOURCE_COLUMNS in the file's columns
 
     def reject(line_number, raw_line, reason):
         quarantine.append(QuarantinedLine(line_number, raw_line, reason))
 
-    for line_number, fields, raw_line in records:
+    for line_number, fields, raw_line in source_rows:
         if raw_line.strip() == "":
             continue  # blank line: not a data row
         if columns is None:
             if _looks_like_header(fields):
                 columns = _header_columns(fields, file_name)
                 unnamed = [i for i, name in enumerate(columns) if name.startswith(UNNAMED)]
+            else:
+                columns, has_header = list(SOURCE_COLUMNS), False
+            order = None if columns == list(SOURCE_COLUMNS) else [columns.index(c) for c in SOURCE_COLUMNS]
+            if has_header:
                 continue
-            columns, has_header = list(SOURCE_COLUMNS), False
         data_rows += 1
         if "\x00" in raw_line:
             reject(line_number, raw_line.replace("\x00", "\\0"), "caractere NUL na linha")
             continue
-        if all(f.strip() == "" for f in fields):
+        if not "".join(fields).strip():
             reject(line_number, raw_line, "linha sem nenhum valor")
             continue
         note = None
@@ -241,23 +254,24 @@ def _parse_records(records, file_name: str, can_repair: bool):
         elif len(fields) < len(columns):
             reject(line_number, raw_line, f"{len(fields)} campos em vez de {len(columns)}: linha incompleta")
             continue
-        if any(fields[i].strip() for i in unnamed):
+        if unnamed and any(fields[i].strip() for i in unnamed):
             reject(line_number, raw_line, "valor em coluna sem nome no cabeçalho")
             continue
-        rows.append(fields)
-        lines.append(line_number)
-        notes.append(note)
+        record = fields if order is None else [fields[i] for i in order]
+        record.append(line_number)
+        record.append(note)
+        kept.append(record)
     if columns is None:
         raise SourceFormatError(f"O arquivo {file_name} não tem nenhuma linha de dados.")
-    return _to_frame(rows, columns, lines, notes), quarantine, data_rows, has_header
+    return kept, quarantine, data_rows, has_header
 
 
 def parse_csv(content: bytes, file_name: str) -> ParsedFile:
     lines, encoding = _decode_lines(content)
-    records = ((number, _split(line), line) for number, line in enumerate(lines, start=1))
-    frame, quarantine, data_rows, has_header = _parse_records(records, file_name, can_repair=True)
+    lines_fields = ((number, _split(line), line) for number, line in enumerate(lines, start=1))
+    kept, quarantine, data_rows, has_header = _parse_records(lines_fields, file_name, can_repair=True)
     notes = [] if has_header else ["arquivo sem cabeçalho: ordem padrão das 23 colunas assumida"]
-    return ParsedFile(frame, quarantine, data_rows, encoding, has_header, notes)
+    return ParsedFile(kept, quarantine, data_rows, encoding, has_header, notes)
 
 
 def cell_text(value) -> str:
@@ -282,17 +296,17 @@ def parse_xlsx(content: bytes, file_name: str) -> ParsedFile:
     except Exception as exc:  # calamine raises its own error types
         raise SourceFormatError(f"Não foi possível ler o XLSX {file_name}: {exc}") from exc
 
-    def records():
+    def rows_fields():
         for number, cells in enumerate(sheet_rows, start=1):
-            fields = [cell_text(c) for c in cells]
+            fields = [c if type(c) is str else cell_text(c) for c in cells]
             while len(fields) > EXPECTED and fields[-1] == "":
                 fields.pop()  # empty cells right of the table
             yield number, fields, ";".join(fields).rstrip(";")
 
-    frame, quarantine, data_rows, has_header = _parse_records(records(), file_name, can_repair=False)
+    kept, quarantine, data_rows, has_header = _parse_records(rows_fields(), file_name, can_repair=False)
     if not has_header:
         raise SourceFormatError(f"O XLSX {file_name} não tem a linha de cabeçalho esperada.")
-    return ParsedFile(frame, quarantine, data_rows, "xlsx", has_header)
+    return ParsedFile(kept, quarantine, data_rows, "xlsx", has_header)
 
 
 def parse_file(content: bytes, file_format: str, file_name: str) -> ParsedFile:

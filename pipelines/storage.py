@@ -52,15 +52,18 @@ def save_csv(data_dir: Path, parsed: ParsedFile, downloaded: DownloadedFile) -> 
     The quarantined lines go to a CSV of their own next to it.
     """
     published = downloaded.published
-    frame = parsed.rows.assign(
-        periodo=published.period.isoformat(),
-        arquivo_origem=published.file_name,
-        url_origem=published.url,
-        sha256_arquivo=downloaded.sha256,
-        capturado_em=downloaded.downloaded_at.isoformat(),
-    )[list(RAW_COLUMNS)]
+    # per-file metadata, around the per-row line number and repair note (RAW_COLUMNS order)
+    before = [published.period.isoformat(), published.file_name, published.url, downloaded.sha256]
+    after = [downloaded.downloaded_at.isoformat()]
+
+    def write_rows(p: Path) -> None:
+        with p.open("w", encoding="utf-8", newline="") as handle:
+            writer = csv.writer(handle, lineterminator="\n")
+            writer.writerow(RAW_COLUMNS)
+            writer.writerows(record[:-2] + before + record[-2:] + after for record in parsed.records)
+
     path = csv_path(data_dir, published)
-    _write_atomically(path, lambda p: frame.to_csv(p, index=False, encoding="utf-8"))
+    _write_atomically(path, write_rows)
 
     def write_quarantine(p: Path) -> None:
         with p.open("w", encoding="utf-8", newline="") as handle:
