@@ -298,7 +298,9 @@ def parse_xlsx(content: bytes, file_name: str) -> ParsedFile:
 
     def rows_fields():
         for number, cells in enumerate(sheet_rows, start=1):
-            fields = [c if type(c) is str else cell_text(c) for c in cells]
+            # inline fast paths for the two common cell types (strings, integral floats)
+            fields = [c if type(c) is str else str(int(c)) if type(c) is float and c.is_integer() else cell_text(c)
+                      for c in cells]
             while len(fields) > EXPECTED and fields[-1] == "":
                 fields.pop()  # empty cells right of the table
             yield number, fields, ";".join(fields).rstrip(";")

@@ -16,3 +16,9 @@
     case when regexp_replace({{ column }}, '[./-]', '', 'g') ~ '^\d{1,{{ width }}}$'
         then lpad(regexp_replace({{ column }}, '[./-]', '', 'g'), {{ width }}, '0') end
 {%- endmacro %}
+
+{# Post-hook: the primary key is built in bulk after the insert, inside the transaction
+   that swaps the table, so a duplicate key keeps the previous table. #}
+{% macro primary_key(columns) -%}
+    alter table {{ this }} add primary key ({{ columns | join(', ') }})
+{%- endmacro %}

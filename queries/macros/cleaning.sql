@@ -10,13 +10,10 @@
     case when trim({{ column }}) in ('-1', '-2') then null else {{ clean_text(column) }} end
 {%- endmacro %}
 
-{# Money as text with a decimal point: 2524,37 -> 2524.37; 1.234,56 -> 1234.56. #}
+{# Money as text with a decimal point: 2524,37 -> 2524.37; 1.234,56 -> 1234.56; 2524.37 stays.
+   Dots followed by a comma are thousands separators; the column is read once. #}
 {% macro clean_decimal(column) -%}
-    case
-        when {{ clean_text(column) }} ~ '^-?\d{1,3}(\.\d{3})+,\d+$'
-            then replace(replace({{ clean_text(column) }}, '.', ''), ',', '.')
-        else replace({{ clean_text(column) }}, ',', '.')
-    end
+    replace(regexp_replace({{ clean_text(column) }}, '\.(?=.*,)', '', 'g'), ',', '.')
 {%- endmacro %}
 
 {# Education level: numbers (14, 26, ... seen in the source) are not a level. #}

@@ -1,3 +1,3 @@
-{{ config(materialized='table') }}
+{{ config(materialized='table', post_hook="{{ primary_key(['ano', 'mes', 'id_terceirizado']) }}") }}
 
 {{ terceirizados_transformed(ref('historic_renamed')) }}
