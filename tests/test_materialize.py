@@ -206,3 +206,16 @@ def test_missing_raw_table_is_named(db, settings):
             database.captured_periods(settings)
     finally:
         database.ensure_schema(settings)
+
+
+def test_decimal_and_sentinel_macros(db, settings):
+    from pipelines.dbt import compile_inline
+
+    compiled = compile_inline(settings, """
+        select x, {{ clean_decimal('x') }} as decimal_text, {{ clean_code('x') }} as code
+        from (values ('2524,37'), ('1.234,56'), ('2524.37'), (' NI  '), ('<N/I>'), ('-2'), ('NULL'), (''), ('abc'))
+            as v(x)""")
+    rows = {x: (decimal_text, code) for x, decimal_text, code in query(db, compiled)}
+    assert rows["2524,37"][0] == "2524.37" and rows["1.234,56"][0] == "1234.56" and rows["2524.37"][0] == "2524.37"
+    assert all(rows[s] == (None, None) for s in (" NI  ", "<N/I>", "NULL", ""))
+    assert rows["-2"] == ("-2", None) and rows["abc"] == ("abc", "abc")

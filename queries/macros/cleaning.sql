@@ -11,9 +11,13 @@
 {%- endmacro %}
 
 {# Money as text with a decimal point: 2524,37 -> 2524.37; 1.234,56 -> 1234.56; 2524.37 stays.
-   Dots followed by a comma are thousands separators; the column is read once. #}
+   With a decimal comma, dots are thousands separators: translate() drops them and turns
+   the comma into a point (no regular expression: this runs on every row). #}
 {% macro clean_decimal(column) -%}
-    replace(regexp_replace({{ clean_text(column) }}, '\.(?=.*,)', '', 'g'), ',', '.')
+    case when strpos({{ column }}, ',') > 0
+        then translate({{ clean_text(column) }}, ',.', '.')
+        else {{ clean_text(column) }}
+    end
 {%- endmacro %}
 
 {# Education level: numbers (14, 26, ... seen in the source) are not a level. #}

@@ -1,0 +1,41 @@
+"""Local files: the CSV that COPY loads must round-trip every value exactly."""
+
+import csv
+import hashlib
+from datetime import datetime, timezone
+
+from pipelines.constants import RAW_COLUMNS
+from pipelines.download import DownloadedFile
+from pipelines.parse import ParsedFile
+from pipelines.portal import PublishedFile
+from pipelines.storage import save_csv, save_raw_file
+
+
+def test_csv_round_trips_values_that_need_quoting(tmp_path):
+    plain = [str(i) for i in range(23)] + [2, None]
+    tricky = ["A,B", 'diz "oi"', "linha\nquebrada", "", "x\r"] + [str(i) for i in range(18)] + [3, None]
+    repaired = ["EMPRESA; FILIAL"] + [str(i) for i in range(22)] + [4, "1 ';' a mais dentro de nm_razao_social"]
+    parsed = ParsedFile([plain, tricky, repaired], [], 3, "utf-8", True)
+    published = PublishedFile(2024, 5, "http://h/a,b/terceirizados202405.csv", "csv")
+    content = b"conteudo"
+    downloaded = DownloadedFile(published, content, hashlib.sha256(content).hexdigest(), None, None,
+                                datetime(2024, 7, 28, 2, 45, tzinfo=timezone.utc))
+    path = save_csv(tmp_path, parsed, downloaded)
+    assert path == tmp_path / "csv" / "ano=2024" / "mes=05" / "terceirizados_202405.csv"
+    with path.open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0] == list(RAW_COLUMNS)
+    metadata = ["2024-05-01", "terceirizados202405.csv", published.url, downloaded.sha256]
+    for written, record in zip(rows[1:], parsed.records):
+        note = record[24] or ""
+        assert written == record[:23] + metadata + [str(record[23]), note, "2024-07-28T02:45:00+00:00"]
+    assert len(rows) == 4
+
+
+def test_raw_file_is_saved_with_its_checksum(tmp_path):
+    content = b"id_terc;...\n1;...\n"
+    published = PublishedFile(2019, 1, "http://h/terceirizados-201901_1.csv", "csv")
+    digest = hashlib.sha256(content).hexdigest()
+    path = save_raw_file(tmp_path, DownloadedFile(published, content, digest, None, None, datetime.now(timezone.utc)))
+    assert path.read_bytes() == content
+    assert path.with_name(path.name + ".sha256").read_text() == f"{digest}  terceirizados-201901_1.csv\n"
