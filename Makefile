@@ -3,7 +3,9 @@ PYTHON ?= python3.11
 VENV := .venv
 REQUIREMENTS := requirements/start.txt requirements/results.txt requirements/test.txt
 
-.PHONY: venv test capture materialize
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+
+.PHONY: venv browser test capture materialize
 
 $(VENV)/.installed: $(REQUIREMENTS)
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 não encontrado ($(PYTHON))."; exit 1; }
@@ -14,7 +16,12 @@ $(VENV)/.installed: $(REQUIREMENTS)
 
 venv: $(VENV)/.installed
 
-test: venv
+# Debian's Chromium for the end-to-end test of the Dash app.
+browser:
+	@command -v chromium >/dev/null || { echo "Instalando o Chromium do Debian (teste de navegador)..."; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null; }
+
+test: venv browser
 	$(VENV)/bin/python -m pytest
 
 capture: venv

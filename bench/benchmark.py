@@ -109,6 +109,36 @@ def run_floor(settings, env: dict, csv_files: list[Path]) -> dict:
             "peak_rss_mib": max(copy["peak_rss_mib"], ctas["peak_rss_mib"])}
 
 
+def measure_results_app(settings) -> dict:
+    """Server-side time of the results app's grid pages and charts on the historic table."""
+    from pipelines.results.queries import ResultsRepository, make_engine
+
+    repo = ResultsRepository(make_engine(settings))
+    source = "staging.historic_transformed"
+    cases = {
+        "grade: 1a página": lambda: repo.page("staging", "historic_transformed", 0, 100, None, None),
+        "grade: página 10.000 (offset 1.000.000)": lambda: repo.page("staging", "historic_transformed",
+                                                                      1_000_000, 1_000_100, None, None),
+        "grade: ordenada por custo": lambda: repo.page("staging", "historic_transformed", 0, 100,
+                                                       [{"colId": "valor_custo_mensal", "sort": "desc"}], None),
+        "grade: filtro de texto": lambda: repo.page("staging", "historic_transformed", 0, 100, None, {
+            "razao_social_empresa": {"filterType": "text", "type": "contains", "filter": "servicos"}}),
+        "gráfico: totais por período": lambda: repo.totals_by_period(source),
+        "gráfico: órgãos por custo": lambda: repo.top_by_cost(source, "nome_orgao", 2024, 5),
+        "gráfico: empresas por custo": lambda: repo.top_by_cost(source, "razao_social_empresa", 2024, 5),
+        "gráfico: salário por escolaridade": lambda: repo.salary_by_education(source, 2024, 5),
+    }
+    timings = {}
+    for label, call in cases.items():
+        call()  # warm the cache like a second visit would
+        started = time.perf_counter()
+        call()
+        timings[label] = round(time.perf_counter() - started, 3)
+        print(f"  app de resultados, {label}: {timings[label]:.2f} s", flush=True)
+    repo.engine.dispose()
+    return timings
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--periods", type=int, default=21)
@@ -146,6 +176,7 @@ def main() -> None:
     python = sys.executable
     capture = measure([python, "run/historic_capture.py"], env, "captura histórica")
     materialize = measure([python, "run/historic_materialize.py"], env, "materialização histórica")
+    app_timings = measure_results_app(settings)
     csv_files = sorted((data_dir / "csv").rglob("terceirizados_*.csv"))
     floor = run_floor(settings, env, csv_files)
     server.shutdown()
@@ -162,6 +193,7 @@ def main() -> None:
         "floor": {**floor, "rows_per_second": round(total_rows / floor["wall_seconds"])},
         "pipeline_over_floor": round(pipeline_seconds / floor["wall_seconds"], 2),
         "peak_rss_mib": max(capture["peak_rss_mib"], materialize["peak_rss_mib"]),
+        "results_app_seconds": app_timings,
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")

@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass, field
 
 from pipelines.errors import PipelineError
+from pipelines.logs import current_task_name
 from pipelines.settings import PROJECT_ROOT, Settings
 
 DBT_PROJECT_DIR = PROJECT_ROOT / "queries"
@@ -38,13 +39,17 @@ class DbtOutcome:
     failures: dict[str, str] = field(default_factory=dict)   # node name -> message
 
 
-def _forward(event) -> None:
-    info = event.info
-    level = LEVELS.get(str(info.level), logging.INFO)
-    if level >= logging.WARNING or info.name in KEPT_EVENTS:
-        message = info.msg.strip()
-        if message:
-            logger.log(level, "dbt | %s", message)
+def _forwarder(task_name: str | None):
+    """A dbtRunner callback that logs dbt's events under the calling task's name (dbt logs
+    from its own threads, where Prefect's context is not set)."""
+    def forward(event) -> None:
+        info = event.info
+        level = LEVELS.get(str(info.level), logging.INFO)
+        if level >= logging.WARNING or info.name in KEPT_EVENTS:
+            message = info.msg.strip()
+            if message:
+                logger.log(level, "dbt | %s", message, extra={"nome_task": task_name})
+    return forward
 
 
 def dbt_environment(settings: Settings) -> None:
@@ -95,7 +100,7 @@ def run_dbt(settings: Settings, command: str, select: str) -> DbtOutcome:
         "--log-level", "none",
     ]
     try:
-        result = dbtRunner(callbacks=[_forward]).invoke(args)
+        result = dbtRunner(callbacks=[_forwarder(current_task_name())]).invoke(args)
     finally:
         restore_root_logger()
 

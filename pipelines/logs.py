@@ -13,6 +13,11 @@ CAPTURED_LOGGERS = ("prefect", "pipelines")
 TEXT_FORMAT = "[%(asctime)s] %(levelname)s - %(name)s | %(message)s"
 
 
+def current_task_name() -> str | None:
+    """The running Prefect task, for records logged from threads Prefect does not know (dbt's)."""
+    return _task_name()
+
+
 def _task_name() -> str | None:
     try:
         import prefect
@@ -40,7 +45,7 @@ class FlowLogHandler(logging.Handler):
                 "id_execucao": self.run_id,
                 "registrado_em": datetime.fromtimestamp(record.created, timezone.utc).isoformat(),
                 "nivel": record.levelname,
-                "nome_task": _task_name(),
+                "nome_task": getattr(record, "nome_task", None) or _task_name(),
                 "logger": record.name,
                 "mensagem": message,
             }

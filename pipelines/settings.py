@@ -37,6 +37,8 @@ class Settings:
     download_retry_delay_seconds: float
     dask_scheduler_address: str | None
     parallel_workers: int
+    results_host: str
+    results_port: int
 
     def postgres_dsn(self, database: str | None = None) -> dict:
         """Keyword arguments for ``psycopg2.connect``."""
@@ -125,4 +127,6 @@ def load_settings(env: dict | None = None) -> Settings:
         download_retry_delay_seconds=_number(env, "DOWNLOAD_RETRY_DELAY_SECONDS", 10.0, 0.0),
         dask_scheduler_address=_text(env, "DASK_SCHEDULER_ADDRESS", "") or None,
         parallel_workers=_integer(env, "PARALLEL_WORKERS", os.cpu_count() or 2, 1, 64),
+        results_host=_text(env, "RESULTS_HOST", "127.0.0.1"),
+        results_port=_integer(env, "RESULTS_PORT", 8050, 1, 65535),
     )

@@ -1,0 +1,268 @@
+"""The Dash app: layout, callbacks and the CSV export route."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+
+import dash_ag_grid as dag
+from dash import MATCH, Dash, Input, Output, dcc, html, no_update
+from flask import Response, request
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from pipelines.results import views
+from pipelines.results.queries import ResultsRepository, UnknownTableError, make_engine
+from pipelines.settings import Settings
+
+logger = logging.getLogger("pipelines.results")
+
+PAGES = [("/tabelas", "Tabelas"), ("/logs", "Logs"), ("/execucoes", "Execuções"), ("/graficos", "Gráficos")]
+DB_DOWN = (OperationalError, DBAPIError)
+GRID_STYLE = {"height": "560px", "width": "100%"}
+
+
+def _nav() -> html.Nav:
+    return html.Nav([dcc.Link(label, href=path, className="nav-link", id=f"nav-{path.strip('/')}")
+                     for path, label in PAGES], className="nav")
+
+
+def tables_page() -> html.Div:
+    return html.Div([
+        html.H2("Tabelas"),
+        html.Div([
+            dcc.Dropdown(id="table-select", options=views.table_options(), value="staging.transformed",
+                         clearable=False, style={"minWidth": "420px"}),
+            html.Div(id="export-container"),
+        ], className="toolbar"),
+        html.Div(id="table-info", className="info"),
+        html.Div(id="grid-container"),
+        html.H3("Dicionário de dados"),
+        dag.AgGrid(id="dictionary", columnDefs=[
+            {"field": "coluna", "width": 260}, {"field": "tipo", "width": 200}, {"field": "descricao", "flex": 1}],
+            rowData=[], style={"height": "320px"}, dashGridOptions={"tooltipShowDelay": 0}),
+    ])
+
+
+def logs_page() -> html.Div:
+    return html.Div([
+        html.H2("Logs dos flows"),
+        html.Div([
+            dcc.Dropdown(id="log-flow", placeholder="Flow", style={"minWidth": "320px"}),
+            dcc.Dropdown(id="log-run", placeholder="Execução", style={"minWidth": "360px"}),
+            dcc.Dropdown(id="log-level", placeholder="Nível", options=["INFO", "WARNING", "ERROR"],
+                         style={"minWidth": "160px"}),
+        ], className="toolbar"),
+        html.Div(id="logs-info", className="info"),
+        dag.AgGrid(id="logs-grid", columnDefs=[
+            {"field": "registrado_em", "headerName": "Registrado em (Brasília)", "width": 210},
+            {"field": "nome_flow", "headerName": "Flow", "width": 300},
+            {"field": "nivel", "headerName": "Nível", "width": 100},
+            {"field": "nome_task", "headerName": "Task", "width": 240},
+            {"field": "mensagem", "headerName": "Mensagem", "flex": 1, "wrapText": False, "tooltipField": "mensagem"},
+            {"field": "estado_execucao", "headerName": "Estado da execução", "width": 150},
+        ], rowData=[], getRowStyle=views.FAILED_ROW_STYLE, style=GRID_STYLE,
+            dashGridOptions={"pagination": True, "paginationPageSize": 100, "tooltipShowDelay": 0},
+            defaultColDef={"filter": True, "sortable": True, "resizable": True}),
+    ])
+
+
+def runs_page() -> html.Div:
+    return html.Div([
+        html.H2("Execuções"),
+        html.Div(id="runs-info", className="info"),
+        dag.AgGrid(id="runs-grid", columnDefs=[
+            {"field": "nome_flow", "headerName": "Flow", "width": 320},
+            {"field": "iniciado_em", "headerName": "Início (Brasília)", "width": 170},
+            {"field": "duracao", "headerName": "Duração", "width": 110},
+            {"field": "estado_final", "headerName": "Estado final", "width": 130},
+            {"field": "linhas_carregadas", "headerName": "Linhas carregadas", "width": 160},
+            {"field": "linhas_quarentena", "headerName": "Em quarentena", "width": 140},
+            {"field": "tentativas_agendadas", "headerName": "Novas tentativas", "width": 150},
+            {"field": "mensagem", "headerName": "Mensagem", "flex": 1, "minWidth": 320, "tooltipField": "mensagem"},
+            {"field": "id_execucao", "headerName": "Execução", "width": 300},
+        ], rowData=[], getRowStyle=views.FAILED_ROW_STYLE, style=GRID_STYLE,
+            defaultColDef={"filter": True, "sortable": True, "resizable": True},
+            dashGridOptions={"tooltipShowDelay": 0}),
+    ])
+
+
+def charts_page() -> html.Div:
+    return html.Div([
+        html.H2("Gráficos"),
+        html.Div(id="charts-info", className="info"),
+        dcc.Graph(id="chart-totals"),
+        html.Div([html.Label("Período:"), dcc.Dropdown(id="chart-period", clearable=False,
+                                                       style={"minWidth": "200px"})], className="toolbar"),
+        html.Div([dcc.Graph(id="chart-agencies"), dcc.Graph(id="chart-companies")], className="two-columns"),
+        dcc.Graph(id="chart-salary"),
+    ])
+
+
+PAGE_BUILDERS = {"/tabelas": tables_page, "/logs": logs_page, "/execucoes": runs_page, "/graficos": charts_page}
+
+
+def db_down_banner(settings: Settings, error: Exception) -> html.Div:
+    detail = str(getattr(error, "orig", error)).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return html.Div(
+        f"Banco de dados indisponível em {settings.postgres_host}:{settings.postgres_port}/{settings.postgres_db} "
+        f"({detail}). Os dados voltam a aparecer quando ele responder; nova tentativa a cada 5 s.",
+        className="banner", id="db-down")
+
+
+def create_app(settings: Settings, repo: ResultsRepository | None = None) -> Dash:
+    repo = repo or ResultsRepository(make_engine(settings))
+    app = Dash(__name__, title="Terceirizados · resultados", suppress_callback_exceptions=True)
+    app.layout = html.Div([
+        dcc.Location(id="url"),
+        dcc.Interval(id="health-interval", interval=5000),
+        html.Header([html.H1("Terceirizados de Órgãos Federais"), _nav()]),
+        html.Div(id="db-banner"),
+        html.Main(id="page"),
+    ])
+
+    @app.callback(Output("page", "children"), Input("url", "pathname"))
+    def render_page(pathname):
+        return PAGE_BUILDERS.get(pathname or "/", tables_page)()
+
+    @app.callback(Output("db-banner", "children"), Input("health-interval", "n_intervals"), Input("url", "pathname"))
+    def health(_n, _path):
+        try:
+            repo.ping()
+        except DB_DOWN as error:
+            return db_down_banner(settings, error)
+        return None
+
+    @app.callback(Output("grid-container", "children"), Output("export-container", "children"),
+                  Output("table-info", "children"), Output("dictionary", "rowData"), Input("table-select", "value"))
+    def choose_table(key):
+        schema, table = views.split_key(key)
+        try:
+            columns = repo.columns(schema, table)
+            has_rows = bool(columns) and repo.page(schema, table, 0, 1, None, None)[1] > 0
+        except DB_DOWN:
+            return None, None, "Banco de dados indisponível.", []
+        if not has_rows:
+            return None, None, html.Div(views.EMPTY_TABLE_MESSAGE, className="empty", id="empty-table"), \
+                views.dictionary_rows(columns)
+        # ids carry the table so that a new table gets a new grid (and a fresh row cache)
+        grid = dag.AgGrid(
+            id={"type": "grid", "table": key}, columnDefs=views.column_defs(columns), rowModelType="infinite",
+            style=GRID_STYLE, className="ag-theme-alpine data-grid",
+            dashGridOptions={"pagination": True, "paginationPageSize": 100, "cacheBlockSize": 100,
+                             "maxBlocksInCache": 10, "tooltipShowDelay": 0, "rowBuffer": 0},
+        )
+        export = html.A("Exportar CSV (linhas filtradas)", id={"type": "export", "table": key},
+                        href=views.export_href(key, None, None), className="button export-link")
+        return grid, export, f"Tabela {key}: paginação, ordenação e filtros no servidor.", \
+            views.dictionary_rows(columns)
+
+    @app.callback(Output({"type": "grid", "table": MATCH}, "getRowsResponse"),
+                  Output({"type": "export", "table": MATCH}, "href"),
+                  Input({"type": "grid", "table": MATCH}, "getRowsRequest"), prevent_initial_call=True)
+    def get_rows(grid_request):
+        if not grid_request:
+            return no_update, no_update
+        from dash import ctx
+
+        try:
+            return views.rows_response(repo, ctx.triggered_id["table"], grid_request)
+        except DB_DOWN:
+            return {"rowData": [], "rowCount": 0}, no_update
+
+    @app.callback(Output("log-flow", "options"), Output("log-run", "options"), Input("url", "pathname"))
+    def log_filter_options(pathname):
+        if pathname != "/logs":
+            return no_update, no_update
+        try:
+            filters = repo.log_filters()
+        except DB_DOWN:
+            return [], []
+        return filters["flows"], views.run_options(filters)
+
+    @app.callback(Output("logs-grid", "rowData"), Output("logs-info", "children"),
+                  Input("log-flow", "value"), Input("log-run", "value"), Input("log-level", "value"))
+    def show_logs(flow, run_id, level):
+        try:
+            rows = views.log_rows(repo.log_records(flow, run_id, level))
+        except DB_DOWN:
+            return [], "Banco de dados indisponível."
+        if not rows:
+            return [], html.Div("Nenhum registro de log ainda: rode um flow.", className="empty")
+        return rows, f"{len(rows)} registros mais recentes (execuções com falha em vermelho)."
+
+    @app.callback(Output("runs-grid", "rowData"), Output("runs-info", "children"), Input("url", "pathname"))
+    def show_runs(pathname):
+        if pathname != "/execucoes":
+            return no_update, no_update
+        try:
+            rows = views.runs_rows(repo.runs())
+        except DB_DOWN:
+            return [], "Banco de dados indisponível."
+        failed = sum(1 for r in rows if r["estado_final"] == "Failed")
+        if not rows:
+            return [], html.Div("Nenhuma execução registrada ainda.", className="empty")
+        return rows, f"{len(rows)} execuções, {failed} com falha."
+
+    @app.callback(Output("chart-totals", "figure"), Output("chart-period", "options"), Output("chart-period", "value"),
+                  Output("charts-info", "children"), Input("url", "pathname"))
+    def show_totals(pathname):
+        if pathname != "/graficos":
+            return no_update, no_update, no_update, no_update
+        try:
+            source = repo.chart_source()
+            if source is None:
+                empty = views.totals_figure(views.pd.DataFrame())
+                return empty, [], None, html.Div(views.EMPTY_TABLE_MESSAGE, className="empty")
+            totals = repo.totals_by_period(source)
+        except DB_DOWN:
+            return no_update, [], None, "Banco de dados indisponível."
+        options = views.period_options(totals)
+        return views.totals_figure(totals), options, options[0]["value"], f"Fonte: {source}."
+
+    @app.callback(Output("chart-agencies", "figure"), Output("chart-companies", "figure"),
+                  Output("chart-salary", "figure"), Input("chart-period", "value"), prevent_initial_call=True)
+    def show_period(period):
+        if not period:
+            return no_update, no_update, no_update
+        year, month = (int(part) for part in period.split("-"))
+        try:
+            source = repo.chart_source()
+            agencies = repo.top_by_cost(source, "nome_orgao", year, month)
+            companies = repo.top_by_cost(source, "razao_social_empresa", year, month)
+            salaries = repo.salary_by_education(source, year, month)
+        except DB_DOWN:
+            return no_update, no_update, no_update
+        label = f"{month:02d}/{year}"
+        return (views.top_figure(agencies, f"Órgãos com maior custo mensal ({label})"),
+                views.top_figure(companies, f"Empresas com maior custo mensal ({label})"),
+                views.salary_figure(salaries))
+
+    @app.server.route("/exportar.csv")
+    def export_csv():
+        schema, table = views.split_key(request.args.get("tabela", ""))
+        try:
+            filter_model = json.loads(request.args.get("filtro", "{}"))
+            sort_model = json.loads(request.args.get("ordem", "[]"))
+            rows = repo.export_rows(schema, table, sort_model, filter_model)
+            header = next(rows)
+        except (UnknownTableError, ValueError) as error:
+            return Response(f"Exportação inválida: {error}\n", status=400, mimetype="text/plain")
+
+        def stream():
+            buffer = io.StringIO()
+            writer = csv.writer(buffer)
+            writer.writerow(header)
+            for count, row in enumerate(rows, start=1):
+                writer.writerow(row)
+                if count % 5000 == 0:
+                    yield buffer.getvalue()
+                    buffer.seek(0)
+                    buffer.truncate()
+            yield buffer.getvalue()
+
+        return Response(stream(), mimetype="text/csv; charset=utf-8",
+                        headers={"Content-Disposition": f"attachment; filename={schema}.{table}.csv"})
+
+    return app

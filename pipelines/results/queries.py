@@ -1,0 +1,281 @@
+"""Read-only access to the pipeline's tables for the results app.
+
+Every session is read-only (``default_transaction_read_only``); table and column
+names coming from the UI are checked against the catalog and quoted by SQLAlchemy's
+identifier preparer, and values always travel as bind parameters.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import pandas as pd
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import URL, Engine
+
+from pipelines.settings import Settings
+
+logger = logging.getLogger("pipelines.results")
+
+# Tables the app shows, in menu order: (schema, table, label).
+TABLES = [
+    ("staging", "transformed", "Período mais recente (staging.transformed)"),
+    ("staging", "historic_transformed", "Histórico (staging.historic_transformed)"),
+    ("raw", "terceirizados", "Dados brutos (raw.terceirizados)"),
+    ("raw", "terceirizados_quarentena", "Quarentena (raw.terceirizados_quarentena)"),
+    ("raw", "capturas", "Capturas por período (raw.capturas)"),
+    ("staging", "raw", "staging.raw"),
+    ("staging", "cleaned", "staging.cleaned"),
+    ("staging", "renamed", "staging.renamed"),
+    ("staging", "historic_raw", "staging.historic_raw"),
+    ("staging", "historic_cleaned", "staging.historic_cleaned"),
+    ("staging", "historic_renamed", "staging.historic_renamed"),
+]
+ALLOWED = {(schema, name) for schema, name, _ in TABLES}
+NUMERIC_TYPES = {"integer", "smallint", "bigint", "numeric", "double precision", "real"}
+MAX_EXPORT_ROWS = 2_000_000
+
+
+class UnknownTableError(ValueError):
+    """A table or column name that is not in the catalog."""
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+    description: str | None
+
+    @property
+    def numeric(self) -> bool:
+        return self.type in NUMERIC_TYPES
+
+
+def make_engine(settings: Settings) -> Engine:
+    url = URL.create(
+        "postgresql+psycopg2", username=settings.postgres_user, password=settings.postgres_password or None,
+        host=settings.postgres_host, port=settings.postgres_port, database=settings.postgres_db,
+    )
+    return create_engine(
+        url, pool_pre_ping=True, pool_size=4, max_overflow=4,
+        connect_args={"connect_timeout": 3, "application_name": "terceirizados_results",
+                      "options": "-c default_transaction_read_only=on -c statement_timeout=30000"},
+    )
+
+
+class ResultsRepository:
+    """The app's only way to the database."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.quote = engine.dialect.identifier_preparer.quote
+
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    # -- catalog -----------------------------------------------------------------
+    def columns(self, schema: str, table: str) -> list[Column]:
+        """Columns, types and comments (dbt docs) of an allowed table; [] if it does not exist."""
+        if (schema, table) not in ALLOWED:
+            raise UnknownTableError(f"Tabela não permitida: {schema}.{table}")
+        query = text("""
+            SELECT a.attname, format_type(a.atttypid, NULL), col_description(a.attrelid, a.attnum)
+            FROM pg_attribute a
+            JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE n.nspname = :schema AND c.relname = :table AND a.attnum > 0 AND NOT a.attisdropped
+            ORDER BY a.attnum""")
+        with self.engine.connect() as conn:
+            rows = conn.execute(query, {"schema": schema, "table": table}).all()
+        return [Column(name, type_, description) for name, type_, description in rows]
+
+    def relation(self, schema: str, table: str) -> str:
+        if (schema, table) not in ALLOWED:
+            raise UnknownTableError(f"Tabela não permitida: {schema}.{table}")
+        return f"{self.quote(schema)}.{self.quote(table)}"
+
+    # -- grid pages ----------------------------------------------------------------
+    def page(self, schema: str, table: str, start: int, end: int, sort_model: list | None,
+             filter_model: dict | None) -> tuple[list[dict], int]:
+        """One page of rows (server-side paging, sorting and filtering) and the filtered row count."""
+        columns = {c.name: c for c in self.columns(schema, table)}
+        if not columns:
+            return [], 0
+        where, params = filter_sql(filter_model or {}, columns, self.quote)
+        order = order_sql(sort_model or [], columns, self.quote)
+        relation = self.relation(schema, table)
+        limit = max(min(end - start, 1000), 0)
+        with self.engine.connect() as conn:
+            total = conn.execute(text(f"SELECT count(*) FROM {relation}{where}"), params).scalar_one()
+            result = conn.execute(
+                text(f"SELECT * FROM {relation}{where}{order} LIMIT :limit OFFSET :offset"),
+                {**params, "limit": limit, "offset": max(start, 0)},
+            )
+            rows = [jsonable(dict(row._mapping)) for row in result]
+        return rows, total
+
+    def export_rows(self, schema: str, table: str, sort_model: list | None, filter_model: dict | None):
+        """Column names, then every filtered row, streamed with a server-side cursor."""
+        columns = {c.name: c for c in self.columns(schema, table)}
+        if not columns:
+            raise UnknownTableError(f"Tabela vazia ou inexistente: {schema}.{table}")
+        where, params = filter_sql(filter_model or {}, columns, self.quote)
+        order = order_sql(sort_model or [], columns, self.quote)
+        statement = text(f"SELECT * FROM {self.relation(schema, table)}{where}{order} LIMIT {MAX_EXPORT_ROWS}")
+        yield list(columns)
+        with self.engine.connect().execution_options(stream_results=True, max_row_buffer=5000) as conn:
+            for row in conn.execute(statement, params):
+                yield list(row)
+
+    # -- logs and runs ---------------------------------------------------------------
+    def frame(self, query: str, params: dict | None = None) -> pd.DataFrame:
+        with self.engine.connect() as conn:
+            return pd.read_sql(text(query), conn, params=params or {})
+
+    def table_exists(self, schema: str, table: str) -> bool:
+        with self.engine.connect() as conn:
+            return conn.execute(text("SELECT to_regclass(:name) IS NOT NULL"),
+                                {"name": f"{schema}.{table}"}).scalar_one()
+
+    def runs(self) -> pd.DataFrame:
+        if not self.table_exists("logs", "execucoes"):
+            return pd.DataFrame()
+        return self.frame("""
+            SELECT e.nome_flow, e.id_execucao, e.iniciado_em, e.finalizado_em, e.estado_final, e.mensagem,
+                   e.linhas_carregadas, e.linhas_quarentena,
+                   (SELECT count(*) FROM logs.registros r WHERE r.id_execucao = e.id_execucao
+                      AND r.mensagem LIKE 'Falha transitória%%Nova tentativa%%') AS tentativas_agendadas
+            FROM logs.execucoes e ORDER BY e.iniciado_em DESC LIMIT 500""")
+
+    def log_records(self, flow: str | None, run_id: str | None, level: str | None, limit: int = 2000) -> pd.DataFrame:
+        if not self.table_exists("logs", "registros"):
+            return pd.DataFrame()
+        return self.frame("""
+            SELECT r.registrado_em, r.nome_flow, r.id_execucao, r.nivel, r.nome_task, r.mensagem,
+                   coalesce(e.estado_final, '') AS estado_execucao
+            FROM logs.registros r LEFT JOIN logs.execucoes e USING (id_execucao)
+            WHERE (CAST(:flow AS text) IS NULL OR r.nome_flow = :flow)
+              AND (CAST(:run AS text) IS NULL OR r.id_execucao = :run)
+              AND (CAST(:level AS text) IS NULL OR r.nivel = :level)
+            ORDER BY r.registrado_em DESC, r.id DESC LIMIT :limit""",
+            {"flow": flow, "run": run_id, "level": level, "limit": limit})
+
+    def log_filters(self) -> dict:
+        if not self.table_exists("logs", "execucoes"):
+            return {"flows": [], "runs": []}
+        runs = self.frame("SELECT nome_flow, id_execucao, iniciado_em, estado_final FROM logs.execucoes "
+                          "ORDER BY iniciado_em DESC LIMIT 200")
+        return {"flows": sorted(runs["nome_flow"].unique().tolist()), "runs": runs.to_dict("records")}
+
+    # -- charts ---------------------------------------------------------------------
+    def chart_source(self) -> str | None:
+        """The table the charts read: the historic one when built, else the latest period."""
+        for table in ("historic_transformed", "transformed"):
+            if self.table_exists("staging", table) and self.frame(
+                    f"SELECT exists(SELECT 1 FROM staging.{table}) AS has_rows")["has_rows"].iloc[0]:
+                return f"staging.{table}"
+        return None
+
+    def totals_by_period(self, source: str) -> pd.DataFrame:
+        return self.frame(f"""SELECT ano, mes, count(*) AS terceirizados, sum(valor_custo_mensal) AS custo_total
+                              FROM {self._chart_table(source)} GROUP BY ano, mes ORDER BY ano, mes""")
+
+    def top_by_cost(self, source: str, dimension: str, year: int, month: int, limit: int = 10) -> pd.DataFrame:
+        if dimension not in ("nome_orgao", "razao_social_empresa"):
+            raise UnknownTableError(f"Dimensão não permitida: {dimension}")
+        return self.frame(f"""
+            SELECT coalesce({dimension}, '(não informado)') AS nome, count(*) AS terceirizados,
+                   sum(valor_custo_mensal) AS custo_total
+            FROM {self._chart_table(source)} WHERE ano = :year AND mes = :month
+            GROUP BY 1 ORDER BY custo_total DESC NULLS LAST LIMIT :limit""",
+            {"year": year, "month": month, "limit": limit})
+
+    def salary_by_education(self, source: str, year: int, month: int) -> pd.DataFrame:
+        return self.frame(f"""
+            SELECT coalesce(nivel_escolaridade, '(não informado)') AS nivel, count(*) AS terceirizados,
+                   min(valor_salario_mensal) AS minimo,
+                   percentile_cont(0.25) WITHIN GROUP (ORDER BY valor_salario_mensal) AS q1,
+                   percentile_cont(0.5) WITHIN GROUP (ORDER BY valor_salario_mensal) AS mediana,
+                   percentile_cont(0.75) WITHIN GROUP (ORDER BY valor_salario_mensal) AS q3,
+                   percentile_cont(0.95) WITHIN GROUP (ORDER BY valor_salario_mensal) AS p95
+            FROM {self._chart_table(source)} WHERE ano = :year AND mes = :month AND valor_salario_mensal IS NOT NULL
+            GROUP BY 1 ORDER BY mediana""", {"year": year, "month": month})
+
+    def _chart_table(self, source: str) -> str:
+        schema, table = source.split(".")
+        return self.relation(schema, table)
+
+
+def jsonable(row: dict) -> dict:
+    """Values the browser can show: dates and decimals as text, numbers as numbers."""
+    out = {}
+    for key, value in row.items():
+        if value is None or isinstance(value, (str, int, float, bool)):
+            out[key] = value
+        elif hasattr(value, "isoformat"):
+            out[key] = value.isoformat()
+        else:
+            out[key] = float(value) if value.__class__.__name__ == "Decimal" else str(value)
+    return out
+
+
+TEXT_OPERATORS = {
+    "contains": ("ILIKE", "%{}%"), "notContains": ("NOT ILIKE", "%{}%"), "equals": ("=", "{}"),
+    "notEqual": ("<>", "{}"), "startsWith": ("ILIKE", "{}%"), "endsWith": ("ILIKE", "%{}"),
+}
+NUMBER_OPERATORS = {"equals": "=", "notEqual": "<>", "lessThan": "<", "lessThanOrEqual": "<=",
+                    "greaterThan": ">", "greaterThanOrEqual": ">="}
+
+
+def _condition(column: str, quoted: str, numeric: bool, spec: dict, params: dict) -> str:
+    kind = spec.get("type", "contains")
+    key = f"p{len(params)}"
+    if kind == "blank":
+        return f"{quoted} IS NULL"
+    if kind == "notBlank":
+        return f"{quoted} IS NOT NULL"
+    if numeric and spec.get("filterType") == "number":
+        if kind == "inRange":
+            params[key], params[key + "b"] = spec.get("filter"), spec.get("filterTo")
+            return f"{quoted} BETWEEN :{key} AND :{key}b"
+        if kind not in NUMBER_OPERATORS:
+            raise UnknownTableError(f"Filtro numérico não suportado: {kind}")
+        params[key] = spec.get("filter")
+        return f"{quoted} {NUMBER_OPERATORS[kind]} :{key}"
+    if kind not in TEXT_OPERATORS:
+        raise UnknownTableError(f"Filtro de texto não suportado: {kind}")
+    operator, pattern = TEXT_OPERATORS[kind]
+    value = str(spec.get("filter", ""))
+    if "LIKE" in operator:
+        value = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    params[key] = pattern.format(value)
+    return f"CAST({quoted} AS text) {operator} :{key}"
+
+
+def filter_sql(filter_model: dict, columns: dict[str, Column], quote) -> tuple[str, dict]:
+    """AG Grid filterModel -> (' WHERE ...', bind parameters); unknown columns are rejected."""
+    clauses, params = [], {}
+    for name, spec in filter_model.items():
+        if name not in columns:
+            raise UnknownTableError(f"Coluna desconhecida: {name}")
+        quoted, numeric = quote(name), columns[name].numeric
+        if "conditions" in spec or "operator" in spec:
+            parts = [_condition(name, quoted, numeric, c, params) for c in spec.get("conditions", [])]
+            joiner = " OR " if spec.get("operator") == "OR" else " AND "
+            clauses.append("(" + joiner.join(parts) + ")")
+        else:
+            clauses.append(_condition(name, quoted, numeric, spec, params))
+    return (" WHERE " + " AND ".join(clauses), params) if clauses else ("", params)
+
+
+def order_sql(sort_model: list, columns: dict[str, Column], quote) -> str:
+    """AG Grid sortModel -> ' ORDER BY ...' (a stable page order needs one)."""
+    parts = []
+    for item in sort_model:
+        name = item.get("colId")
+        if name not in columns:
+            raise UnknownTableError(f"Coluna desconhecida: {name}")
+        direction = "DESC" if item.get("sort") == "desc" else "ASC"
+        parts.append(f"{quote(name)} {direction} NULLS LAST")
+    return " ORDER BY " + ", ".join(parts) if parts else ""
