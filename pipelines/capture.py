@@ -8,8 +8,10 @@ from pathlib import Path
 
 from pipelines import database, storage
 from pipelines.download import DownloadedFile, download_file, fetch_page
+from pipelines.errors import TransientDownloadError
 from pipelines.parse import ParsedFile, parse_file
 from pipelines.portal import PublishedFile, parse_portal_page
+from pipelines.sample_portal import SAMPLE_OPTION
 from pipelines.settings import Settings
 
 logger = logging.getLogger("pipelines.capture")
@@ -17,7 +19,13 @@ logger = logging.getLogger("pipelines.capture")
 
 def discover_published_files(settings: Settings, url: str | None = None) -> list[PublishedFile]:
     page_url = url or settings.portal_url
-    html = fetch_page(page_url, settings.http_timeout_seconds)
+    try:
+        html = fetch_page(page_url, settings.http_timeout_seconds)
+    except TransientDownloadError as exc:
+        raise TransientDownloadError(
+            f"{exc} Sem acesso ao portal da CGU? Para testar sem internet, rode com {SAMPLE_OPTION} "
+            "(portal de exemplo do repositório, dados sintéticos)."
+        ) from exc
     files = parse_portal_page(html, page_url)
     logger.info(
         "%d links para dados brutos capturados do portal de Dados Abertos da Controladoria Geral da União "

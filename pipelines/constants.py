@@ -11,6 +11,8 @@ CAPTURE_FLOW = "adm_cgu_terceirizados__capture"
 MATERIALIZE_FLOW = "adm_cgu_terceirizados__materialize"
 HISTORIC_CAPTURE_FLOW = "adm_cgu_terceirizados__historic_capture"
 HISTORIC_MATERIALIZE_FLOW = "adm_cgu_terceirizados__historic_materialize"
+# The scheduler's attempts (capture + materialize of the newest period) in the runs table.
+SCHEDULER_FLOW = "adm_cgu_terceirizados__agendador"
 
 # Database objects (schema, table). Never built from outside text.
 RAW_SCHEMA = "raw"

@@ -324,6 +324,31 @@ def captured_periods(settings: Settings) -> list[date]:
     return periods
 
 
+def scheduler_attempts(settings: Settings, flow_name: str) -> list[tuple[str, datetime, str]]:
+    """(cycle, started at, final state) of every attempt the scheduler recorded."""
+    with connection(settings) as conn, conn.cursor() as cursor:
+        cursor.execute(
+            sql.SQL("SELECT parametros->>'ciclo', iniciado_em, estado_final FROM {} WHERE nome_flow = %s "
+                    "AND parametros ? 'ciclo' ORDER BY iniciado_em").format(RUNS), (flow_name,))
+        return cursor.fetchall()
+
+
+def newest_period_materialized(settings: Settings, period: date) -> bool:
+    """True when ``period`` is captured and staging.transformed was built from that capture."""
+    with connection(settings) as conn, conn.cursor() as cursor:
+        cursor.execute("SELECT to_regclass('staging.transformed') IS NOT NULL")
+        if not cursor.fetchone()[0]:
+            return False
+        cursor.execute(
+            sql.SQL("""SELECT EXISTS (
+                SELECT 1 FROM {captures} c
+                WHERE c.periodo = %s AND EXISTS (
+                    SELECT 1 FROM staging.transformed t
+                    WHERE t.ano = extract(year FROM c.periodo) AND t.mes = extract(month FROM c.periodo)
+                      AND t.capturado_em = c.capturado_em))""").format(captures=CAPTURES), (period,))
+        return cursor.fetchone()[0]
+
+
 def insert_log_records(settings: Settings, records: list[dict]) -> int:
     """Append structured log records; a run's records are replaced if loaded twice."""
     if not records:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import sys
 import uuid
 
+from prefect.engine.state import TriggerFailed
+
 from pipelines import database
 from pipelines.errors import ConfigError
 from pipelines.executors import parallel_executor
@@ -25,18 +27,23 @@ def prepare() -> Settings:
     return settings
 
 
-def run_flow(flow, parameters: dict | None = None, parallel: bool = False) -> int:
-    """Run ``flow`` locally (``parallel``: on the Dask executor); 0 when it succeeded, 1 when it failed."""
-    settings = prepare()
+def execute(flow, settings: Settings, parameters: dict | None = None, parallel: bool = False):
+    """Run ``flow`` locally with ``flow.run()``; returns (final state, run id)."""
     configure_retries(flow, settings)
     run_id = str(uuid.uuid4())
     options = {"executor": parallel_executor(settings)} if parallel else {}
-    state = flow.run(parameters=parameters or {}, context={"flow_run_id": run_id}, **options)
+    return flow.run(parameters=parameters or {}, context={"flow_run_id": run_id}, **options), run_id
+
+
+def run_flow(flow, parameters: dict | None = None, parallel: bool = False) -> int:
+    """Run ``flow`` locally (``parallel``: on the Dask executor); 0 when it succeeded, 1 when it failed."""
+    state, run_id = execute(flow, prepare(), parameters, parallel)
     if state.is_successful():
         print(f"Flow {flow.name} concluído com sucesso (execução {run_id}).")
         return 0
     print(f"Flow {flow.name} falhou (execução {run_id}): {state.message}", file=sys.stderr)
     for task, task_state in (state.result or {}).items():
-        if task_state.is_failed():
+        # the tasks that failed themselves, not the ones skipped because of them
+        if task_state.is_failed() and not isinstance(task_state, TriggerFailed):
             print(f"  - {task.name}: {task_state.message}", file=sys.stderr)
     return 1

@@ -12,13 +12,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipelines.flows import historic_capture_flow  # noqa: E402
 from pipelines.runner import run_flow  # noqa: E402
+from pipelines.sample_portal import add_sample_option, serve_sample_if_asked  # noqa: E402
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", help="página do portal (padrão: CGU_TERCEIRIZADOS_URL do .env)")
     parser.add_argument("--force", action="store_true", help="recarrega também os períodos inalterados")
+    add_sample_option(parser)
     args = parser.parse_args()
+    serve_sample_if_asked(args)
     return run_flow(historic_capture_flow, {"url": args.url, "force": args.force}, parallel=True)
 
 
