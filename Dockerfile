@@ -1,9 +1,18 @@
-# Imagem dos flows (modo local dentro do contêiner). O servidor Prefect e o app Dash
-# são acrescentados pelo start.sh quando houver um Docker engine.
+# Imagem do pipeline para o modo servidor: registra os flows no Prefect Server (UI :8080,
+# API :4200, iniciado pelo start.sh com `prefect server start`), roda um agente local que
+# executa os flows agendados e serve o app de resultados (Dash) na porta 8050.
 FROM python:3.11-slim
+
+ENV PYTHONUNBUFFERED=1 \
+    PREFECT__BACKEND=server \
+    PREFECT__SERVER__HOST=http://localhost \
+    PREFECT__SERVER__PORT=4200 \
+    RESULTS_HOST=0.0.0.0
+
 WORKDIR /app
 COPY requirements/ requirements/
 RUN pip install --no-cache-dir -r requirements/results.txt
 COPY . .
-ENV POSTGRES_HOST=host.docker.internal
-CMD ["python", "run/capture.py"]
+
+EXPOSE 8050
+CMD ["bash", "run/container.sh"]

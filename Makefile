@@ -5,7 +5,7 @@ REQUIREMENTS := requirements/start.txt requirements/results.txt requirements/tes
 
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: venv browser test capture materialize
+.PHONY: venv tools test capture materialize
 
 $(VENV)/.installed: $(REQUIREMENTS)
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 não encontrado ($(PYTHON))."; exit 1; }
@@ -16,12 +16,14 @@ $(VENV)/.installed: $(REQUIREMENTS)
 
 venv: $(VENV)/.installed
 
-# Debian's Chromium for the end-to-end test of the Dash app.
-browser:
-	@command -v chromium >/dev/null || { echo "Instalando o Chromium do Debian (teste de navegador)..."; \
-	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null; }
+# Debian packages the tests use: Chromium (end-to-end test of the Dash app) and shellcheck.
+tools:
+	@missing=""; command -v chromium >/dev/null || missing="$$missing chromium"; \
+	  command -v shellcheck >/dev/null || missing="$$missing shellcheck"; \
+	  if [ -n "$$missing" ]; then echo "Instalando do Debian:$$missing"; \
+	    $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing >/dev/null; fi
 
-test: venv browser
+test: venv tools
 	$(VENV)/bin/python -m pytest
 
 capture: venv

@@ -30,6 +30,11 @@ RETRY_INTERVAL = timedelta(days=1)
 SCHEDULE = Schedule(clocks=[CronClock(CRON, start_date=pendulum.datetime(2019, 1, 1, tz=TIMEZONE))])
 
 
+def materialize_schedule() -> Schedule:
+    """For the Prefect Server: materialize 1 hour after the capture, on the same dates."""
+    return Schedule(clocks=[CronClock("0 1 1 1,5,9 *", start_date=pendulum.datetime(2019, 1, 1, tz=TIMEZONE))])
+
+
 def next_runs(after: datetime, count: int = 1) -> list[datetime]:
     """The next scheduled dates strictly after ``after``."""
     return SCHEDULE.next(count, after=pendulum.instance(after))
