@@ -63,13 +63,13 @@ def log_paths(log_dir: Path, flow_name: str) -> tuple[Path, Path]:
     return log_dir / f"logs__{short}.txt", log_dir / f"logs__{short}.jsonl"
 
 
-def attach_handler(log_dir: Path, flow_name: str, run_id: str) -> Path:
+def attach_handler(log_dir: Path, flow_name: str, run_id: str, loggers: tuple[str, ...] = CAPTURED_LOGGERS) -> Path:
     """Route the flow's loggers of this process into its log files (idempotent).
 
     Called at set-up and again by tasks that may run in other processes (Dask
     workers), which append to the same files."""
     text_path, jsonl_path = log_paths(log_dir, flow_name)
-    for name in CAPTURED_LOGGERS:
+    for name in loggers:
         target = logging.getLogger(name)
         current = [h for h in target.handlers if isinstance(h, FlowLogHandler)]
         if any(h.run_id == run_id and h.text_path == text_path for h in current):
@@ -82,15 +82,13 @@ def attach_handler(log_dir: Path, flow_name: str, run_id: str) -> Path:
     return text_path
 
 
-def setup_log_file(log_dir: Path, flow_name: str, run_id: str) -> Path:
+def setup_log_file(log_dir: Path, flow_name: str, run_id: str, loggers: tuple[str, ...] = CAPTURED_LOGGERS) -> Path:
     """Clear the flow's log files and route the flow's loggers into them."""
     log_dir.mkdir(parents=True, exist_ok=True)
     for path in log_paths(log_dir, flow_name):
         path.write_text("", encoding="utf-8")
-    text_path = attach_handler(log_dir, flow_name, run_id)
-    logging.getLogger("pipelines.logs").info(
-        "Configuração do arquivo de log %s realizada com sucesso.", text_path
-    )
+    text_path = attach_handler(log_dir, flow_name, run_id, loggers)
+    logging.getLogger(loggers[-1]).info("Configuração do arquivo de log %s realizada com sucesso.", text_path)
     return text_path
 
 

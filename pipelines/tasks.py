@@ -166,9 +166,10 @@ def capture_period(published: PublishedFile, force: bool = False) -> dict:
 def summarize_historic_capture(files: list[PublishedFile], results: list) -> list[dict]:
     """Reconcile every period; fail (after the others loaded) naming each failed period."""
     task_settings()
-    if isinstance(files, BaseException):
-        raise files
-    done, failed = capture.summarize_periods(files, list(results) if isinstance(results, list) else [results] * len(files))
+    for upstream in (files, results):  # the discovery, or the mapping itself, did not run
+        if isinstance(upstream, BaseException):
+            raise upstream
+    done, failed = capture.summarize_periods(files, results)
     if failed:
         raise PipelineError(f"{len(failed)} período(s) com falha: " + "; ".join(failed))
     return done

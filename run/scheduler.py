@@ -32,11 +32,8 @@ def main() -> int:
     settings = prepare()
 
     session_id = f"agendador-{os.getpid()}"
-    text_log = logs.setup_log_file(settings.log_dir, SCHEDULER_FLOW, session_id)
+    text_log = logs.setup_log_file(settings.log_dir, SCHEDULER_FLOW, session_id, loggers=("agendador",))
     scheduler_logger = logging.getLogger("agendador")
-    for handler in logging.getLogger("pipelines").handlers:
-        if isinstance(handler, logs.FlowLogHandler):
-            scheduler_logger.addHandler(handler)
     scheduler_logger.addHandler(logging.StreamHandler(sys.stdout))
     scheduler_logger.setLevel(logging.INFO)
     print(f"Agendador iniciado (log em {text_log}).", flush=True)
