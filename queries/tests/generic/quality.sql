@@ -26,13 +26,13 @@ select * from counts where model_rows <> compare_rows
 {% endtest %}
 
 
-{# sum(column) equals the sum of the source's money column, read with the same rules. #}
+{# sum(column) equals the sum of the upstream money column (already cleaned text), cast
+   with the same rule: no row lost or duplicated, no value changed on the way. #}
 {% test sum_matches_source(model, column_name, compare_model, compare_column) %}
 with sums as (
     select
         (select coalesce(sum({{ column_name }}), 0) from {{ model }}) as model_sum,
-        (select coalesce(sum({{ safe_numeric(clean_decimal(compare_column)) }}), 0)
-         from {{ compare_model }}) as source_sum
+        (select coalesce(sum({{ safe_numeric(compare_column) }}), 0) from {{ compare_model }}) as source_sum
 )
 select * from sums where model_sum <> source_sum
 {% endtest %}
