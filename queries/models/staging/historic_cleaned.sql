@@ -1,4 +1,5 @@
 -- A table: the cleaning rules run once; the models and tests downstream read plain columns.
-{{ config(materialized='table') }}
+-- Unlogged: an intermediate that every run rebuilds needs no WAL (after a crash it is empty until the next run).
+{{ config(materialized='table', unlogged=true) }}
 
 {{ terceirizados_cleaned(ref('historic_raw')) }}
