@@ -100,7 +100,7 @@ start_background() {  # name, command...
 start_local_mode() {
   ensure_postgres
   echo "Capturando e materializando o período mais recente (flow.run())..."
-  if ! "$PY" run/scheduler.py --uma-vez "${SAMPLE_ARGS[@]}"; then
+  if ! "$PY" run/scheduler.py --agora "${SAMPLE_ARGS[@]}"; then
     echo "A execução falhou; o agendador tenta de novo diariamente. Veja os logs no app de resultados." >&2
   fi
   start_background scheduler "$PY" run/scheduler.py "${SAMPLE_ARGS[@]}"

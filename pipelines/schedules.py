@@ -109,6 +109,7 @@ class Scheduler:
         self.clock, self.store, self.attempt = clock, store, attempt
         self.max_sleep_seconds = max_sleep_seconds
         self._last_wait: tuple | None = None  # the last "wait" logged, to log each decision once
+        self.last_succeeded: bool | None = None
 
     def step(self) -> Decision:
         """Decide once; run an attempt if it is due. Returns the decision taken."""
@@ -125,24 +126,37 @@ class Scheduler:
                 logger.info("Última tentativa do ciclo de %s falhou. Nova tentativa (repetição diária) em %s.",
                             decision.cycle.strftime("%d/%m/%Y"), _fmt(decision.wake_at))
             return decision
+        self.run_attempt(decision.cycle, decision.reason, now)
+        return decision
+
+    def run_attempt(self, cycle: datetime, reason: str, now: datetime | None = None) -> None:
+        """Record and run one attempt of ``cycle`` (``reason``: agendada, repeticao or manual)."""
+        now = now or self.clock.now()
         attempt_id = str(uuid.uuid4())
-        kind = "execução agendada" if decision.reason == "agendada" else "repetição diária após falha"
-        logger.info("Iniciando %s do ciclo de %s (tentativa %s).", kind, decision.cycle.strftime("%d/%m/%Y"),
+        kinds = {"agendada": "execução agendada", "repeticao": "repetição diária após falha",
+                 "manual": "execução pedida agora"}
+        logger.info("Iniciando %s do ciclo de %s (tentativa %s).", kinds[reason], cycle.strftime("%d/%m/%Y"),
                     attempt_id)
-        self.store.start(attempt_id, decision.cycle, decision.reason, now)
+        self.store.start(attempt_id, cycle, reason, now)
         try:
             succeeded, message = self.attempt(attempt_id)
         except Exception as exc:  # an attempt that crashes is a failed attempt, not a dead scheduler
             succeeded, message = False, f"{type(exc).__name__}: {exc}"
         self.store.finish(attempt_id, succeeded, message, self.clock.now())
         if succeeded:
-            suffix = " (repetição bem-sucedida)" if decision.reason == "repeticao" else ""
+            suffix = " (repetição bem-sucedida)" if reason == "repeticao" else ""
             logger.info("Tentativa %s concluída com sucesso%s. Próxima execução agendada: %s.", attempt_id, suffix,
-                        _fmt(next_runs(decision.cycle)[0]))
+                        _fmt(next_runs(cycle)[0]))
         else:
             logger.warning("Tentativa %s falhou: %s. Nova tentativa agendada para %s.", attempt_id, message,
                            _fmt(self.clock.now() + RETRY_INTERVAL))
-        return decision
+        self.last_succeeded = succeeded
+
+    def run_now(self) -> bool:
+        """An attempt right now, whatever the schedule says (``--agora``); True if it succeeded.
+        It counts for the current cycle: a failure starts the daily retries."""
+        self.run_attempt(current_cycle(self.clock.now()), "manual")
+        return self.last_succeeded
 
     def run_forever(self, stop: Callable[[], bool] = lambda: False,
                     after_step: Callable[[], None] = lambda: None) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pendulum
 import prefect
@@ -126,8 +127,6 @@ def save_data_as_csv(downloaded: DownloadedFile, parsed: ParsedFile) -> str:
 
 @task(name="upload_csv_to_database")
 def upload_csv_to_database(csv_file: str, parsed: ParsedFile, downloaded: DownloadedFile) -> dict:
-    from pathlib import Path
-
     return capture.load_parsed(task_settings(), Path(csv_file), parsed, downloaded, current_run_id())
 
 

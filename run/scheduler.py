@@ -4,6 +4,7 @@ conseguir. O estado fica em logs.execucoes, então sobrevive a reinícios.
 
     python run/scheduler.py             # roda para sempre
     python run/scheduler.py --uma-vez   # decide uma vez (executa se for a hora) e sai
+    python run/scheduler.py --agora     # executa uma tentativa agora e sai (código 1 se falhar)
 """
 
 import argparse
@@ -26,6 +27,8 @@ from pipelines.scheduled import run_scheduled_pipeline  # noqa: E402
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--uma-vez", action="store_true", help="decide uma vez e sai")
+    parser.add_argument("--agora", action="store_true",
+                        help="executa uma tentativa agora, fora do calendário, e sai (conta para o ciclo atual)")
     add_sample_option(parser)
     args = parser.parse_args()
     serve_sample_if_asked(args)
@@ -45,6 +48,10 @@ def main() -> int:
 
     scheduler = Scheduler(SystemClock(), PostgresAttemptStore(settings),
                           lambda attempt_id: run_scheduled_pipeline(settings, attempt_id), max_sleep_seconds=60)
+    if args.agora:
+        succeeded = scheduler.run_now()
+        upload_logs()
+        return 0 if succeeded else 1
     if args.uma_vez:
         scheduler.step()
         upload_logs()

@@ -138,3 +138,12 @@ def test_attempt_does_not_capture_twice(db, fresh_portal, monkeypatch):
     assert query(db, "SELECT count(*) FROM logs.execucoes WHERE nome_flow = %s", (capture_flow.name,)) == captures
     assert query(db, "SELECT count(*) FROM staging.transformed") == [
         (fresh_portal.portal.expectations["2024-05"].loaded_rows,)]
+
+
+def test_manual_attempt_counts_for_the_cycle(db, settings):
+    clock = FakeClock(at("2026-11-28T15:00:00"))
+    failing = Scheduler(clock, PostgresAttemptStore(settings), ScriptedAttempt(clock, failures=1))
+    assert failing.run_now() is False
+    decision = failing.step()  # the manual failure starts the daily retries of the September cycle
+    assert (decision.reason, decision.wake_at) == ("aguardando_repeticao", at("2026-11-29T15:00:00"))
+    assert [(kind, state) for kind, state, _ in scheduler_runs(db)] == [("manual", "Failed")]

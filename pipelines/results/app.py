@@ -8,6 +8,7 @@ import json
 import logging
 
 import dash_ag_grid as dag
+import pandas as pd
 from dash import MATCH, Dash, Input, Output, dcc, html, no_update
 from flask import Response, request
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -213,7 +214,7 @@ def create_app(settings: Settings, repo: ResultsRepository | None = None) -> Das
         try:
             source = repo.chart_source()
             if source is None:
-                empty = views.totals_figure(views.pd.DataFrame())
+                empty = views.totals_figure(pd.DataFrame())
                 return empty, [], None, html.Div(views.EMPTY_TABLE_MESSAGE, className="empty")
             totals = repo.totals_by_period(source)
         except DB_DOWN:
