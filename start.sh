@@ -72,7 +72,8 @@ ensure_postgres() {
     echo "Instale-o (Debian/Ubuntu: sudo apt-get install postgresql) ou ajuste POSTGRES_* no .env." >&2
     exit 1
   fi
-  local data="${LOCAL_PGDATA:-$PWD/.pgdata}" port="${LOCAL_POSTGRES_PORT:-5433}"
+  local data port="${LOCAL_POSTGRES_PORT:-5433}"
+  data=$(realpath -m "${LOCAL_PGDATA:-$PWD/.pgdata}")
   local as_postgres=()
   if [ "$(id -u)" -eq 0 ]; then
     as_postgres=(runuser -u postgres --)  # initdb refuses to run as root

@@ -95,7 +95,9 @@ def run_dbt(settings: Settings, command: str, select: str) -> DbtOutcome:
     args = [
         command, "--select", select, "--indirect-selection", "buildable",
         "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR),
-        "--target-path", str(settings.data_dir / "dbt_target"), "--log-path", str(log_path),
+        # one target folder per model family, so latest and historic runs can overlap
+        "--target-path", str(settings.data_dir / "dbt_target" / ("historic" if "historic" in select else "latest")),
+        "--log-path", str(log_path),
         "--no-use-colors", "--no-send-anonymous-usage-stats", "--no-version-check",
         "--log-level", "none",
     ]

@@ -25,6 +25,7 @@ from pipelines.errors import PortalStructureError
 logger = logging.getLogger("pipelines.portal")
 
 YEAR_PATTERN = re.compile(r"\b(20\d{2})\b")
+FILE_PERIOD_PATTERN = re.compile(r"(20\d{2})(0[1-9]|1[0-2])")
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,14 @@ class PublishedFile:
 def _normalise(text: str) -> str:
     text = unicodedata.normalize("NFKD", text)
     return "".join(c for c in text if not unicodedata.combining(c)).strip().lower()
+
+
+def _month_of(text: str) -> int | None:
+    """The month named in a link text ("Maio", " maio ", "Maio de 2024")."""
+    for word in re.split(r"[^a-z]+", _normalise(text)):
+        if word in MONTHS:
+            return MONTHS[word]
+    return None
 
 
 def _file_format(url: str) -> str | None:
@@ -83,7 +92,7 @@ def parse_portal_page(html: str, page_url: str) -> list[PublishedFile]:
 
     by_period: dict[tuple[int, int], PublishedFile] = {}
     for link in soup.select("ul a.internal-link[href]"):
-        month = MONTHS.get(_normalise(link.get_text(" ", strip=True)))
+        month = _month_of(link.get_text(" ", strip=True))
         url = urljoin(page_url, link["href"].strip())
         file_format = _file_format(url)
         if month is None or file_format is None:
@@ -93,6 +102,10 @@ def parse_portal_page(html: str, page_url: str) -> list[PublishedFile]:
         if year is None:
             continue
         found = PublishedFile(year=year, month=month, url=url, format=file_format)
+        named = FILE_PERIOD_PATTERN.search(found.file_name)
+        if named and (int(named.group(1)), int(named.group(2))) != (year, month):
+            logger.warning("O arquivo %s está listado em %s na página; vale o período da página.",
+                           found.file_name, found.label)
         previous = by_period.get((year, month))
         if previous is None:
             by_period[(year, month)] = found

@@ -54,3 +54,12 @@ def test_changed_page_is_a_clear_failure(html, detail):
     with pytest.raises(PortalStructureError, match="estrutura da página mudou") as error:
         parse_portal_page(html, PAGE_URL)
     assert detail in str(error.value)
+
+
+def test_month_inside_longer_text_and_period_mismatch_warning(caplog):
+    html = ('<h3>2024</h3><ul><li><a class="internal-link" href="/a/terceirizados202309.csv">Maio de 2024</a>'
+            '</li></ul>')
+    with caplog.at_level("WARNING", logger="pipelines.portal"):
+        [found] = parse_portal_page(html, PAGE_URL)
+    assert (found.year, found.month) == (2024, 5)
+    assert "terceirizados202309.csv está listado em 2024-05" in caplog.text
