@@ -6,13 +6,11 @@ from __future__ import annotations
 import sys
 import uuid
 
-from prefect.engine.state import TriggerFailed
-
 from pipelines import database
 from pipelines.errors import ConfigError
 from pipelines.executors import parallel_executor
 from pipelines.settings import Settings, load_settings
-from pipelines.tasks import configure_retries
+from pipelines.tasks import configure_retries, failure_causes
 
 
 def prepare() -> Settings:
@@ -42,8 +40,6 @@ def run_flow(flow, parameters: dict | None = None, parallel: bool = False) -> in
         print(f"Flow {flow.name} concluído com sucesso (execução {run_id}).")
         return 0
     print(f"Flow {flow.name} falhou (execução {run_id}): {state.message}", file=sys.stderr)
-    for task, task_state in (state.result or {}).items():
-        # the tasks that failed themselves, not the ones skipped because of them
-        if task_state.is_failed() and not isinstance(task_state, TriggerFailed):
-            print(f"  - {task.name}: {task_state.message}", file=sys.stderr)
+    for cause in failure_causes(state):
+        print(f"  - {cause}", file=sys.stderr)
     return 1

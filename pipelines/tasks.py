@@ -11,7 +11,7 @@ from pathlib import Path
 import pendulum
 import prefect
 from prefect import task
-from prefect.engine.state import Retrying
+from prefect.engine.state import Retrying, TriggerFailed
 from prefect.triggers import always_run
 
 from pipelines import capture, database, logs, storage
@@ -49,6 +49,20 @@ def task_settings() -> Settings:
 
 # -- flow state handler: the runs table -------------------------------------------------
 
+def failure_causes(state) -> list[str]:
+    """'task: message' for each task that failed itself (not the ones skipped because of it)."""
+    task_states = state.result if isinstance(state.result, dict) else {}
+    return [f"{task.name}: {task_state.message}" for task, task_state in task_states.items()
+            if task_state.is_failed() and not isinstance(task_state, TriggerFailed)]
+
+
+def run_message(state) -> str:
+    if state.is_successful():
+        return "Concluído com sucesso."
+    causes = failure_causes(state)
+    return "Falhou: " + " | ".join(causes) if causes else f"Falhou: {state.message}"
+
+
 def record_run(flow, old_state, new_state):
     """Flow state handler: one row per run in ``logs.execucoes``, written even on failure."""
     try:
@@ -59,7 +73,7 @@ def record_run(flow, old_state, new_state):
             database.ensure_schema(settings)
             database.start_run(settings, run_id, flow.name, now, dict(prefect.context.get("parameters") or {}))
         elif new_state.is_finished():
-            database.finish_run(settings, run_id, type(new_state).__name__, new_state.message, now)
+            database.finish_run(settings, run_id, type(new_state).__name__, run_message(new_state), now)
     except Exception as exc:  # never turn a good run into a crash because of bookkeeping
         logger.error("Falha ao registrar a execução no PostgreSQL: %s", exc)
     return new_state

@@ -32,6 +32,8 @@ def test_capture_loads_newest_period_exactly(db, fresh_portal):
     [run] = query(db, "SELECT nome_flow, estado_final, linhas_carregadas FROM logs.execucoes WHERE id_execucao = %s",
                   (run_id,))
     assert run == ("adm_cgu_terceirizados__capture", "Success", expected.loaded_rows)
+    assert query(db, "SELECT mensagem FROM logs.execucoes WHERE id_execucao = %s", (run_id,)) == [
+        ("Concluído com sucesso.",)]
     messages = [m for (m,) in query(db, "SELECT mensagem FROM logs.registros WHERE id_execucao = %s", (run_id,))]
     assert any("linhas de dados" in m and f"{expected.loaded_rows} carregáveis" in m for m in messages)
     tasks = {t for (t,) in query(db, "SELECT DISTINCT nome_task FROM logs.registros WHERE id_execucao = %s",
@@ -74,6 +76,7 @@ def test_failed_run_keeps_previous_data_and_still_loads_its_logs(db, fresh_porta
     [(status, message)] = query(db, "SELECT estado_final, mensagem FROM logs.execucoes WHERE id_execucao = %s",
                                 (run_id,))
     assert status == "Failed"
+    assert message.startswith("Falhou: download_cgu_terceirizados_data:") and "HTTP 500" in message
     levels = dict(query(db, "SELECT nivel, count(*) FROM logs.registros WHERE id_execucao = %s GROUP BY 1",
                         (run_id,)))
     assert levels.get("ERROR", 0) >= 1 and levels["INFO"] >= 3

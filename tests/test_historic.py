@@ -88,7 +88,7 @@ def test_a_failing_period_fails_only_itself(db, fresh_portal):
     assert "1 período(s) com falha: 2022-05 (terceirizados202205.csv)" in messages and "HTTP 500" in messages
     [(status, message)] = query(db, "SELECT estado_final, mensagem FROM logs.execucoes WHERE id_execucao = %s",
                                 (run_id,))
-    assert status == "Failed"
+    assert status == "Failed" and "2022-05 (terceirizados202205.csv)" in message
 
 
 def test_historic_models_cover_every_period_and_quirk(db, fresh_portal):
