@@ -96,9 +96,12 @@ def capture_period(settings: Settings, published: PublishedFile, force: bool, ru
     are released when it returns, so memory does not grow with the number of periods.
     """
     previous = None if force else database.last_capture(settings, published.period)
+    # conditional request only for the same file: a renamed file must be downloaded
+    same_file = previous is not None and previous["url"] == published.url
     downloaded = download_file(
         published, settings.http_timeout_seconds,
-        etag=previous and previous["etag"], last_modified=previous and previous["last_modified"],
+        etag=previous["etag"] if same_file else None,
+        last_modified=previous["last_modified"] if same_file else None,
     )
     if downloaded is None or (previous and downloaded.sha256 == previous["sha256"]):
         logger.info("Período %s ignorado: arquivo inalterado desde a última captura (use --force para recarregar).",

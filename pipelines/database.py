@@ -256,13 +256,14 @@ def last_capture(settings: Settings, period: date) -> dict | None:
     """The capture record of a period, or None if it was never captured."""
     with connection(settings) as conn, conn.cursor() as cursor:
         cursor.execute(
-            sql.SQL("SELECT sha256_arquivo, etag, last_modified, linhas_carregadas FROM {} WHERE periodo = %s")
+            sql.SQL("SELECT sha256_arquivo, etag, last_modified, linhas_carregadas, url_origem FROM {} "
+                    "WHERE periodo = %s")
             .format(CAPTURES), (period,),
         )
         row = cursor.fetchone()
     if row is None:
         return None
-    return dict(zip(("sha256", "etag", "last_modified", "loaded_rows"), row))
+    return dict(zip(("sha256", "etag", "last_modified", "loaded_rows", "url"), row))
 
 
 def start_run(settings: Settings, run_id: str, flow_name: str, started_at: datetime, parameters: dict) -> None:

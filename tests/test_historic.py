@@ -135,3 +135,19 @@ def test_dask_cluster_run_matches_the_local_run(db, fresh_portal, monkeypatch):
     assert state.is_successful(), state.message
     assert content_without_capture_time(db) == local_content
     assert "5 período(s) carregado(s)" in messages_of(db, run_id)
+
+
+def test_a_period_republished_under_another_file_is_reloaded(db, fresh_portal):
+    from pipelines import capture
+    from pipelines.portal import PublishedFile
+
+    settings = load_settings()
+    first = PublishedFile(2024, 5, fresh_portal.base_url + fresh_portal.file_path("terceirizados202405.xlsx"), "xlsx")
+    assert capture.capture_period(settings, first, False, "r1")["situacao"] == "carregado"
+    assert capture.capture_period(settings, first, False, "r2")["situacao"] == "inalterado"
+    # same period, new file name (the portal renamed/replaced it): no conditional request, reloaded
+    renamed = PublishedFile(2024, 5, fresh_portal.base_url + fresh_portal.file_path("terceirizados202309.csv"), "csv")
+    assert capture.capture_period(settings, renamed, False, "r3")["situacao"] == "carregado"
+    assert query(db, "SELECT DISTINCT arquivo_origem FROM raw.terceirizados") == [("terceirizados202309.csv",)]
+    assert query(db, "SELECT count(*) FROM raw.terceirizados") == [
+        (fresh_portal.portal.expectations["2023-09"].loaded_rows,)]
