@@ -5,7 +5,7 @@ REQUIREMENTS := requirements/start.txt requirements/results.txt requirements/tes
 
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: venv tools test capture materialize
+.PHONY: venv tools test capture
 
 $(VENV)/.installed: $(REQUIREMENTS)
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 não encontrado ($(PYTHON))."; exit 1; }

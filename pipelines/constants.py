@@ -4,6 +4,8 @@ One source of truth for Python code; the dbt project keeps its own names in
 ``queries/models/sources.yml`` and the macros.
 """
 
+import unicodedata
+
 PROJECT_NAME = "adm_cgu_terceirizados"
 
 # Prefect flow names (also used as log file names and in the runs table).
@@ -84,5 +86,11 @@ MONTHS = {
     "dezembro": 12,
 }
 MONTH_NAMES = {number: name.upper() for name, number in MONTHS.items()}
+
+
+def normalise_text(text: str) -> str:
+    """Lower case without accents ("Março " -> "marco"), to compare names from the source."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(c for c in decomposed if not unicodedata.combining(c)).strip().lower()
 
 DATA_FORMATS = ("csv", "xlsx")

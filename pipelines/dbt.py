@@ -63,16 +63,39 @@ def dbt_environment(settings: Settings) -> None:
     )
 
 
-def compile_inline(settings: Settings, sql: str) -> str:
-    """Compile a SQL snippet that uses the project's macros (used by the benchmark)."""
+def _invoke(settings: Settings, args: list[str], family: str, callbacks=()):
+    """dbtRunner.invoke with the project's paths and the validated connection settings.
+
+    Importing and running dbt add handlers to the root logger; they are removed so later
+    log lines are not printed twice."""
+    root = logging.getLogger()
+    handlers_before, level_before = list(root.handlers), root.level
+
+    def restore_root_logger() -> None:
+        for handler in [h for h in root.handlers if h not in handlers_before]:
+            root.removeHandler(handler)
+        root.setLevel(level_before)
+
     from dbt.cli.main import dbtRunner
 
+    restore_root_logger()
     dbt_environment(settings)
-    result = dbtRunner().invoke([
-        "compile", "--inline", sql, "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR),
-        "--target-path", str(settings.data_dir / "dbt_target"), "--log-path", str(settings.log_dir / "dbt"),
-        "--log-level", "none", "--no-send-anonymous-usage-stats",
-    ])
+    common = [
+        "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR),
+        # one target folder per model family, so latest and historic runs can overlap
+        "--target-path", str(settings.data_dir / "dbt_target" / family),
+        "--log-path", str(settings.log_dir / "dbt"), "--log-level", "none",
+        "--no-use-colors", "--no-send-anonymous-usage-stats", "--no-version-check",
+    ]
+    try:
+        return dbtRunner(callbacks=list(callbacks)).invoke(args + common)
+    finally:
+        restore_root_logger()
+
+
+def compile_inline(settings: Settings, sql: str) -> str:
+    """Compile a SQL snippet that uses the project's macros (used by the benchmark)."""
+    result = _invoke(settings, ["compile", "--inline", sql], "inline")
     if not result.success:
         raise DbtBuildError(f"dbt compile --inline falhou: {result.exception}")
     return result.result.results[0].node.compiled_code
@@ -80,31 +103,9 @@ def compile_inline(settings: Settings, sql: str) -> str:
 
 def run_dbt(settings: Settings, command: str, select: str) -> DbtOutcome:
     """Invoke ``dbt <command> --select <select>`` in-process and summarise the results."""
-    root = logging.getLogger()
-    handlers_before, level_before = list(root.handlers), root.level
-    from dbt.cli.main import dbtRunner  # importing dbt adds a stderr handler to the root logger
-
-    def restore_root_logger() -> None:
-        for handler in [h for h in root.handlers if h not in handlers_before]:
-            root.removeHandler(handler)
-        root.setLevel(level_before)
-
-    restore_root_logger()
-    dbt_environment(settings)
-    log_path = settings.log_dir / "dbt"
-    args = [
-        command, "--select", select, "--indirect-selection", "buildable",
-        "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR),
-        # one target folder per model family, so latest and historic runs can overlap
-        "--target-path", str(settings.data_dir / "dbt_target" / ("historic" if "historic" in select else "latest")),
-        "--log-path", str(log_path),
-        "--no-use-colors", "--no-send-anonymous-usage-stats", "--no-version-check",
-        "--log-level", "none",
-    ]
-    try:
-        result = dbtRunner(callbacks=[_forwarder(current_task_name())]).invoke(args)
-    finally:
-        restore_root_logger()
+    family = "historic" if "historic" in select else "latest"
+    result = _invoke(settings, [command, "--select", select, "--indirect-selection", "buildable"], family,
+                     callbacks=[_forwarder(current_task_name())])
 
     outcome = DbtOutcome(success=bool(result.success))
     if result.exception is not None:

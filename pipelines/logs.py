@@ -8,21 +8,15 @@ import logging
 from datetime import datetime, timezone
 from pathlib import Path
 
+import prefect
+
 # Loggers whose records belong to a flow run: Prefect's runners and tasks, this package, dbt.
 CAPTURED_LOGGERS = ("prefect", "pipelines")
 TEXT_FORMAT = "[%(asctime)s] %(levelname)s - %(name)s | %(message)s"
 
 
 def current_task_name() -> str | None:
-    """The running Prefect task, for records logged from threads Prefect does not know (dbt's)."""
-    return _task_name()
-
-
-def _task_name() -> str | None:
-    try:
-        import prefect
-    except ImportError:  # pragma: no cover - prefect is a hard dependency of the flows
-        return None
+    """The running Prefect task (None outside a task, e.g. in dbt's own threads)."""
     return prefect.context.get("task_full_name") or prefect.context.get("task_name")
 
 
@@ -45,7 +39,7 @@ class FlowLogHandler(logging.Handler):
                 "id_execucao": self.run_id,
                 "registrado_em": datetime.fromtimestamp(record.created, timezone.utc).isoformat(),
                 "nivel": record.levelname,
-                "nome_task": getattr(record, "nome_task", None) or _task_name(),
+                "nome_task": getattr(record, "nome_task", None) or current_task_name(),
                 "logger": record.name,
                 "mensagem": message,
             }

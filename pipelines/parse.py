@@ -14,13 +14,12 @@ from __future__ import annotations
 import csv
 import io
 import re
-import unicodedata
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
 import pandas as pd
 
-from pipelines.constants import MONTHS, SOURCE_COLUMNS
+from pipelines.constants import MONTHS, SOURCE_COLUMNS, normalise_text
 from pipelines.errors import SourceFormatError
 
 BOM = b"\xef\xbb\xbf"
@@ -36,7 +35,7 @@ def _matches(pattern: str):
 
 
 def _is_month(value: str) -> bool:
-    return value.strip() in SENTINELS or _strip_accents(value).strip().lower() in MONTHS
+    return value.strip() in SENTINELS or normalise_text(value) in MONTHS
 
 
 # What a structured column may hold (sentinels always allowed). Columns absent
@@ -96,10 +95,6 @@ class ParsedFile:
     @property
     def repaired_rows(self) -> int:
         return sum(1 for record in self.records if record[-1] is not None)
-
-
-def _strip_accents(text: str) -> str:
-    return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
 
 
 def _header_name(value: str) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import re
-import unicodedata
 from dataclasses import dataclass
 from datetime import date
 from pathlib import PurePosixPath
@@ -19,7 +18,7 @@ from urllib.parse import unquote, urljoin, urlparse
 
 from bs4 import BeautifulSoup
 
-from pipelines.constants import DATA_FORMATS, MONTHS
+from pipelines.constants import DATA_FORMATS, MONTHS, normalise_text
 from pipelines.errors import PortalStructureError
 
 logger = logging.getLogger("pipelines.portal")
@@ -50,14 +49,9 @@ class PublishedFile:
         return PurePosixPath(unquote(urlparse(self.url).path)).name
 
 
-def _normalise(text: str) -> str:
-    text = unicodedata.normalize("NFKD", text)
-    return "".join(c for c in text if not unicodedata.combining(c)).strip().lower()
-
-
 def _month_of(text: str) -> int | None:
     """The month named in a link text ("Maio", " maio ", "Maio de 2024")."""
-    for word in re.split(r"[^a-z]+", _normalise(text)):
+    for word in re.split(r"[^a-z]+", normalise_text(text)):
         if word in MONTHS:
             return MONTHS[word]
     return None

@@ -25,17 +25,18 @@ def prepare() -> Settings:
     return settings
 
 
-def execute(flow, settings: Settings, parameters: dict | None = None, parallel: bool = False):
-    """Run ``flow`` locally with ``flow.run()``; returns (final state, run id)."""
+def execute(flow, settings: Settings, parameters: dict | None = None, executor=None):
+    """Run ``flow`` locally with ``flow.run()`` (on ``executor`` if given); returns (final state, run id)."""
     configure_retries(flow, settings)
     run_id = str(uuid.uuid4())
-    options = {"executor": parallel_executor(settings)} if parallel else {}
+    options = {"executor": executor} if executor is not None else {}
     return flow.run(parameters=parameters or {}, context={"flow_run_id": run_id}, **options), run_id
 
 
 def run_flow(flow, parameters: dict | None = None, parallel: bool = False) -> int:
     """Run ``flow`` locally (``parallel``: on the Dask executor); 0 when it succeeded, 1 when it failed."""
-    state, run_id = execute(flow, prepare(), parameters, parallel)
+    settings = prepare()
+    state, run_id = execute(flow, settings, parameters, parallel_executor(settings) if parallel else None)
     if state.is_successful():
         print(f"Flow {flow.name} concluído com sucesso (execução {run_id}).")
         return 0

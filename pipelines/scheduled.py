@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 
 from pipelines import capture, database
+from pipelines.flows import capture_flow, materialize_flow
+from pipelines.runner import execute
 from pipelines.settings import Settings
 
 logger = logging.getLogger("agendador")
@@ -14,9 +16,6 @@ logger = logging.getLogger("agendador")
 def run_scheduled_pipeline(settings: Settings, attempt_id: str) -> tuple[bool, str]:
     """(succeeded, message). Never captures twice: a newest period already captured and
     materialized ends the attempt as a success."""
-    from pipelines.flows import capture_flow, materialize_flow
-    from pipelines.runner import execute
-
     newest = capture.discover_published_files(settings)[0]
     if database.newest_period_materialized(settings, newest.period):
         message = f"Período mais recente ({newest.label}) já capturado e materializado: nada a fazer."

@@ -10,6 +10,7 @@ injected clock and an injected attempt so tests never sleep for days.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -18,6 +19,9 @@ from typing import Callable, Protocol
 import pendulum
 from prefect.schedules import Schedule
 from prefect.schedules.clocks import CronClock
+
+from pipelines import database
+from pipelines.constants import SCHEDULER_FLOW
 
 # Not under "pipelines": the flows an attempt runs re-route the "pipelines" loggers to their own
 # log files, and the scheduler's decisions must stay in the scheduler's log.
@@ -90,8 +94,6 @@ class SystemClock:
         return pendulum.now(TIMEZONE)
 
     def sleep(self, seconds: float) -> None:
-        import time
-
         time.sleep(seconds)
 
 
@@ -182,20 +184,12 @@ class PostgresAttemptStore:
         self.settings = settings
 
     def attempts(self) -> list[Attempt]:
-        from pipelines import database
-        from pipelines.constants import SCHEDULER_FLOW
-
         return [Attempt(pendulum.parse(cycle).in_timezone(TIMEZONE), started, state == "Success")
                 for cycle, started, state in database.scheduler_attempts(self.settings, SCHEDULER_FLOW)]
 
     def start(self, attempt_id: str, cycle: datetime, reason: str, started_at: datetime) -> None:
-        from pipelines import database
-        from pipelines.constants import SCHEDULER_FLOW
-
         database.start_run(self.settings, attempt_id, SCHEDULER_FLOW, started_at,
                            {"ciclo": pendulum.instance(cycle).isoformat(), "tipo": reason})
 
     def finish(self, attempt_id: str, succeeded: bool, message: str, finished_at: datetime) -> None:
-        from pipelines import database
-
         database.finish_run(self.settings, attempt_id, "Success" if succeeded else "Failed", message, finished_at)

@@ -98,8 +98,7 @@ def exponential_backoff(task, old_state, new_state):
 def setup_log_file(flow_name: str) -> str:
     settings = load_settings()  # set-up clears the log file: do not attach before it
     run_id = current_run_id()
-    logs.setup_log_file(settings.log_dir, flow_name, run_id)
-    database.ensure_schema(settings)
+    logs.setup_log_file(settings.log_dir, flow_name, run_id)  # schema ensured by record_run at start
     return run_id
 
 

@@ -3,7 +3,6 @@ small synthetic CGU portal served on 127.0.0.1."""
 
 import os
 import tempfile
-import uuid
 from pathlib import Path
 
 # Configure before any pipelines module reads the environment.
@@ -26,7 +25,7 @@ from psycopg2 import sql  # noqa: E402
 from bench.portal_generator import PortalServer, build_portal  # noqa: E402
 from pipelines import database  # noqa: E402
 from pipelines.settings import load_settings  # noqa: E402
-from pipelines.tasks import configure_retries  # noqa: E402
+from pipelines.runner import execute  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -84,8 +83,4 @@ def fresh_portal(portal):
 
 
 def run_flow(flow, executor=None, **parameters):
-    configure_retries(flow, load_settings())
-    run_id = str(uuid.uuid4())
-    options = {"executor": executor} if executor is not None else {}
-    state = flow.run(parameters=parameters, context={"flow_run_id": run_id}, **options)
-    return state, run_id
+    return execute(flow, load_settings(), parameters, executor)
