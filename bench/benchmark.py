@@ -94,7 +94,7 @@ def run_floor(settings, env: dict, csv_files: list[Path]) -> dict:
     subprocess.run(psql + ["-c", setup], check=True, env=env)
     copy_script = BENCH_DIR / "work" / "floor_copy.sql"
     copy_script.write_text("".join(
-        f"\\copy bench_floor.raw FROM '{path}' WITH (FORMAT csv, HEADER true)\n" for path in csv_files))
+        f"\\copy bench_floor.raw FROM '{path}' WITH (FORMAT csv, HEADER true, DELIMITER ';')\n" for path in csv_files))
     # the casts of the real models need typed metadata: cast it as the raw table does
     cast_metadata = ("ALTER TABLE bench_floor.raw ALTER periodo TYPE date USING periodo::date, "
                      "ALTER linha_origem TYPE integer USING linha_origem::integer, "

@@ -69,6 +69,8 @@ METADATA_COLUMNS = (
 )
 
 RAW_COLUMNS = SOURCE_COLUMNS + METADATA_COLUMNS
+# Separator of the local CSVs (as in the CGU's files): decimal commas need no quoting.
+CSV_DELIMITER = ";"
 
 # Month names as written on the portal (accents and case are normalised before lookup).
 MONTHS = {

