@@ -18,11 +18,13 @@ import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from typing import TYPE_CHECKING
 
-import pandas as pd
-
-from pipelines.constants import MONTHS, SOURCE_COLUMNS, normalise_text
+from pipelines.constants import CSV_DELIMITER, MONTHS, SOURCE_COLUMNS, normalise_text
 from pipelines.errors import SourceFormatError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 BOM = b"\xef\xbb\xbf"
 SENTINELS = {"", "<N/I>", "NI", "NULL", "-1", "-2"}
@@ -69,12 +71,14 @@ class QuarantinedLine:
 class ParsedFile:
     """The outcome of parsing one file.
 
-    ``records`` holds the kept rows as lists: the 23 source values (text, in
-    ``SOURCE_COLUMNS`` order), the source line number and the repair note (or None).
-    ``rows`` is the same data as a ``pd.DataFrame``, built on first use.
+    ``records`` holds the kept rows as ``(values, line_number, note)``: ``values`` is the
+    23 source values (text, in ``SOURCE_COLUMNS`` order) as one line of the local CSV
+    (';'-separated, quoted only where needed), ``note`` is the repair note or None. For
+    almost every line of a CGU CSV that is the source line itself, so its fields are never
+    split and joined again. ``rows`` is the same data as a ``pd.DataFrame``, built on first use.
     """
 
-    records: list[list]
+    records: list[tuple[str, int, str | None]]
     quarantine: list[QuarantinedLine]
     data_rows: int
     encoding: str
@@ -85,7 +89,13 @@ class ParsedFile:
     @property
     def rows(self) -> pd.DataFrame:
         if self._frame is None:
-            frame = pd.DataFrame(self.records, columns=list(PARSED_COLUMNS), dtype=object)
+            import pandas as pd  # imported on first use: flows that never build a DataFrame start faster
+
+            values = csv.reader((text for text, _, _ in self.records), delimiter=CSV_DELIMITER)
+            frame = pd.DataFrame(
+                [[*row, line_number, note] for row, (_, line_number, note) in zip(values, self.records)],
+                columns=list(PARSED_COLUMNS), dtype=object,
+            )
             frame["linha_origem"] = frame["linha_origem"].astype("Int64")
             self._frame = frame
         return self._frame
@@ -96,7 +106,22 @@ class ParsedFile:
 
     @property
     def repaired_rows(self) -> int:
-        return sum(1 for record in self.records if record[-1] is not None)
+        return sum(1 for _, _, note in self.records if note is not None)
+
+
+def csv_value(value: str) -> str:
+    """One value of the local CSV, quoted when it holds the separator, a quote or a line break."""
+    if any(ch in value for ch in CSV_DELIMITER + '"\n\r'):
+        return '"' + value.replace('"', '""') + '"'
+    return value
+
+
+def csv_line(values: list[str]) -> str:
+    """Values as one line of the local CSV (without the line break)."""
+    line = CSV_DELIMITER.join(values)
+    if line.count(CSV_DELIMITER) == len(values) - 1 and '"' not in line and "\n" not in line and "\r" not in line:
+        return line
+    return CSV_DELIMITER.join(csv_value(v) for v in values)
 
 
 def _header_name(value: str) -> str:
@@ -207,33 +232,47 @@ def _header_columns(fields: list[str], file_name: str) -> list[str]:
     return names
 
 
-def _parse_records(source_rows, file_name: str, can_repair: bool):
+def _parse_records(source_rows, file_name: str, can_repair: bool, lines_are_values: bool):
     """Shared row loop for CSV lines and XLSX rows.
 
-    ``source_rows`` yields (line_number, fields, raw_line). The first non-blank one
-    decides: a header row, or data in the standard column order (header-less file).
+    ``source_rows`` yields (line_number, raw_line, fields); ``fields`` may be None (CSV:
+    split only when needed). The first non-blank row decides: a header row, or data in
+    the standard column order (header-less file). With ``lines_are_values`` (CSV), a
+    line in the standard order with exactly 23 fields, no quote and no control character
+    is already the CSV text of its values and is kept as it is.
     """
     kept, quarantine = [], []
     columns, has_header, data_rows = None, True, 0
     unnamed: list[int] = []
     order: list[int] | None = None  # positions of SOURCE_COLUMNS in the file's columns
+    plain_separators = None  # separators of a line that can be kept as it is
 
     def reject(line_number, raw_line, reason):
         quarantine.append(QuarantinedLine(line_number, raw_line, reason))
 
-    for line_number, fields, raw_line in source_rows:
+    for line_number, raw_line, fields in source_rows:
         if raw_line.strip() == "":
             continue  # blank line: not a data row
         if columns is None:
+            fields = fields if fields is not None else _split(raw_line)
             if _looks_like_header(fields):
                 columns = _header_columns(fields, file_name)
                 unnamed = [i for i, name in enumerate(columns) if name.startswith(UNNAMED)]
             else:
                 columns, has_header = list(SOURCE_COLUMNS), False
             order = None if columns == list(SOURCE_COLUMNS) else [columns.index(c) for c in SOURCE_COLUMNS]
+            if lines_are_values and order is None:
+                plain_separators = EXPECTED - 1
             if has_header:
                 continue
         data_rows += 1
+        if plain_separators is not None and raw_line.count(CSV_DELIMITER) == plain_separators \
+                and '"' not in raw_line and "\x00" not in raw_line \
+                and "\r" not in raw_line and raw_line.replace(CSV_DELIMITER, "").strip():
+            kept.append((raw_line, line_number, None))
+            continue
+        if fields is None:
+            fields = _split(raw_line)
         if "\x00" in raw_line:
             reject(line_number, raw_line.replace("\x00", "\\0"), "caractere NUL na linha")
             continue
@@ -254,10 +293,7 @@ def _parse_records(source_rows, file_name: str, can_repair: bool):
         if unnamed and any(fields[i].strip() for i in unnamed):
             reject(line_number, raw_line, "valor em coluna sem nome no cabeçalho")
             continue
-        record = fields if order is None else [fields[i] for i in order]
-        record.append(line_number)
-        record.append(note)
-        kept.append(record)
+        kept.append((csv_line(fields if order is None else [fields[i] for i in order]), line_number, note))
     if columns is None:
         raise SourceFormatError(f"O arquivo {file_name} não tem nenhuma linha de dados.")
     return kept, quarantine, data_rows, has_header
@@ -265,8 +301,9 @@ def _parse_records(source_rows, file_name: str, can_repair: bool):
 
 def parse_csv(content: bytes, file_name: str) -> ParsedFile:
     lines, encoding = _decode_lines(content)
-    lines_fields = ((number, _split(line), line) for number, line in enumerate(lines, start=1))
-    kept, quarantine, data_rows, has_header = _parse_records(lines_fields, file_name, can_repair=True)
+    numbered = ((number, line, None) for number, line in enumerate(lines, start=1))
+    kept, quarantine, data_rows, has_header = _parse_records(numbered, file_name, can_repair=True,
+                                                             lines_are_values=True)
     notes = [] if has_header else ["arquivo sem cabeçalho: ordem padrão das 23 colunas assumida"]
     return ParsedFile(kept, quarantine, data_rows, encoding, has_header, notes)
 
@@ -300,9 +337,10 @@ def parse_xlsx(content: bytes, file_name: str) -> ParsedFile:
                       for c in cells]
             while len(fields) > EXPECTED and fields[-1] == "":
                 fields.pop()  # empty cells right of the table
-            yield number, fields, ";".join(fields).rstrip(";")
+            yield number, ";".join(fields).rstrip(";"), fields
 
-    kept, quarantine, data_rows, has_header = _parse_records(rows_fields(), file_name, can_repair=False)
+    kept, quarantine, data_rows, has_header = _parse_records(rows_fields(), file_name, can_repair=False,
+                                                             lines_are_values=False)
     if not has_header:
         raise SourceFormatError(f"O XLSX {file_name} não tem a linha de cabeçalho esperada.")
     return ParsedFile(kept, quarantine, data_rows, "xlsx", has_header)

@@ -2,8 +2,8 @@
 and the parsed rows as UTF-8 CSV, exactly as they are loaded into PostgreSQL.
 
 The CSVs are separated by ';' like the CGU's own files (and Excel in pt-BR): money
-with a decimal comma ("2524,37") then needs no quoting, so almost every row takes
-the fast path of ``_write_records``."""
+with a decimal comma ("2524,37") needs no quoting, and the parser hands over almost
+every source line as it is (see ``ParsedFile.records``)."""
 
 from __future__ import annotations
 
@@ -13,11 +13,10 @@ from pathlib import Path
 
 from pipelines.constants import CSV_DELIMITER, RAW_COLUMNS
 from pipelines.download import DownloadedFile
-from pipelines.parse import ParsedFile
+from pipelines.parse import ParsedFile, csv_value
 from pipelines.portal import PublishedFile
 
 QUARANTINE_CSV_COLUMNS = ("linha_origem", "motivo", "linha_bruta")
-DELIMITER = CSV_DELIMITER
 
 
 def period_dir(base: Path, kind: str, published: PublishedFile) -> Path:
@@ -50,30 +49,13 @@ def quarantine_csv_path(data_dir: Path, published: PublishedFile) -> Path:
     return csv_path(data_dir, published).with_name(f"quarentena_{published.year}{published.month:02d}.csv")
 
 
-def _write_records(handle, records: list[list], before: list[str], after: list[str]) -> None:
-    """CSV rows with the metadata in place. Rows that need no quoting (almost all) are
-    joined directly, several times faster than ``csv.writer``; the others are quoted
-    field by field (``csv.writer`` would leave a bare carriage return unquoted)."""
-    separators = len(records[0]) - 3 if records else 0
-    middle = DELIMITER + DELIMITER.join(csv_field(v) for v in before) + DELIMITER
-    tail = DELIMITER + DELIMITER.join(csv_field(v) for v in after) + "\n"
-    for record in records:
-        values = record[:-2]
-        line = DELIMITER.join(values)
-        if record[-1] is None and line.count(DELIMITER) == separators and '"' not in line \
-                and "\n" not in line and "\r" not in line:
-            handle.write(line + middle + str(record[-2]) + DELIMITER + tail)
-        else:
-            note = "" if record[-1] is None else record[-1]
-            row = values + before + [str(record[-2]), note] + after
-            handle.write(DELIMITER.join(csv_field(v) for v in row) + "\n")
-
-
-def csv_field(value: str) -> str:
-    """One CSV value, quoted when it holds a separator, a quote or a line break."""
-    if any(ch in value for ch in DELIMITER + '"\n\r'):
-        return '"' + value.replace('"', '""') + '"'
-    return value
+def _write_records(handle, records: list[tuple[str, int, str | None]], before: list[str], after: list[str]) -> None:
+    """CSV rows: the values (already CSV text), then the metadata in RAW_COLUMNS order."""
+    middle = CSV_DELIMITER + CSV_DELIMITER.join(csv_value(v) for v in before) + CSV_DELIMITER
+    tail = CSV_DELIMITER + CSV_DELIMITER.join(csv_value(v) for v in after) + "\n"
+    for values, line_number, note in records:
+        note_text = "" if note is None else csv_value(note)
+        handle.write(values + middle + str(line_number) + CSV_DELIMITER + note_text + tail)
 
 
 def save_csv(data_dir: Path, parsed: ParsedFile, downloaded: DownloadedFile) -> Path:
@@ -89,7 +71,7 @@ def save_csv(data_dir: Path, parsed: ParsedFile, downloaded: DownloadedFile) -> 
 
     def write_rows(p: Path) -> None:
         with p.open("w", encoding="utf-8", newline="") as handle:
-            handle.write(DELIMITER.join(RAW_COLUMNS) + "\n")
+            handle.write(CSV_DELIMITER.join(RAW_COLUMNS) + "\n")
             _write_records(handle, parsed.records, before, after)
 
     path = csv_path(data_dir, published)
@@ -97,7 +79,7 @@ def save_csv(data_dir: Path, parsed: ParsedFile, downloaded: DownloadedFile) -> 
 
     def write_quarantine(p: Path) -> None:
         with p.open("w", encoding="utf-8", newline="") as handle:
-            writer = csv.writer(handle, delimiter=DELIMITER)
+            writer = csv.writer(handle, delimiter=CSV_DELIMITER)
             writer.writerow(QUARANTINE_CSV_COLUMNS)
             writer.writerows((q.line_number, q.reason, q.raw_line) for q in parsed.quarantine)
 

@@ -6,16 +6,17 @@ from datetime import datetime, timezone
 
 from pipelines.constants import RAW_COLUMNS
 from pipelines.download import DownloadedFile
-from pipelines.parse import ParsedFile
+from pipelines.parse import ParsedFile, csv_line
 from pipelines.portal import PublishedFile
 from pipelines.storage import save_csv, save_raw_file
 
 
 def test_csv_round_trips_values_that_need_quoting(tmp_path):
-    plain = [str(i) for i in range(23)] + [2, None]
-    tricky = ["A;B", 'diz "oi"', "linha\nquebrada", "", "x\r"] + [str(i) for i in range(18)] + [3, None]
-    repaired = ["EMPRESA; FILIAL"] + [str(i) for i in range(22)] + [4, "1 ';' a mais dentro de nm_razao_social"]
-    parsed = ParsedFile([plain, tricky, repaired], [], 3, "utf-8", True)
+    plain = [str(i) for i in range(23)], 2, None
+    tricky = ["A;B", 'diz "oi"', "linha\nquebrada", "", "x\r"] + [str(i) for i in range(18)], 3, None
+    repaired = ["EMPRESA; FILIAL"] + [str(i) for i in range(22)], 4, "1 ';' a mais dentro de nm_razao_social"
+    values = [plain, tricky, repaired]
+    parsed = ParsedFile([(csv_line(v), n, note) for v, n, note in values], [], 3, "utf-8", True)
     published = PublishedFile(2024, 5, "http://h/a,b/terceirizados202405.csv", "csv")
     content = b"conteudo"
     downloaded = DownloadedFile(published, content, hashlib.sha256(content).hexdigest(), None, None,
@@ -26,9 +27,8 @@ def test_csv_round_trips_values_that_need_quoting(tmp_path):
         rows = list(csv.reader(handle, delimiter=";"))
     assert rows[0] == list(RAW_COLUMNS)
     metadata = ["2024-05-01", "terceirizados202405.csv", published.url, downloaded.sha256]
-    for written, record in zip(rows[1:], parsed.records):
-        note = record[24] or ""
-        assert written == record[:23] + metadata + [str(record[23]), note, "2024-07-28T02:45:00+00:00"]
+    for written, (record, line_number, note) in zip(rows[1:], values):
+        assert written == record + metadata + [str(line_number), note or "", "2024-07-28T02:45:00+00:00"]
     assert len(rows) == 4
 
 
