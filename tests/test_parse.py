@@ -38,6 +38,18 @@ def test_utf8_values_are_kept_verbatim_as_text():
     assert parsed.rows.iloc[0, :23].tolist() == ROW
     assert parsed.rows.iloc[1, :23].tolist() == sentinels
     assert parsed.rows["linha_origem"].tolist() == [2, 3]
+    # a clean line is already the local CSV's text of its values: kept as published, not re-joined
+    assert parsed.records[0] == (";".join(ROW), 2, None)
+
+
+def test_values_that_need_quoting_reach_the_local_csv_quoted():
+    quoted = '"EMPRESA ""ALFA""";' + ";".join(ROW[1:])
+    bare_cr = ";".join(with_values(nm_terceirizado="ANA\rMARIA"))
+    parsed = parse_file((";".join(HEADER) + "\n" + quoted + "\n" + bare_cr + "\n").encode(), "csv", "q.csv")
+    assert [text.split(";")[0] for text, _, _ in parsed.records] == ['"EMPRESA ""ALFA"""', "8761995"]
+    assert '"ANA\rMARIA"' in parsed.records[1][0]
+    assert parsed.rows["id_terc"].tolist() == ['EMPRESA "ALFA"', "8761995"]
+    assert parsed.rows["nm_terceirizado"].tolist() == ["TIAGO MARTINS", "ANA\rMARIA"]
 
 
 def test_bom_and_cp1252_and_crlf():
