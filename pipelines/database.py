@@ -199,7 +199,8 @@ def load_period(settings: Settings, csv_file: Path, quarantine: list, record: Ca
         with conn.cursor() as cursor:
             cursor.execute(sql.SQL("DELETE FROM {} WHERE periodo = %s").format(RAW), (record.period,))
             replaced = cursor.rowcount
-            with csv_file.open("r", encoding="utf-8") as handle:
+            # newline="": a carriage return inside a quoted value must reach COPY unchanged
+            with csv_file.open("r", encoding="utf-8", newline="") as handle:
                 cursor.copy_expert(copy.as_string(conn), handle)
             copied = cursor.rowcount
             if copied != record.loaded_rows:

@@ -114,7 +114,7 @@ def test_failure_inside_the_load_transaction_keeps_old_rows(db, fresh_portal, se
     csv_file = next((settings.data_dir / "csv").rglob("terceirizados_202405.csv"))
     broken = tmp_path / "broken.csv"
     lines = csv_file.read_text(encoding="utf-8").splitlines()
-    lines[-1] = lines[-1].rsplit(",", 3)[0] + ",nao-e-numero,,2026-01-01T00:00:00+00:00"  # bad linha_origem
+    lines[-1] = lines[-1].rsplit(";", 3)[0] + ";nao-e-numero;;2026-01-01T00:00:00+00:00"  # bad linha_origem
     broken.write_text("\n".join(lines) + "\n", encoding="utf-8")
     record = dataclasses.replace(
         database.CaptureRecord(period=__import__("datetime").date(2024, 5, 1), file_name="x", url="u",
@@ -126,7 +126,7 @@ def test_failure_inside_the_load_transaction_keeps_old_rows(db, fresh_portal, se
     import psycopg2
     import pytest
 
-    with pytest.raises(psycopg2.DataError):
+    with pytest.raises(psycopg2.DataError, match="nao-e-numero"):
         database.load_period(settings, broken, [], record)
     assert query(db, "SELECT count(*), min(sha256_arquivo) FROM raw.terceirizados") == [(before, sha)]
     assert query(db, "SELECT id_execucao FROM raw.capturas") != [("broken",)]
@@ -153,3 +153,38 @@ def test_shifted_rows_are_repaired_or_quarantined_in_the_database(db, tmp_path):
     assert [q[0] for q in quarantined] == expected.quarantined_lines == [6, 8]
     assert "reparo inequívoco" in quarantined[0][1] and quarantined[0][2].count(";") == 23
     assert query(db, "SELECT linhas_carregadas + linhas_quarentena, linhas_arquivo FROM raw.capturas") == [(40, 40)]
+
+
+def test_values_that_need_quoting_load_exactly(db, settings):
+    import hashlib
+    from datetime import datetime, timezone
+
+    from bench.portal_generator import HEADER
+    from pipelines import capture, storage
+    from pipelines.constants import SOURCE_COLUMNS
+    from pipelines.download import DownloadedFile
+    from pipelines.parse import parse_file
+    from pipelines.portal import PublishedFile
+
+    row = ["7100000", "MCOM", "413007", "AGENCIA", "ANATEL-PE", "113/2016", "19232342000165", "EMPRESA",
+           "***.567.058-**", "ANTONIO", "517330 - VIGILANTE", "ENSINO MEDIO COMPLETO", "44", "ANATEL PE",
+           "2524,37", "5838,10", "5", "MAIO", "2024", "ANATEL", "AGENCIA NACIONAL", "41231", "41231"]
+    def variant(id_terc, **values):
+        return [id_terc if name == "id_terc" else values.get(name, value) for name, value in zip(SOURCE_COLUMNS, row)]
+
+    bare_cr = ";".join(variant("7100001", nm_terceirizado="ANA\rMARIA", nm_unidade_prestacao="  SALA 1 "))
+    quoted = ";".join(f'"{v}"' if ";" in v or '"' in v else v for v in (
+        x.replace('"', '""') if '"' in x else x
+        for x in variant("7100002", nm_razao_social='EMPRESA "ALFA"', nm_unidade_prestacao="BLOCO A; SALA 2")))
+    content = "\n".join([";".join(HEADER), ";".join(row), bare_cr, quoted, ""]).encode()
+    published = PublishedFile(2024, 5, "http://h/terceirizados202405.csv", "csv")
+    downloaded = DownloadedFile(published, content, hashlib.sha256(content).hexdigest(), None, None,
+                                datetime.now(timezone.utc))
+    parsed = parse_file(content, "csv", published.file_name)
+    csv_file = storage.save_csv(settings.data_dir, parsed, downloaded)
+    capture.load_parsed(settings, csv_file, parsed, downloaded, None)
+    loaded = query(db, "SELECT id_terc, nm_terceirizado, nm_razao_social, nm_unidade_prestacao, vl_mensal_salario "
+                       "FROM raw.terceirizados ORDER BY id_terc")
+    assert loaded == [("7100000", "ANTONIO", "EMPRESA", "ANATEL PE", "2524,37"),
+                      ("7100001", "ANA\rMARIA", "EMPRESA", "  SALA 1 ", "2524,37"),
+                      ("7100002", "ANTONIO", 'EMPRESA "ALFA"', "BLOCO A; SALA 2", "2524,37")]

@@ -235,8 +235,12 @@ def test_unique_combination_reads_rows_only_without_a_unique_index(db, settings)
     with db.cursor() as cursor:  # a unique index on other columns proves nothing
         cursor.execute("CREATE UNIQUE INDEX chaves_abc ON public.chaves (a, b, c)")
     assert query(db, compiled) == [(1, 1, 2)]
+    with db.cursor() as cursor:  # a unique index on exactly (a, b) lets rows with NULLs repeat: still read
+        cursor.execute("DELETE FROM public.chaves WHERE c = 2; CREATE UNIQUE INDEX chaves_ab ON public.chaves (a, b)")
+        cursor.execute("INSERT INTO public.chaves VALUES (2, NULL, 4), (2, NULL, 5)")
+    assert query(db, compiled) == [(None, 2, 2)]
     with db.cursor() as cursor:  # a primary key on exactly (a, b): rows are not read
-        cursor.execute("DELETE FROM public.chaves WHERE c = 2; ALTER TABLE public.chaves ADD PRIMARY KEY (a, b)")
+        cursor.execute("DELETE FROM public.chaves WHERE b IS NULL; ALTER TABLE public.chaves ADD PRIMARY KEY (a, b)")
         cursor.execute("EXPLAIN ANALYZE " + compiled)
         plan = "\n".join(line for (line,) in cursor.fetchall())
     assert query(db, compiled) == []

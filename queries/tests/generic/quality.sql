@@ -5,9 +5,10 @@
 {# Values present in the upstream columns (after sentinel cleaning) but NULL here:
    invalid values set to NULL by the cleaning, or values a cast could not convert.
    All columns are counted in one pass over each model (one row per column with
-   losses; dbt's count is the total number of values nulled). #}
+   losses; dbt's count is the total number of values nulled). A negative count (values
+   that appeared from nowhere) also fails: abs() keeps columns from cancelling out. #}
 {% test values_nulled(model, compare_model, columns) %}
-{{ config(fail_calc='coalesce(sum(nulled), 0)') }}
+{{ config(fail_calc='coalesce(sum(abs(nulled)), 0)') }}
 with upstream as (
     select
     {%- for column in columns %}
@@ -68,15 +69,19 @@ where {{ column_name }} < {{ min_value }} or {{ column_name }} > {{ max_value }}
 
 
 {# No two rows share the combination of columns (a composite primary key).
-   When a valid unique index (the models' primary key) covers exactly these columns,
-   PostgreSQL already guarantees it: the catalog answers and the rows are not read
-   (the scan sits behind a one-time filter). Without such an index every row is checked. #}
+   When a valid unique index covers exactly these columns and none of them can be NULL
+   (the models' primary key), PostgreSQL already guarantees it: the catalog answers and
+   the rows are not read (the scan sits behind a one-time filter). Otherwise every row is
+   checked (a plain unique index lets rows with NULLs repeat). #}
 {% test unique_combination(model, combination_of_columns) %}
 with enforced as (
     select 1
     from pg_index as i
     where i.indrelid = '{{ model }}'::regclass
       and i.indisunique and i.indisvalid and i.indpred is null and i.indexprs is null
+      and not exists (
+          select 1 from pg_attribute as a
+          where a.attrelid = i.indrelid and a.attnum = any(i.indkey) and not a.attnotnull)
       and (select array_agg(a.attname::text order by a.attname)
            from pg_attribute as a
            where a.attrelid = i.indrelid and a.attnum = any(i.indkey))
