@@ -49,7 +49,6 @@ start_server_mode() {
   .venv/bin/prefect backend server
   .venv/bin/prefect server start --detach --use-volume --hide-welcome
   .venv/bin/prefect server create-tenant --name tenant >/dev/null 2>&1 || true
-  .venv/bin/prefect create project adm_cgu_terceirizados --skip-if-exists
   docker build -t adm_cgu_terceirizados .
   docker rm -f adm_cgu_terceirizados >/dev/null 2>&1 || true
   local env_file=()

@@ -31,12 +31,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import psutil
-import psycopg2
-from psycopg2 import sql
 
 from bench.portal_generator import PortalServer, build_portal, default_periods
-from pipelines.constants import RAW_COLUMNS
+from pipelines import database
+from pipelines.constants import CSV_DELIMITER, RAW_COLUMNS
 from pipelines.dbt import compile_inline
+from pipelines.sample_portal import load_portal
 from pipelines.settings import PROJECT_ROOT, load_settings
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -67,15 +67,6 @@ def measure(command: list[str], env: dict, label: str) -> dict:
     return {"wall_seconds": round(wall, 2), "peak_rss_mib": round(peak / 2**20, 1)}
 
 
-def reset_database(settings, name: str) -> None:
-    admin = psycopg2.connect(**settings.postgres_dsn("postgres"))
-    admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    admin.close()
-
-
 def floor_sql(settings) -> str:
     """One CREATE TABLE AS with the cleaning, renaming and casts of the dbt macros."""
     inline = (
@@ -94,7 +85,8 @@ def run_floor(settings, env: dict, csv_files: list[Path]) -> dict:
     subprocess.run(psql + ["-c", setup], check=True, env=env)
     copy_script = BENCH_DIR / "work" / "floor_copy.sql"
     copy_script.write_text("".join(
-        f"\\copy bench_floor.raw FROM '{path}' WITH (FORMAT csv, HEADER true, DELIMITER ';')\n" for path in csv_files))
+        f"\\copy bench_floor.raw FROM '{path}' WITH (FORMAT csv, HEADER true, DELIMITER '{CSV_DELIMITER}')\n"
+        for path in csv_files))
     # the casts of the real models need typed metadata: cast it as the raw table does
     cast_metadata = ("ALTER TABLE bench_floor.raw ALTER periodo TYPE date USING periodo::date, "
                      "ALTER linha_origem TYPE integer USING linha_origem::integer, "
@@ -159,8 +151,7 @@ def main() -> None:
         (portal_dir / "expectations.json").write_text(json.dumps({k: asdict(v) for k, v in portal.expectations.items()}))
         print(f"  gerado em {time.perf_counter() - started:.0f} s", flush=True)
     else:
-        from bench.portal_generator import Portal
-        portal = Portal(portal_dir, specs, {})
+        portal = load_portal(portal_dir)
     expectations = json.loads((portal_dir / "expectations.json").read_text())
     server = PortalServer(portal).start()
 
@@ -169,7 +160,8 @@ def main() -> None:
     env = {**os.environ, "POSTGRES_DB": args.database, "DATA_DIR": str(data_dir), "LOG_DIR": str(log_dir),
            "CGU_TERCEIRIZADOS_URL": server.page_url, "PGPASSWORD": os.environ.get("POSTGRES_PASSWORD", "")}
     settings = load_settings(env)
-    reset_database(settings, args.database)
+    database.drop_database(settings, args.database)
+    database.ensure_database(settings)
 
     total_rows = sum(e["loaded_rows"] for e in expectations.values())
     print(f"Medindo com {total_rows:,} linhas ({args.periods} períodos)...", flush=True)

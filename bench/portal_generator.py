@@ -25,7 +25,7 @@ from pathlib import Path
 
 from pipelines.constants import MONTH_NAMES, SOURCE_COLUMNS
 from pipelines.parse import cell_text
-from pipelines.sample_portal import FILES_PATH, PAGE_PATH, PeriodSpec, Portal, PortalServer, render_page  # noqa: F401
+from pipelines.sample_portal import FILES_PATH, PeriodSpec, Portal, PortalServer
 
 HEADER = [
     {"num_mes_carga": "Num_Mes_Carga", "mes_carga": "Mes_Carga", "ano_carga": "Ano_Carga"}.get(c, c)

@@ -9,12 +9,12 @@ import unicodedata
 PROJECT_NAME = "adm_cgu_terceirizados"
 
 # Prefect flow names (also used as log file names and in the runs table).
-CAPTURE_FLOW = "adm_cgu_terceirizados__capture"
-MATERIALIZE_FLOW = "adm_cgu_terceirizados__materialize"
-HISTORIC_CAPTURE_FLOW = "adm_cgu_terceirizados__historic_capture"
-HISTORIC_MATERIALIZE_FLOW = "adm_cgu_terceirizados__historic_materialize"
+CAPTURE_FLOW = f"{PROJECT_NAME}__capture"
+MATERIALIZE_FLOW = f"{PROJECT_NAME}__materialize"
+HISTORIC_CAPTURE_FLOW = f"{PROJECT_NAME}__historic_capture"
+HISTORIC_MATERIALIZE_FLOW = f"{PROJECT_NAME}__historic_materialize"
 # The scheduler's attempts (capture + materialize of the newest period) in the runs table.
-SCHEDULER_FLOW = "adm_cgu_terceirizados__agendador"
+SCHEDULER_FLOW = f"{PROJECT_NAME}__agendador"
 
 # Database objects (schema, table). Never built from outside text.
 RAW_SCHEMA = "raw"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import logging
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from datetime import date, datetime
 from pathlib import Path
 
@@ -16,7 +16,7 @@ from psycopg2 import sql
 from psycopg2.extras import execute_values
 
 from pipelines import constants as c
-from pipelines.errors import ConfigError, RawDataMissingError
+from pipelines.errors import ConfigError, RawDataMissingError, first_line
 from pipelines.settings import Settings
 
 logger = logging.getLogger("pipelines.database")
@@ -126,7 +126,7 @@ def connect(settings: Settings, database: str | None = None):
     try:
         return psycopg2.connect(**settings.postgres_dsn(database))
     except psycopg2.OperationalError as exc:
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        detail = first_line(exc)
         raise ConfigError(
             "Não foi possível conectar ao PostgreSQL em "
             f"POSTGRES_HOST={settings.postgres_host} POSTGRES_PORT={settings.postgres_port} "
@@ -153,6 +153,17 @@ def ensure_database(settings: Settings) -> None:
             if cursor.fetchone() is None:
                 cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(settings.postgres_db)))
                 logger.info("Banco de dados %s criado.", settings.postgres_db)
+    finally:
+        conn.close()
+
+
+def drop_database(settings: Settings, name: str) -> None:
+    """Drop a database, closing its connections (test and benchmark databases)."""
+    conn = connect(settings, "postgres")
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cursor:
+            cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
     finally:
         conn.close()
 
@@ -220,7 +231,7 @@ def load_period(settings: Settings, csv_file: Path, quarantine: list, record: Ca
                     for q in quarantine
                 ],
             )
-            _upsert_capture(cursor, conn, record)
+            _upsert_capture(cursor, record)
     logger.info(
         "Período %s: %d linhas carregadas em raw.terceirizados (%d substituídas), %d em quarentena.",
         record.period.strftime("%Y-%m"), copied, replaced, len(quarantine),
@@ -228,29 +239,24 @@ def load_period(settings: Settings, csv_file: Path, quarantine: list, record: Ca
     return copied
 
 
-def _upsert_capture(cursor, conn, record: CaptureRecord) -> None:
-    values = (
-        record.period, record.file_name, record.url, record.file_format, record.encoding, record.sha256,
-        record.etag, record.last_modified, record.size_bytes, record.data_rows, record.loaded_rows,
-        record.repaired_rows, record.quarantined_rows, record.notes, record.captured_at, record.run_id,
-    )
+# raw.capturas columns, in the order of a CaptureRecord's fields
+CAPTURE_COLUMNS = (
+    "periodo", "arquivo_origem", "url_origem", "formato", "codificacao", "sha256_arquivo", "etag", "last_modified",
+    "tamanho_bytes", "linhas_arquivo", "linhas_carregadas", "linhas_reparadas", "linhas_quarentena",
+    "observacoes", "capturado_em", "id_execucao",
+)
+
+
+def _upsert_capture(cursor, record: CaptureRecord) -> None:
     cursor.execute(
-        sql.SQL(
-            """INSERT INTO {} (periodo, arquivo_origem, url_origem, formato, codificacao, sha256_arquivo, etag,
-                last_modified, tamanho_bytes, linhas_arquivo, linhas_carregadas, linhas_reparadas,
-                linhas_quarentena, observacoes, capturado_em, id_execucao)
-            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-            ON CONFLICT (periodo) DO UPDATE SET
-                arquivo_origem = EXCLUDED.arquivo_origem, url_origem = EXCLUDED.url_origem,
-                formato = EXCLUDED.formato, codificacao = EXCLUDED.codificacao,
-                sha256_arquivo = EXCLUDED.sha256_arquivo, etag = EXCLUDED.etag,
-                last_modified = EXCLUDED.last_modified, tamanho_bytes = EXCLUDED.tamanho_bytes,
-                linhas_arquivo = EXCLUDED.linhas_arquivo, linhas_carregadas = EXCLUDED.linhas_carregadas,
-                linhas_reparadas = EXCLUDED.linhas_reparadas, linhas_quarentena = EXCLUDED.linhas_quarentena,
-                observacoes = EXCLUDED.observacoes, capturado_em = EXCLUDED.capturado_em,
-                id_execucao = EXCLUDED.id_execucao"""
-        ).format(CAPTURES),
-        values,
+        sql.SQL("INSERT INTO {} ({}) VALUES ({}) ON CONFLICT (periodo) DO UPDATE SET {}").format(
+            CAPTURES,
+            sql.SQL(", ").join(map(sql.Identifier, CAPTURE_COLUMNS)),
+            sql.SQL(", ").join(sql.Placeholder() * len(CAPTURE_COLUMNS)),
+            sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(name))
+                               for name in CAPTURE_COLUMNS[1:]),
+        ),
+        astuple(record),
     )
 
 
@@ -258,14 +264,13 @@ def last_capture(settings: Settings, period: date) -> dict | None:
     """The capture record of a period, or None if it was never captured."""
     with connection(settings) as conn, conn.cursor() as cursor:
         cursor.execute(
-            sql.SQL("SELECT sha256_arquivo, etag, last_modified, linhas_carregadas, url_origem FROM {} "
-                    "WHERE periodo = %s")
+            sql.SQL("SELECT sha256_arquivo, etag, last_modified, url_origem FROM {} WHERE periodo = %s")
             .format(CAPTURES), (period,),
         )
         row = cursor.fetchone()
     if row is None:
         return None
-    return dict(zip(("sha256", "etag", "last_modified", "loaded_rows", "url"), row))
+    return dict(zip(("sha256", "etag", "last_modified", "url"), row))
 
 
 def start_run(settings: Settings, run_id: str, flow_name: str, started_at: datetime, parameters: dict) -> None:
@@ -339,16 +344,17 @@ def scheduler_attempts(settings: Settings, flow_name: str) -> list[tuple[str, da
 def newest_period_materialized(settings: Settings, period: date) -> bool:
     """True when ``period`` is captured and staging.transformed was built from that capture."""
     with connection(settings) as conn, conn.cursor() as cursor:
-        cursor.execute("SELECT to_regclass('staging.transformed') IS NOT NULL")
+        cursor.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{c.STAGING_SCHEMA}.{c.LATEST_MODELS[-1]}",))
         if not cursor.fetchone()[0]:
             return False
         cursor.execute(
             sql.SQL("""SELECT EXISTS (
                 SELECT 1 FROM {captures} c
                 WHERE c.periodo = %s AND EXISTS (
-                    SELECT 1 FROM staging.transformed t
+                    SELECT 1 FROM {transformed} t
                     WHERE t.ano = extract(year FROM c.periodo) AND t.mes = extract(month FROM c.periodo)
-                      AND t.capturado_em = c.capturado_em))""").format(captures=CAPTURES), (period,))
+                      AND t.capturado_em = c.capturado_em))""").format(
+                captures=CAPTURES, transformed=table(c.STAGING_SCHEMA, c.LATEST_MODELS[-1])), (period,))
         return cursor.fetchone()[0]
 
 

@@ -1,6 +1,12 @@
 """Exceptions with messages (in Portuguese) meant to be read by the pipeline's users."""
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message (driver errors carry long details), or its type."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 class PipelineError(Exception):
     """Base class: a failure the user can understand and act on."""
 

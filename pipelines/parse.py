@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 BOM = b"\xef\xbb\xbf"
+SOURCE_DELIMITER = ";"  # the CGU's separator (and the local CSVs', see CSV_DELIMITER)
 SENTINELS = {"", "<N/I>", "NI", "NULL", "-1", "-2"}
 EXPECTED = len(SOURCE_COLUMNS)
 PARSED_COLUMNS = SOURCE_COLUMNS + ("linha_origem", "observacao_reparo")
@@ -168,11 +169,11 @@ def _split(line: str) -> list[str]:
     """Fields of one physical line. Each line is split on its own, so a stray quote
     can never swallow the lines after it."""
     if '"' not in line:
-        return line.split(";")
+        return line.split(SOURCE_DELIMITER)
     try:
-        return next(csv.reader([line], delimiter=";", quotechar='"', strict=True))
+        return next(csv.reader([line], delimiter=SOURCE_DELIMITER, quotechar='"', strict=True))
     except csv.Error:
-        return line.split(";")
+        return line.split(SOURCE_DELIMITER)
 
 
 def _has_letter(text: str) -> bool:
@@ -198,7 +199,8 @@ def repair_shifted(fields: list[str], columns: list[str]) -> tuple[list[str], st
         # more likely a split number (decimal comma, code) than part of the text.
         if not all(_has_letter(fragment) for fragment in fields[position:position + extra + 1]):
             continue
-        merged = fields[:position] + [";".join(fields[position:position + extra + 1])] + fields[position + extra + 1:]
+        glued = SOURCE_DELIMITER.join(fields[position:position + extra + 1])
+        merged = fields[:position] + [glued] + fields[position + extra + 1:]
         if _valid(merged, columns):
             candidates.setdefault(tuple(merged), name)
     if len(candidates) != 1:
@@ -261,14 +263,14 @@ def _parse_records(source_rows, file_name: str, can_repair: bool, lines_are_valu
             else:
                 columns, has_header = list(SOURCE_COLUMNS), False
             order = None if columns == list(SOURCE_COLUMNS) else [columns.index(c) for c in SOURCE_COLUMNS]
-            if lines_are_values and order is None:
+            if lines_are_values and order is None and SOURCE_DELIMITER == CSV_DELIMITER:
                 plain_separators = EXPECTED - 1
             if has_header:
                 continue
         data_rows += 1
-        if plain_separators is not None and raw_line.count(CSV_DELIMITER) == plain_separators \
+        if plain_separators is not None and raw_line.count(SOURCE_DELIMITER) == plain_separators \
                 and '"' not in raw_line and "\x00" not in raw_line \
-                and "\r" not in raw_line and raw_line.replace(CSV_DELIMITER, "").strip():
+                and "\r" not in raw_line and raw_line.replace(SOURCE_DELIMITER, "").strip():
             kept.append((raw_line, line_number, None))
             continue
         if fields is None:
@@ -337,7 +339,7 @@ def parse_xlsx(content: bytes, file_name: str) -> ParsedFile:
                       for c in cells]
             while len(fields) > EXPECTED and fields[-1] == "":
                 fields.pop()  # empty cells right of the table
-            yield number, ";".join(fields).rstrip(";"), fields
+            yield number, SOURCE_DELIMITER.join(fields).rstrip(SOURCE_DELIMITER), fields
 
     kept, quarantine, data_rows, has_header = _parse_records(rows_fields(), file_name, can_repair=False,
                                                              lines_are_values=False)

@@ -85,7 +85,7 @@ def render_page(specs: list[PeriodSpec], base_url: str) -> str:
 class Portal:
     root: Path
     specs: list[PeriodSpec]
-    expectations: dict[str, PeriodExpectation]
+    expectations: dict  # label -> what the period should load (bench.portal_generator.PeriodExpectation)
 
 
 class PortalHandler(SimpleHTTPRequestHandler):

@@ -30,13 +30,15 @@ logger = logging.getLogger("agendador")
 TIMEZONE = "America/Sao_Paulo"
 # The original used "0 0 1 5/4 *", which never fires in January.
 CRON = "0 0 1 1,5,9 *"
+MATERIALIZE_CRON = "0 1 1 1,5,9 *"  # for the Prefect Server: 1 hour after the capture, on the same dates
 RETRY_INTERVAL = timedelta(days=1)
-SCHEDULE = Schedule(clocks=[CronClock(CRON, start_date=pendulum.datetime(2019, 1, 1, tz=TIMEZONE))])
 
 
-def materialize_schedule() -> Schedule:
-    """For the Prefect Server: materialize 1 hour after the capture, on the same dates."""
-    return Schedule(clocks=[CronClock("0 1 1 1,5,9 *", start_date=pendulum.datetime(2019, 1, 1, tz=TIMEZONE))])
+def cron_schedule(cron: str) -> Schedule:
+    return Schedule(clocks=[CronClock(cron, start_date=pendulum.datetime(2019, 1, 1, tz=TIMEZONE))])
+
+
+SCHEDULE = cron_schedule(CRON)
 
 
 def next_runs(after: datetime, count: int = 1) -> list[datetime]:

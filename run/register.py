@@ -18,7 +18,7 @@ from pipelines.flows import (  # noqa: E402
     historic_materialize_flow,
     materialize_flow,
 )
-from pipelines.schedules import SCHEDULE, materialize_schedule  # noqa: E402
+from pipelines.schedules import MATERIALIZE_CRON, SCHEDULE, cron_schedule  # noqa: E402
 
 LABELS = [PROJECT_NAME]
 
@@ -26,7 +26,7 @@ LABELS = [PROJECT_NAME]
 def flows_to_register():
     """Copies of the flows with the schedules the server should fire."""
     capture, materialize = capture_flow.copy(), materialize_flow.copy()
-    capture.schedule, materialize.schedule = SCHEDULE, materialize_schedule()
+    capture.schedule, materialize.schedule = SCHEDULE, cron_schedule(MATERIALIZE_CRON)
     return [capture, materialize, historic_capture_flow, historic_materialize_flow]
 
 

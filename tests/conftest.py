@@ -20,7 +20,6 @@ os.environ["CGU_TERCEIRIZADOS_URL"] = "http://127.0.0.1:9/nao-usado-nos-testes"
 
 import psycopg2  # noqa: E402
 import pytest  # noqa: E402
-from psycopg2 import sql  # noqa: E402
 
 from bench.portal_generator import PortalServer, build_portal  # noqa: E402
 from pipelines import database  # noqa: E402
@@ -32,11 +31,7 @@ from pipelines.runner import execute  # noqa: E402
 def settings():
     settings = load_settings()
     assert "test" in settings.postgres_db, "os testes só rodam num banco de teste"
-    admin = psycopg2.connect(**settings.postgres_dsn("postgres"))
-    admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(settings.postgres_db)))
-    admin.close()
+    database.drop_database(settings, settings.postgres_db)
     database.ensure_schema(settings)
     return settings
 

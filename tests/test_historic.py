@@ -2,8 +2,6 @@
 
 from decimal import Decimal
 
-import pytest
-
 from pipelines.executors import parallel_executor
 from pipelines.flows import historic_capture_flow, historic_materialize_flow
 from pipelines.settings import load_settings

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import logging
 
 import dash_ag_grid as dag
 import pandas as pd
@@ -13,15 +12,16 @@ from dash import MATCH, Dash, Input, Output, dcc, html, no_update
 from flask import Response, request
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from pipelines.errors import first_line
 from pipelines.results import views
 from pipelines.results.queries import ResultsRepository, UnknownTableError, make_engine
 from pipelines.settings import Settings
 
-logger = logging.getLogger("pipelines.results")
-
 PAGES = [("/tabelas", "Tabelas"), ("/logs", "Logs"), ("/execucoes", "Execuções"), ("/graficos", "Gráficos")]
 DB_DOWN = (OperationalError, DBAPIError)
 GRID_STYLE = {"height": "560px", "width": "100%"}
+COLUMN_DEFAULTS = {"filter": True, "sortable": True, "resizable": True}  # logs and runs grids
+TOOLTIPS_AT_ONCE = {"tooltipShowDelay": 0}
 
 
 def _nav() -> html.Nav:
@@ -42,7 +42,7 @@ def tables_page() -> html.Div:
         html.H3("Dicionário de dados"),
         dag.AgGrid(id="dictionary", columnDefs=[
             {"field": "coluna", "width": 260}, {"field": "tipo", "width": 200}, {"field": "descricao", "flex": 1}],
-            rowData=[], style={"height": "320px"}, dashGridOptions={"tooltipShowDelay": 0}),
+            rowData=[], style={"height": "320px"}, dashGridOptions=TOOLTIPS_AT_ONCE),
     ])
 
 
@@ -64,8 +64,8 @@ def logs_page() -> html.Div:
             {"field": "mensagem", "headerName": "Mensagem", "flex": 1, "wrapText": False, "tooltipField": "mensagem"},
             {"field": "estado_execucao", "headerName": "Estado da execução", "width": 150},
         ], rowData=[], getRowStyle=views.FAILED_ROW_STYLE, style=GRID_STYLE,
-            dashGridOptions={"pagination": True, "paginationPageSize": 100, "tooltipShowDelay": 0},
-            defaultColDef={"filter": True, "sortable": True, "resizable": True}),
+            dashGridOptions={"pagination": True, "paginationPageSize": 100, **TOOLTIPS_AT_ONCE},
+            defaultColDef=COLUMN_DEFAULTS),
     ])
 
 
@@ -84,8 +84,7 @@ def runs_page() -> html.Div:
             {"field": "mensagem", "headerName": "Mensagem", "flex": 1, "minWidth": 320, "tooltipField": "mensagem"},
             {"field": "id_execucao", "headerName": "Execução", "width": 300},
         ], rowData=[], getRowStyle=views.FAILED_ROW_STYLE, style=GRID_STYLE,
-            defaultColDef={"filter": True, "sortable": True, "resizable": True},
-            dashGridOptions={"tooltipShowDelay": 0}),
+            defaultColDef=COLUMN_DEFAULTS, dashGridOptions=TOOLTIPS_AT_ONCE),
     ])
 
 
@@ -105,7 +104,7 @@ PAGE_BUILDERS = {"/tabelas": tables_page, "/logs": logs_page, "/execucoes": runs
 
 
 def db_down_banner(settings: Settings, error: Exception) -> html.Div:
-    detail = str(getattr(error, "orig", error)).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    detail = first_line(getattr(error, "orig", None) or error)
     return html.Div(
         f"Banco de dados indisponível em {settings.postgres_host}:{settings.postgres_port}/{settings.postgres_db} "
         f"({detail}). Os dados voltam a aparecer quando ele responder; nova tentativa a cada 5 s.",
@@ -141,7 +140,7 @@ def create_app(settings: Settings, repo: ResultsRepository | None = None) -> Das
         schema, table = views.split_key(key)
         try:
             columns = repo.columns(schema, table)
-            has_rows = bool(columns) and repo.page(schema, table, 0, 1, None, None)[1] > 0
+            has_rows = bool(columns) and repo.has_rows(schema, table)
         except DB_DOWN:
             return None, None, "Banco de dados indisponível.", []
         if not has_rows:
@@ -152,7 +151,7 @@ def create_app(settings: Settings, repo: ResultsRepository | None = None) -> Das
             id={"type": "grid", "table": key}, columnDefs=views.column_defs(columns), rowModelType="infinite",
             style=GRID_STYLE, className="ag-theme-alpine data-grid",
             dashGridOptions={"pagination": True, "paginationPageSize": 100, "cacheBlockSize": 100,
-                             "maxBlocksInCache": 10, "tooltipShowDelay": 0, "rowBuffer": 0},
+                             "maxBlocksInCache": 10, "rowBuffer": 0, **TOOLTIPS_AT_ONCE},
         )
         export = html.A("Exportar CSV (linhas filtradas)", id={"type": "export", "table": key},
                         href=views.export_href(key, None, None), className="button export-link")

@@ -7,30 +7,28 @@ identifier preparer, and values always travel as bind parameters.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import pandas as pd
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import URL, Engine
+from sqlalchemy.engine import Engine
 
+from pipelines import constants as c
 from pipelines.settings import Settings
 
-logger = logging.getLogger("pipelines.results")
+LATEST, HISTORIC = c.LATEST_MODELS[-1], c.HISTORIC_MODELS[-1]
+RUNS = f"{c.LOGS_SCHEMA}.{c.RUNS_TABLE}"
+LOG_RECORDS = f"{c.LOGS_SCHEMA}.{c.LOG_RECORDS_TABLE}"
 
 # Tables the app shows, in menu order: (schema, table, label).
 TABLES = [
-    ("staging", "transformed", "Período mais recente (staging.transformed)"),
-    ("staging", "historic_transformed", "Histórico (staging.historic_transformed)"),
-    ("raw", "terceirizados", "Dados brutos (raw.terceirizados)"),
-    ("raw", "terceirizados_quarentena", "Quarentena (raw.terceirizados_quarentena)"),
-    ("raw", "capturas", "Capturas por período (raw.capturas)"),
-    ("staging", "raw", "staging.raw"),
-    ("staging", "cleaned", "staging.cleaned"),
-    ("staging", "renamed", "staging.renamed"),
-    ("staging", "historic_raw", "staging.historic_raw"),
-    ("staging", "historic_cleaned", "staging.historic_cleaned"),
-    ("staging", "historic_renamed", "staging.historic_renamed"),
+    (c.STAGING_SCHEMA, LATEST, f"Período mais recente ({c.STAGING_SCHEMA}.{LATEST})"),
+    (c.STAGING_SCHEMA, HISTORIC, f"Histórico ({c.STAGING_SCHEMA}.{HISTORIC})"),
+    (c.RAW_SCHEMA, c.RAW_TABLE, f"Dados brutos ({c.RAW_SCHEMA}.{c.RAW_TABLE})"),
+    (c.RAW_SCHEMA, c.QUARANTINE_TABLE, f"Quarentena ({c.RAW_SCHEMA}.{c.QUARANTINE_TABLE})"),
+    (c.RAW_SCHEMA, c.CAPTURES_TABLE, f"Capturas por período ({c.RAW_SCHEMA}.{c.CAPTURES_TABLE})"),
+    *((c.STAGING_SCHEMA, model, f"{c.STAGING_SCHEMA}.{model}")
+      for model in c.LATEST_MODELS[:-1] + c.HISTORIC_MODELS[:-1]),
 ]
 ALLOWED = {(schema, name) for schema, name, _ in TABLES}
 NUMERIC_TYPES = {"integer", "smallint", "bigint", "numeric", "double precision", "real"}
@@ -53,13 +51,10 @@ class Column:
 
 
 def make_engine(settings: Settings) -> Engine:
-    url = URL.create(
-        "postgresql+psycopg2", username=settings.postgres_user, password=settings.postgres_password or None,
-        host=settings.postgres_host, port=settings.postgres_port, database=settings.postgres_db,
-    )
+    """Connections from the same settings as the pipeline's, read-only and with short timeouts."""
     return create_engine(
-        url, pool_pre_ping=True, pool_size=4, max_overflow=4,
-        connect_args={"connect_timeout": 3, "application_name": "terceirizados_results",
+        "postgresql+psycopg2://", pool_pre_ping=True, pool_size=4, max_overflow=4,
+        connect_args={**settings.postgres_dsn(), "connect_timeout": 3, "application_name": "terceirizados_results",
                       "options": "-c default_transaction_read_only=on -c statement_timeout=30000"},
     )
 
@@ -133,28 +128,35 @@ class ResultsRepository:
         with self.engine.connect() as conn:
             return pd.read_sql(text(query), conn, params=params or {})
 
+    def has_rows(self, schema: str, table: str) -> bool:
+        """Whether an allowed table exists and has at least one row (no full count)."""
+        if not self.table_exists(schema, table):
+            return False
+        with self.engine.connect() as conn:
+            return conn.execute(text(f"SELECT EXISTS (SELECT 1 FROM {self.relation(schema, table)})")).scalar_one()
+
     def table_exists(self, schema: str, table: str) -> bool:
         with self.engine.connect() as conn:
             return conn.execute(text("SELECT to_regclass(:name) IS NOT NULL"),
                                 {"name": f"{schema}.{table}"}).scalar_one()
 
     def runs(self) -> pd.DataFrame:
-        if not self.table_exists("logs", "execucoes"):
+        if not self.table_exists(c.LOGS_SCHEMA, c.RUNS_TABLE):
             return pd.DataFrame()
-        return self.frame("""
+        return self.frame(f"""
             SELECT e.nome_flow, e.id_execucao, e.iniciado_em, e.finalizado_em, e.estado_final, e.mensagem,
                    e.linhas_carregadas, e.linhas_quarentena,
-                   (SELECT count(*) FROM logs.registros r WHERE r.id_execucao = e.id_execucao
+                   (SELECT count(*) FROM {LOG_RECORDS} r WHERE r.id_execucao = e.id_execucao
                       AND r.mensagem LIKE 'Falha transitória%%Nova tentativa%%') AS tentativas_agendadas
-            FROM logs.execucoes e ORDER BY e.iniciado_em DESC LIMIT 500""")
+            FROM {RUNS} e ORDER BY e.iniciado_em DESC LIMIT 500""")
 
     def log_records(self, flow: str | None, run_id: str | None, level: str | None, limit: int = 2000) -> pd.DataFrame:
-        if not self.table_exists("logs", "registros"):
+        if not self.table_exists(c.LOGS_SCHEMA, c.LOG_RECORDS_TABLE):
             return pd.DataFrame()
-        return self.frame("""
+        return self.frame(f"""
             SELECT r.registrado_em, r.nome_flow, r.id_execucao, r.nivel, r.nome_task, r.mensagem,
                    coalesce(e.estado_final, '') AS estado_execucao
-            FROM logs.registros r LEFT JOIN logs.execucoes e USING (id_execucao)
+            FROM {LOG_RECORDS} r LEFT JOIN {RUNS} e USING (id_execucao)
             WHERE (CAST(:flow AS text) IS NULL OR r.nome_flow = :flow)
               AND (CAST(:run AS text) IS NULL OR r.id_execucao = :run)
               AND (CAST(:level AS text) IS NULL OR r.nivel = :level)
@@ -162,19 +164,18 @@ class ResultsRepository:
             {"flow": flow, "run": run_id, "level": level, "limit": limit})
 
     def log_filters(self) -> dict:
-        if not self.table_exists("logs", "execucoes"):
+        if not self.table_exists(c.LOGS_SCHEMA, c.RUNS_TABLE):
             return {"flows": [], "runs": []}
-        runs = self.frame("SELECT nome_flow, id_execucao, iniciado_em, estado_final FROM logs.execucoes "
+        runs = self.frame(f"SELECT nome_flow, id_execucao, iniciado_em, estado_final FROM {RUNS} "
                           "ORDER BY iniciado_em DESC LIMIT 200")
         return {"flows": sorted(runs["nome_flow"].unique().tolist()), "runs": runs.to_dict("records")}
 
     # -- charts ---------------------------------------------------------------------
     def chart_source(self) -> str | None:
         """The table the charts read: the historic one when built, else the latest period."""
-        for table in ("historic_transformed", "transformed"):
-            if self.table_exists("staging", table) and self.frame(
-                    f"SELECT exists(SELECT 1 FROM staging.{table}) AS has_rows")["has_rows"].iloc[0]:
-                return f"staging.{table}"
+        for table in (HISTORIC, LATEST):
+            if self.has_rows(c.STAGING_SCHEMA, table):
+                return f"{c.STAGING_SCHEMA}.{table}"
         return None
 
     def totals_by_period(self, source: str) -> pd.DataFrame:

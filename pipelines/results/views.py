@@ -165,7 +165,8 @@ def salary_figure(frame: pd.DataFrame) -> go.Figure:
     figure = go.Figure()
     for row in frame.to_dict("records"):
         figure.add_trace(go.Box(
-            name=row["nivel"], x=[row["nivel"]], q1=[float(row["q1"])], median=[float(row["mediana"])], q3=[float(row["q3"])],
+            name=row["nivel"], x=[row["nivel"]],
+            q1=[float(row["q1"])], median=[float(row["mediana"])], q3=[float(row["q3"])],
             lowerfence=[float(row["minimo"])], upperfence=[float(row["p95"])], marker_color="#1f4e79",
             showlegend=False, hoverinfo="name+y",
         ))
