@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pipelines import database, storage
 from pipelines.download import DownloadedFile, download_file, fetch_page
-from pipelines.errors import TransientDownloadError
+from pipelines.errors import CaptureRefusedError, TransientDownloadError
 from pipelines.parse import ParsedFile, parse_file
 from pipelines.portal import PublishedFile, parse_portal_page
 from pipelines.sample_portal import SAMPLE_OPTION
@@ -73,6 +73,13 @@ def load_parsed(settings: Settings, csv_file: Path, parsed: ParsedFile, download
     )
     if record.loaded_rows + record.quarantined_rows != record.data_rows:  # guarded by the parser too
         raise RuntimeError(f"Reconciliação falhou para {published.label}: {record}")
+    refusal = implausibility(parsed, published.file_name, settings.max_quarantine_share)
+    if refusal:
+        database.record_refused_capture(settings, record, refusal)
+        raise CaptureRefusedError(
+            f"Período {published.label} recusado: {refusal}. Os dados anteriores do período foram mantidos "
+            "(a tentativa está em raw.capturas, colunas tentativa_*)."
+        )
     database.load_period(settings, csv_file, parsed.quarantine, record)
     return {
         "periodo": published.label,
@@ -81,6 +88,27 @@ def load_parsed(settings: Settings, csv_file: Path, parsed: ParsedFile, download
         "linhas_reparadas": record.repaired_rows,
         "linhas_quarentena": record.quarantined_rows,
     }
+
+
+def implausibility(parsed: ParsedFile, file_name: str, max_quarantine_share: float) -> str | None:
+    """Why a parsed file must not replace a period's rows, or None when it may.
+
+    A file without data rows, one from which no row loads (a changed separator puts every
+    line in quarantine), or one with more quarantined lines than MAX_QUARANTINE_PERCENT
+    allows is a broken publication, not a period with no outsourced workers."""
+    quarantined = len(parsed.quarantine)
+    if parsed.data_rows == 0:
+        return f"o arquivo {file_name} não tem linhas de dados (vazio ou só o cabeçalho)"
+    if parsed.loaded_rows == 0:
+        example = parsed.quarantine[0].reason if parsed.quarantine else ""
+        return (f"nenhuma das {parsed.data_rows} linhas de {file_name} pôde ser carregada, todas ficaram em "
+                f"quarentena (o separador ou o formato do arquivo mudou? primeira: {example})")
+    share = quarantined / parsed.data_rows
+    if share > max_quarantine_share:
+        return (f"{quarantined} de {parsed.data_rows} linhas ({share * 100:.1f}%".replace(".", ",")
+                + f") de {file_name} ficaram em quarentena, acima do limite "
+                f"MAX_QUARANTINE_PERCENT={max_quarantine_share * 100:g}")
+    return None
 
 
 def save_outputs(settings: Settings, downloaded: DownloadedFile, parsed: ParsedFile) -> Path:

@@ -1,5 +1,8 @@
-"""Each flow's log file: cleared and configured at set-up, written as text for people
-(``logs__<flow>.txt``) and as JSON lines for the database (``logs__<flow>.jsonl``)."""
+"""Each flow run's log: written as text for people (``logs__<flow>.txt``, the flow's
+latest run, cleared at set-up) and as JSON lines for the database, one file per run
+(``pendentes/<flow>__<run id>.jsonl``), removed only once its records are in
+``logs.registros``: no run's records are overwritten before they are loaded, even when
+the run crashed or the database was down at the end of it."""
 
 from __future__ import annotations
 
@@ -9,6 +12,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import prefect
+
+from pipelines.errors import storage_error
 
 # Loggers whose records belong to a flow run: Prefect's runners and tasks, this package, dbt.
 CAPTURED_LOGGERS = ("prefect", "pipelines")
@@ -28,6 +33,8 @@ class FlowLogHandler(logging.Handler):
         self.text_path, self.jsonl_path = text_path, jsonl_path
         self.flow_name, self.run_id = flow_name, run_id
         self.setFormatter(logging.Formatter(TEXT_FORMAT))
+        self.failures = 0
+        self.last_error: OSError | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -48,13 +55,54 @@ class FlowLogHandler(logging.Handler):
                 handle.write(text + "\n")
             with self.jsonl_path.open("a", encoding="utf-8") as handle:
                 handle.write(json.dumps(structured, ensure_ascii=False) + "\n")
+        except OSError as exc:  # disk full, read-only: counted, and the run cannot end as Success
+            self.failures += 1
+            self.last_error = exc
+            _FAILURES[self.run_id] = (_FAILURES.get(self.run_id, (0, exc))[0] + 1, exc)
         except Exception:  # a logging failure must never break the flow
             self.handleError(record)
 
 
-def log_paths(log_dir: Path, flow_name: str) -> tuple[Path, Path]:
+# run id -> (records that could not be written, last error), for this process
+_FAILURES: dict[str, tuple[int, OSError]] = {}
+
+
+def write_failures(run_id: str) -> tuple[int, OSError | None]:
+    """How many of the run's records this process could not write, and the last error."""
+    return _FAILURES.get(run_id, (0, None))
+
+
+PENDING_DIR = "pendentes"
+
+
+def pending_path(log_dir: Path, flow_name: str, run_id: str) -> Path:
+    """The run's JSON-lines file, kept until its records are in the database."""
+    return log_dir / PENDING_DIR / f"{flow_name.split('__')[-1]}__{run_id}.jsonl"
+
+
+def pending_runs(log_dir: Path) -> list[tuple[str, Path]]:
+    """(run id, file) of every run whose records were not loaded yet."""
+    folder = log_dir / PENDING_DIR
+    if not folder.is_dir():
+        return []
+    return [(path.stem.split("__", 1)[1], path) for path in sorted(folder.glob("*__*.jsonl"))]
+
+
+def read_pending(path: Path) -> list[dict]:
+    records = []
+    with path.open(encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            if line.strip():
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError:  # the last line of a run killed mid-write
+                    continue
+    return records
+
+
+def log_paths(log_dir: Path, flow_name: str, run_id: str) -> tuple[Path, Path]:
     short = flow_name.split("__")[-1]
-    return log_dir / f"logs__{short}.txt", log_dir / f"logs__{short}.jsonl"
+    return log_dir / f"logs__{short}.txt", pending_path(log_dir, flow_name, run_id)
 
 
 def attach_handler(log_dir: Path, flow_name: str, run_id: str, loggers: tuple[str, ...] = CAPTURED_LOGGERS) -> Path:
@@ -62,7 +110,7 @@ def attach_handler(log_dir: Path, flow_name: str, run_id: str, loggers: tuple[st
 
     Called at set-up and again by tasks that may run in other processes (Dask
     workers), which append to the same files."""
-    text_path, jsonl_path = log_paths(log_dir, flow_name)
+    text_path, jsonl_path = log_paths(log_dir, flow_name, run_id)
     for name in loggers:
         target = logging.getLogger(name)
         current = [h for h in target.handlers if isinstance(h, FlowLogHandler)]
@@ -77,25 +125,28 @@ def attach_handler(log_dir: Path, flow_name: str, run_id: str, loggers: tuple[st
 
 
 def setup_log_file(log_dir: Path, flow_name: str, run_id: str, loggers: tuple[str, ...] = CAPTURED_LOGGERS) -> Path:
-    """Clear the flow's log files and route the flow's loggers into them."""
-    log_dir.mkdir(parents=True, exist_ok=True)
-    for path in log_paths(log_dir, flow_name):
-        path.write_text("", encoding="utf-8")
+    """Clear the flow's text log, create the run's records file, route the loggers into them.
+    A folder that cannot be written fails here, naming LOG_DIR and the path."""
+    text_path, jsonl_path = log_paths(log_dir, flow_name, run_id)
+    for path in (text_path, jsonl_path):
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("", encoding="utf-8")
+        except OSError as exc:
+            raise storage_error("LOG_DIR", path, exc) from exc
     text_path = attach_handler(log_dir, flow_name, run_id, loggers)
     logging.getLogger(loggers[-1]).info("Configuração do arquivo de log %s realizada com sucesso.", text_path)
     return text_path
 
 
-def read_records(log_dir: Path, flow_name: str, run_id: str | None = None) -> list[dict]:
-    """The structured records of the flow's current log file (of one run, if given)."""
-    _, jsonl_path = log_paths(log_dir, flow_name)
-    if not jsonl_path.exists():
+def read_records(log_dir: Path, flow_name: str, run_id: str) -> list[dict]:
+    """The structured records of one run (empty when its file is missing)."""
+    path = pending_path(log_dir, flow_name, run_id)
+    if not path.exists():
         return []
-    records = []
-    with jsonl_path.open(encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                record = json.loads(line)
-                if run_id is None or record["id_execucao"] == run_id:
-                    records.append(record)
-    return records
+    return [record for record in read_pending(path) if record.get("id_execucao") == run_id]
+
+
+def discard(log_dir: Path, flow_name: str, run_id: str) -> None:
+    """Forget a run's records file once they are in the database."""
+    pending_path(log_dir, flow_name, run_id).unlink(missing_ok=True)

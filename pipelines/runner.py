@@ -7,7 +7,7 @@ import sys
 import uuid
 
 from pipelines import database
-from pipelines.errors import ConfigError
+from pipelines.errors import ConfigError, DatabaseUnavailableError
 from pipelines.executors import parallel_executor
 from pipelines.settings import Settings, load_settings
 from pipelines.tasks import configure_retries, failure_causes
@@ -18,6 +18,11 @@ def prepare() -> Settings:
     try:
         settings = load_settings()
         database.ensure_schema(settings)
+    except DatabaseUnavailableError as exc:
+        print(f"PostgreSQL indisponível: {exc}", file=sys.stderr)
+        print("Confira se o servidor está no ar e se POSTGRES_HOST/POSTGRES_PORT do .env apontam para ele "
+              "(modelo em .env.example).", file=sys.stderr)
+        raise SystemExit(2) from None
     except ConfigError as exc:
         print(f"Erro de configuração: {exc}", file=sys.stderr)
         print("Confira o arquivo .env (modelo em .env.example).", file=sys.stderr)

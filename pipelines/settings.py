@@ -39,6 +39,17 @@ class Settings:
     parallel_workers: int
     results_host: str
     results_port: int
+    # Hardening limits (see .env.example): total deadline of one HTTP request, largest
+    # download, largest decompressed XLSX, highest quarantined share of a file, extra
+    # hosts (mirrors) whose links the portal page may point to.
+    http_deadline_seconds: float = 900.0
+    max_download_bytes: int = 500 * 1024 * 1024
+    max_xlsx_uncompressed_bytes: int = 1024 * 1024 * 1024
+    max_quarantine_share: float = 0.10
+    portal_allowed_hosts: tuple[str, ...] = ()
+    # How long a run waits for another run holding the same data (a period's load, a
+    # materialization) before it fails saying which run is in the way.
+    lock_wait_seconds: float = 1800.0
 
     def postgres_dsn(self, database: str | None = None) -> dict:
         """Keyword arguments for ``psycopg2.connect``."""
@@ -108,6 +119,24 @@ def _path(env: dict, name: str, default: str) -> Path:
     return path
 
 
+def _hosts(env: dict, name: str) -> tuple[str, ...]:
+    hosts = tuple(h.strip().lower() for h in _text(env, name, "").split(",") if h.strip())
+    for host in hosts:
+        if any(character in host for character in "/@ \t?#"):
+            raise ConfigError(f"{name}: {host!r} não é um nome de host (use só o host, ex.: espelho.exemplo.org).")
+    return hosts
+
+
+def _percent(env: dict, name: str, default: float) -> float:
+    value = _number(env, name, default, 0.0)
+    if value > 100:
+        raise ConfigError(f"{name}={value:g} deve estar entre 0 e 100 (é uma porcentagem).")
+    return value / 100
+
+
+MEGABYTE = 1024 * 1024
+
+
 def load_settings(env: dict | None = None) -> Settings:
     """Read the settings from ``env`` (default: the process environment plus ``.env``)."""
     if env is None:
@@ -129,4 +158,10 @@ def load_settings(env: dict | None = None) -> Settings:
         parallel_workers=_integer(env, "PARALLEL_WORKERS", os.cpu_count() or 2, 1, 64),
         results_host=_text(env, "RESULTS_HOST", "127.0.0.1"),
         results_port=_integer(env, "RESULTS_PORT", 8050, 1, 65535),
+        http_deadline_seconds=_number(env, "HTTP_DEADLINE_SECONDS", 900.0, 0.1),
+        max_download_bytes=_integer(env, "MAX_DOWNLOAD_MB", 500, 1, 100_000) * MEGABYTE,
+        max_xlsx_uncompressed_bytes=_integer(env, "MAX_XLSX_UNCOMPRESSED_MB", 1024, 1, 100_000) * MEGABYTE,
+        max_quarantine_share=_percent(env, "MAX_QUARANTINE_PERCENT", 10.0),
+        portal_allowed_hosts=_hosts(env, "PORTAL_ALLOWED_HOSTS"),
+        lock_wait_seconds=_number(env, "LOCK_WAIT_SECONDS", 1800.0, 0.1),
     )

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from pipelines.constants import CSV_DELIMITER, RAW_COLUMNS
 from pipelines.download import DownloadedFile
+from pipelines.errors import storage_error
 from pipelines.parse import ParsedFile, csv_value
 from pipelines.portal import PublishedFile
 
@@ -24,10 +25,20 @@ def period_dir(base: Path, kind: str, published: PublishedFile) -> Path:
 
 
 def _write_atomically(path: Path, write) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write through a temporary file renamed into place: a reader never sees half a file,
+    and a failed write (disk full, read-only) leaves neither the temporary file nor a
+    changed target behind, and names DATA_DIR and the path."""
     temporary = path.with_name(path.name + ".tmp")
-    write(temporary)
-    os.replace(temporary, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write(temporary)
+        os.replace(temporary, path)
+    except OSError as exc:
+        try:
+            temporary.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise storage_error("DATA_DIR", path, exc) from exc
     return path
 
 

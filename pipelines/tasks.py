@@ -14,11 +14,17 @@ from prefect import task
 from prefect.engine.state import Retrying, TriggerFailed
 from prefect.triggers import always_run
 
-from pipelines import capture, database, logs, storage
+from pipelines import capture, database, logs, recovery, storage
 from pipelines.constants import STAGING_SCHEMA
 from pipelines.dbt import run_dbt
 from pipelines.download import DownloadedFile, download_file
-from pipelines.errors import PipelineError, TransientDownloadError
+from pipelines.errors import (
+    DatabaseUnavailableError,
+    PipelineError,
+    StorageError,
+    TransientDownloadError,
+    storage_error,
+)
 from pipelines.parse import ParsedFile
 from pipelines.portal import PublishedFile
 from pipelines.settings import Settings, load_settings
@@ -26,6 +32,8 @@ from pipelines.settings import Settings, load_settings
 logger = logging.getLogger("pipelines.tasks")
 
 DEFAULT_RETRY_DELAY = timedelta(seconds=10)
+# How long the log upload waits for a database that is restarting before it gives up.
+LOG_UPLOAD_WAIT_SECONDS = 30
 
 
 def current_run_id() -> str:
@@ -71,6 +79,7 @@ def record_run(flow, old_state, new_state):
         now = datetime.now(timezone.utc)
         if new_state.is_running():
             database.ensure_schema(settings)
+            recovery.recover_runs(settings)
             database.start_run(settings, run_id, flow.name, now, dict(prefect.context.get("parameters") or {}))
         elif new_state.is_finished():
             database.finish_run(settings, run_id, type(new_state).__name__, run_message(new_state), now)
@@ -153,8 +162,13 @@ def check_raw_data() -> str:
 
 @task(name="dbt_build")
 def dbt_build(model: str) -> dict:
-    """``dbt build`` of one model and its tests; error-level failures fail the task."""
-    outcome = run_dbt(task_settings(), "build", model)
+    """``dbt build`` of one model and its tests; error-level failures fail the task.
+
+    Holds the raw data while it builds: loads in progress finish first, new loads wait,
+    and two materializations never build a model at the same time."""
+    settings = task_settings()
+    with database.materialization_lock(settings, model):
+        outcome = run_dbt(settings, "build", model)
     return {"modelos": outcome.models, "avisos": outcome.warnings}
 
 
@@ -189,11 +203,26 @@ def summarize_historic_capture(files: list[PublishedFile], results: list) -> lis
 
 @task(name="upload_logs_to_database", trigger=always_run)
 def upload_logs_to_database(flow_name: str) -> int:
+    """Load the run's log records; the run fails when some of them could not be written
+    (LOG_DIR full or read-only) or the database stayed unavailable (the records then wait
+    in LOG_DIR and are loaded at the start of the next run)."""
     settings = task_settings()
     run_id = current_run_id()
+    logger.info("Carregando os registros de log da execução %s no PostgreSQL.", run_id)
     records = logs.read_records(settings.log_dir, flow_name, run_id)
-    count = database.insert_log_records(settings, records)
-    logger.info("%d registros de log da execução %s carregados no PostgreSQL.", count, run_id)
+    try:
+        count = database.insert_log_records(settings, records, wait_seconds=LOG_UPLOAD_WAIT_SECONDS)
+    except DatabaseUnavailableError as exc:
+        raise DatabaseUnavailableError(
+            f"{exc} Os registros de log ficam em {logs.pending_path(settings.log_dir, flow_name, run_id)} e serão "
+            "carregados no início da próxima execução."
+        ) from exc
+    logs.discard(settings.log_dir, flow_name, run_id)
+    lost, error = logs.write_failures(run_id)
+    if lost:
+        cause = storage_error("LOG_DIR", settings.log_dir, error)
+        raise StorageError(f"{lost} registro(s) de log desta execução não puderam ser gravados. {cause} "
+                           "A execução não é dada como concluída sem o seu log.")
     return count
 
 

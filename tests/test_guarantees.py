@@ -1,0 +1,96 @@
+"""Files that must not replace good data, and failures that must be named: each case
+ends with the previous data intact and a clear Portuguese message, never Success."""
+
+import pytest
+
+from bench.portal_generator import PeriodSpec, PortalServer, build_portal
+from pipelines.flows import capture_flow
+from tests.conftest import query, run_flow
+
+LABEL = "2023-09"
+FILE = "terceirizados202309.csv"
+
+
+@pytest.fixture
+def own_portal(tmp_path):
+    """A one-period CSV portal whose file each test may rewrite."""
+    built = build_portal(tmp_path, [PeriodSpec(2023, 9, FILE, quirk_rows=False)], rows=50)
+    server = PortalServer(built).start()
+    yield server, built.root / "cgu/terceirizados/arquivos" / FILE
+    server.shutdown()
+
+
+def run_messages(db, run_id):
+    return " ".join(m for (m,) in query(db, "SELECT mensagem FROM logs.registros WHERE id_execucao = %s", (run_id,)))
+
+
+def capture_good_then(db, own_portal, content: bytes):
+    """Capture the good file, replace it with ``content``, capture again; return the second run."""
+    server, path = own_portal
+    good, _ = run_flow(capture_flow, url=server.page_url)
+    assert good.is_successful(), good.message
+    before = query(db, "SELECT count(*), min(sha256_arquivo), sum(vl_mensal_custo::numeric) FROM raw.terceirizados")
+    assert before[0][0] == 50
+    path.write_bytes(content)
+    state, run_id = run_flow(capture_flow, url=server.page_url)
+    assert state.is_failed()
+    # the previous data and its capture record are intact
+    assert query(db, "SELECT count(*), min(sha256_arquivo), sum(vl_mensal_custo::numeric) "
+                     "FROM raw.terceirizados") == before
+    [(loaded, sha)] = query(db, "SELECT linhas_carregadas, sha256_arquivo FROM raw.capturas")
+    assert loaded == 50 and sha == before[0][1]
+    return run_id
+
+
+def header(path) -> bytes:
+    return path.read_bytes().split(b"\n", 1)[0] + b"\n"
+
+
+def test_a_file_with_only_the_header_keeps_the_period(db, own_portal):
+    run_id = capture_good_then(db, own_portal, header(own_portal[1]))
+    [(state, message)] = query(db, "SELECT estado_final, mensagem FROM logs.execucoes WHERE id_execucao = %s",
+                               (run_id,))
+    assert state == "Failed"
+    assert "Período 2023-09 recusado" in message and "não tem linhas de dados" in message
+    assert "dados anteriores do período foram mantidos" in message
+    assert query(db, "SELECT tentativa_situacao, tentativa_linhas_arquivo, tentativa_linhas_carregaveis, "
+                     "tentativa_id_execucao FROM raw.capturas") == [("recusada", 0, 0, run_id)]
+    assert "recusado" in run_messages(db, run_id)
+
+
+def test_a_file_where_no_row_loads_keeps_the_period(db, own_portal):
+    """A comma-separated file: every line is quarantined."""
+    lines = own_portal[1].read_bytes().decode("utf-8").splitlines()
+    commas = "\n".join(line.replace(";", ",") for line in lines) + "\n"
+    run_id = capture_good_then(db, own_portal, commas.encode())
+    [(message,)] = query(db, "SELECT mensagem FROM logs.execucoes WHERE id_execucao = %s", (run_id,))
+    assert "Período 2023-09 recusado" in message
+    [(situation, rows, loadable, quarantined)] = query(
+        db, "SELECT tentativa_situacao, tentativa_linhas_arquivo, tentativa_linhas_carregaveis, "
+            "tentativa_linhas_quarentena FROM raw.capturas")
+    assert situation == "recusada" and loadable == 0 and quarantined == rows and rows >= 50
+    # the refused file's quarantine did not replace the period's quarantine either
+    assert query(db, "SELECT count(*) FROM raw.terceirizados_quarentena") == [(0,)]
+
+
+def test_an_implausible_share_of_quarantined_lines_keeps_the_period(db, own_portal, monkeypatch):
+    monkeypatch.setenv("MAX_QUARANTINE_PERCENT", "10")
+    lines = own_portal[1].read_bytes().decode("utf-8").splitlines()
+    broken = [line + ";;;;" if 1 <= number <= 10 else line for number, line in enumerate(lines)]  # 10 of 50 = 20%
+    run_id = capture_good_then(db, own_portal, ("\n".join(broken) + "\n").encode())
+    [(message,)] = query(db, "SELECT mensagem FROM logs.execucoes WHERE id_execucao = %s", (run_id,))
+    assert "10 de 50 linhas (20,0%)" in message and "MAX_QUARANTINE_PERCENT=10" in message
+    assert query(db, "SELECT tentativa_linhas_quarentena, tentativa_linhas_carregaveis FROM raw.capturas") == [
+        (10, 40)]
+
+
+def test_a_share_within_the_limit_loads_and_records_the_attempt(db, own_portal, monkeypatch):
+    monkeypatch.setenv("MAX_QUARANTINE_PERCENT", "25")
+    server, path = own_portal
+    lines = path.read_bytes().decode("utf-8").splitlines()
+    broken = [line + ";;;;" if 1 <= number <= 10 else line for number, line in enumerate(lines)]
+    path.write_bytes(("\n".join(broken) + "\n").encode())
+    state, run_id = run_flow(capture_flow, url=server.page_url)
+    assert state.is_successful(), state.message
+    assert query(db, "SELECT linhas_carregadas, linhas_quarentena, tentativa_situacao, tentativa_linhas_quarentena, "
+                     "tentativa_id_execucao FROM raw.capturas") == [(40, 10, "carregada", 10, run_id)]
