@@ -11,5 +11,7 @@ for _ in $(seq 60); do
   sleep 5
 done
 prefect agent local start --label adm_cgu_terceirizados --no-hostname-label &
-python run/results.py --host 0.0.0.0 &
+# App de resultados num servidor WSGI de produção (waitress), não no servidor de
+# desenvolvimento do Werkzeug; run/results.py fica para uso local.
+waitress-serve --listen="${RESULTS_HOST:-0.0.0.0}:${RESULTS_PORT:-8050}" --threads=8 --call pipelines.results.app:create_server &
 wait -n

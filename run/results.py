@@ -1,5 +1,7 @@
 """App Dash com as tabelas, os logs, as execuções e gráficos: ``python run/results.py``
-(http://127.0.0.1:8050; RESULTS_HOST e RESULTS_PORT mudam o endereço)."""
+(http://127.0.0.1:8050; RESULTS_HOST e RESULTS_PORT mudam o endereço). Para uso local:
+usa o servidor de desenvolvimento do Werkzeug; o contêiner serve o app com waitress
+(veja run/container.sh)."""
 
 import argparse
 import sys

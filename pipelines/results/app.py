@@ -1,24 +1,39 @@
-"""The Dash app: layout, callbacks and the CSV export route."""
+"""The Dash app: layout, callbacks and the CSV export route.
+
+``create_app`` builds it for given settings (tests, ``run/results.py``);
+``create_server`` is the WSGI entry point for a production server, as the container
+runs it: ``waitress-serve --call pipelines.results.app:create_server``.
+
+Every callback and the export tell three cases apart: a request the app cannot answer
+(a message in the page, or HTTP 400), the database not answering ("Banco de dados
+indisponível", or HTTP 503), and a query stopped by the statement timeout."""
 
 from __future__ import annotations
 
-import csv
-import io
+import itertools
 import json
+import sys
 
 import dash_ag_grid as dag
 import pandas as pd
-from dash import MATCH, Dash, Input, Output, dcc, html, no_update
-from flask import Response, request
-from sqlalchemy.exc import DBAPIError, OperationalError
+from dash import MATCH, Dash, Input, Output, ctx, dcc, html, no_update, set_props
+from flask import Flask, Response, request
 
-from pipelines.errors import first_line
+from pipelines.errors import ConfigError, first_line
 from pipelines.results import views
-from pipelines.results.queries import ResultsRepository, UnknownTableError, make_engine
-from pipelines.settings import Settings
+from pipelines.results.export import csv_stream
+from pipelines.results.protocol import callback_request_problem
+from pipelines.results.queries import (
+    DATABASE_UNAVAILABLE, STATEMENT_TIMEOUT_SECONDS, InvalidRequestError, ResultsRepository, is_query_timeout,
+    make_engine,
+)
+from pipelines.settings import Settings, load_settings
 
 PAGES = [("/tabelas", "Tabelas"), ("/logs", "Logs"), ("/execucoes", "Execuções"), ("/graficos", "Gráficos")]
-DB_DOWN = (OperationalError, DBAPIError)
+DB_DOWN = DATABASE_UNAVAILABLE
+RETRY_AFTER_SECONDS = 5
+TIMEOUT_MESSAGE = (f"A consulta passou do limite de {STATEMENT_TIMEOUT_SECONDS} s e foi cancelada; "
+                   "refine os filtros e tente de novo.")
 GRID_STYLE = {"height": "560px", "width": "100%"}
 COLUMN_DEFAULTS = {"filter": True, "sortable": True, "resizable": True}  # logs and runs grids
 TOOLTIPS_AT_ONCE = {"tooltipShowDelay": 0}
@@ -103,17 +118,62 @@ def charts_page() -> html.Div:
 PAGE_BUILDERS = {"/tabelas": tables_page, "/logs": logs_page, "/execucoes": runs_page, "/graficos": charts_page}
 
 
-def db_down_banner(settings: Settings, error: Exception) -> html.Div:
+def db_down_text(settings: Settings, error: Exception) -> str:
     detail = first_line(getattr(error, "orig", None) or error)
+    return (f"Banco de dados indisponível em {settings.postgres_host}:{settings.postgres_port}/"
+            f"{settings.postgres_db} ({detail})")
+
+
+def db_down_banner(settings: Settings, error: Exception) -> html.Div:
     return html.Div(
-        f"Banco de dados indisponível em {settings.postgres_host}:{settings.postgres_port}/{settings.postgres_db} "
-        f"({detail}). Os dados voltam a aparecer quando ele responder; nova tentativa a cada 5 s.",
+        f"{db_down_text(settings, error)}. Os dados voltam a aparecer quando ele responder; "
+        f"nova tentativa a cada {RETRY_AFTER_SECONDS} s.",
         className="banner", id="db-down")
+
+
+def unavailable(error: Exception) -> str:
+    """The page's message for a database error (the red banner gives the details)."""
+    return TIMEOUT_MESSAGE if is_query_timeout(error) else views.DB_DOWN_MESSAGE
+
+
+def _plain(text: str, status: int, **headers) -> Response:
+    return Response(text + "\n", status=status, mimetype="text/plain", headers=headers)
+
+
+def _json_parameter(name: str, default):
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        raise InvalidRequestError(f"o parâmetro {name} não é um JSON válido") from None
+
+
+def _guard_callback_requests(app: Dash) -> None:
+    """Malformed Dash callback requests get 400 with the reason instead of a 500."""
+    dispatch_path = app.config.routes_pathname_prefix + "_dash-update-component"
+
+    @app.server.before_request
+    def check_callback_request():
+        if request.path != dispatch_path or request.method != "POST":
+            return None
+        try:
+            body = request.get_json(silent=True)
+        except RecursionError:
+            body = None
+        problem = callback_request_problem(body, app.callback_map)
+        return _plain(f"Requisição inválida: {problem}.", 400) if problem else None
+
+    @app.server.errorhandler(InvalidRequestError)
+    def invalid_request(error):  # a safety net: each callback handles its own
+        return _plain(f"Requisição inválida: {error}.", 400)
 
 
 def create_app(settings: Settings, repo: ResultsRepository | None = None) -> Dash:
     repo = repo or ResultsRepository(make_engine(settings))
     app = Dash(__name__, title="Terceirizados · resultados", suppress_callback_exceptions=True)
+    _guard_callback_requests(app)
     app.layout = html.Div([
         dcc.Location(id="url"),
         dcc.Interval(id="health-interval", interval=5000),
@@ -124,7 +184,7 @@ def create_app(settings: Settings, repo: ResultsRepository | None = None) -> Das
 
     @app.callback(Output("page", "children"), Input("url", "pathname"))
     def render_page(pathname):
-        return PAGE_BUILDERS.get(pathname or "/", tables_page)()
+        return PAGE_BUILDERS.get(pathname if isinstance(pathname, str) else "/", tables_page)()
 
     @app.callback(Output("db-banner", "children"), Input("health-interval", "n_intervals"), Input("url", "pathname"))
     def health(_n, _path):
@@ -137,12 +197,14 @@ def create_app(settings: Settings, repo: ResultsRepository | None = None) -> Das
     @app.callback(Output("grid-container", "children"), Output("export-container", "children"),
                   Output("table-info", "children"), Output("dictionary", "rowData"), Input("table-select", "value"))
     def choose_table(key):
-        schema, table = views.split_key(key)
         try:
+            schema, table = views.split_key(key)
             columns = repo.columns(schema, table)
             has_rows = bool(columns) and repo.has_rows(schema, table)
-        except DB_DOWN:
-            return None, None, "Banco de dados indisponível.", []
+        except InvalidRequestError as error:
+            return None, None, views.invalid_request(error), []
+        except DB_DOWN as error:
+            return None, None, unavailable(error), []
         if not has_rows:
             return None, None, html.Div(views.EMPTY_TABLE_MESSAGE, className="empty", id="empty-table"), \
                 views.dictionary_rows(columns)
@@ -155,8 +217,7 @@ def create_app(settings: Settings, repo: ResultsRepository | None = None) -> Das
         )
         export = html.A("Exportar CSV (linhas filtradas)", id={"type": "export", "table": key},
                         href=views.export_href(key, None, None), className="button export-link")
-        return grid, export, f"Tabela {key}: paginação, ordenação e filtros no servidor.", \
-            views.dictionary_rows(columns)
+        return grid, export, views.table_info(key), views.dictionary_rows(columns)
 
     @app.callback(Output({"type": "grid", "table": MATCH}, "getRowsResponse"),
                   Output({"type": "export", "table": MATCH}, "href"),
@@ -164,12 +225,17 @@ def create_app(settings: Settings, repo: ResultsRepository | None = None) -> Das
     def get_rows(grid_request):
         if not grid_request:
             return no_update, no_update
-        from dash import ctx
-
+        key = ctx.inputs_list[0]["id"]["table"]  # the request checker made sure it is there
         try:
-            return views.rows_response(repo, ctx.triggered_id["table"], grid_request)
-        except DB_DOWN:
+            response, href = views.rows_response(repo, key, grid_request)
+        except InvalidRequestError as error:
+            set_props("table-info", {"children": views.invalid_request(error)})
             return {"rowData": [], "rowCount": 0}, no_update
+        except DB_DOWN as error:
+            set_props("table-info", {"children": unavailable(error)})
+            return {"rowData": [], "rowCount": 0}, no_update
+        set_props("table-info", {"children": views.table_info(key)})  # clears an earlier message
+        return response, href
 
     @app.callback(Output("log-flow", "options"), Output("log-run", "options"), Input("url", "pathname"))
     def log_filter_options(pathname):
@@ -185,9 +251,14 @@ def create_app(settings: Settings, repo: ResultsRepository | None = None) -> Das
                   Input("log-flow", "value"), Input("log-run", "value"), Input("log-level", "value"))
     def show_logs(flow, run_id, level):
         try:
+            flow, run_id = views.optional_text(flow, "Flow"), views.optional_text(run_id, "Execução")
+            level = views.optional_text(level, "Nível")
+        except InvalidRequestError as error:
+            return [], views.invalid_request(error)
+        try:
             rows = views.log_rows(repo.log_records(flow, run_id, level))
-        except DB_DOWN:
-            return [], "Banco de dados indisponível."
+        except DB_DOWN as error:
+            return [], unavailable(error)
         if not rows:
             return [], html.Div("Nenhum registro de log ainda: rode um flow.", className="empty")
         return rows, f"{len(rows)} registros mais recentes (execuções com falha em vermelho)."
@@ -198,8 +269,8 @@ def create_app(settings: Settings, repo: ResultsRepository | None = None) -> Das
             return no_update, no_update
         try:
             rows = views.runs_rows(repo.runs())
-        except DB_DOWN:
-            return [], "Banco de dados indisponível."
+        except DB_DOWN as error:
+            return [], unavailable(error)
         failed = sum(1 for r in rows if r["estado_final"] == "Failed")
         if not rows:
             return [], html.Div("Nenhuma execução registrada ainda.", className="empty")
@@ -216,8 +287,8 @@ def create_app(settings: Settings, repo: ResultsRepository | None = None) -> Das
                 empty = views.totals_figure(pd.DataFrame())
                 return empty, [], None, html.Div(views.EMPTY_TABLE_MESSAGE, className="empty")
             totals = repo.totals_by_period(source)
-        except DB_DOWN:
-            return no_update, [], None, "Banco de dados indisponível."
+        except DB_DOWN as error:
+            return no_update, [], None, unavailable(error)
         options = views.period_options(totals)
         return views.totals_figure(totals), options, options[0]["value"], f"Fonte: {source}."
 
@@ -226,14 +297,22 @@ def create_app(settings: Settings, repo: ResultsRepository | None = None) -> Das
     def show_period(period):
         if not period:
             return no_update, no_update, no_update
-        year, month = (int(part) for part in period.split("-"))
+        try:
+            year, month = views.parse_period(period)
+        except InvalidRequestError as error:
+            set_props("charts-info", {"children": views.invalid_request(error)})
+            return no_update, no_update, no_update
         try:
             source = repo.chart_source()
+            if source is None:
+                return no_update, no_update, no_update
             agencies = repo.top_by_cost(source, "nome_orgao", year, month)
             companies = repo.top_by_cost(source, "razao_social_empresa", year, month)
             salaries = repo.salary_by_education(source, year, month)
-        except DB_DOWN:
+        except DB_DOWN as error:
+            set_props("charts-info", {"children": unavailable(error)})
             return no_update, no_update, no_update
+        set_props("charts-info", {"children": f"Fonte: {source}."})
         label = f"{month:02d}/{year}"
         return (views.top_figure(agencies, f"Órgãos com maior custo mensal ({label})"),
                 views.top_figure(companies, f"Empresas com maior custo mensal ({label})"),
@@ -241,28 +320,34 @@ def create_app(settings: Settings, repo: ResultsRepository | None = None) -> Das
 
     @app.server.route("/exportar.csv")
     def export_csv():
-        schema, table = views.split_key(request.args.get("tabela", ""))
+        """The filtered and sorted rows of a table as CSV (text cells made formula-safe)."""
         try:
-            filter_model = json.loads(request.args.get("filtro", "{}"))
-            sort_model = json.loads(request.args.get("ordem", "[]"))
-            rows = repo.export_rows(schema, table, sort_model, filter_model)
+            schema, table = views.split_key(request.args.get("tabela", ""))
+            rows = repo.export_rows(schema, table, _json_parameter("ordem", None), _json_parameter("filtro", None))
             header = next(rows)
-        except (UnknownTableError, ValueError) as error:
-            return Response(f"Exportação inválida: {error}\n", status=400, mimetype="text/plain")
-
-        def stream():
-            buffer = io.StringIO()
-            writer = csv.writer(buffer)
-            writer.writerow(header)
-            for count, row in enumerate(rows, start=1):
-                writer.writerow(row)
-                if count % 5000 == 0:
-                    yield buffer.getvalue()
-                    buffer.seek(0)
-                    buffer.truncate()
-            yield buffer.getvalue()
-
-        return Response(stream(), mimetype="text/csv; charset=utf-8",
-                        headers={"Content-Disposition": f"attachment; filename={schema}.{table}.csv"})
+            # the first row runs the query, so that an outage or timeout at the start
+            # still gets its own status instead of a cut-off download
+            first = list(itertools.islice(rows, 1))
+        except InvalidRequestError as error:
+            return _plain(f"Exportação inválida: {error}.", 400)
+        except DB_DOWN as error:
+            text = TIMEOUT_MESSAGE if is_query_timeout(error) else (
+                f"{db_down_text(settings, error)}. Tente a exportação de novo em instantes.")
+            return _plain(text, 503, **{"Retry-After": str(RETRY_AFTER_SECONDS)})
+        response = Response(csv_stream(header, itertools.chain(first, rows)), mimetype="text/csv; charset=utf-8",
+                            headers={"Content-Disposition": f"attachment; filename={schema}.{table}.csv"})
+        response.call_on_close(rows.close)  # an aborted download frees its connection at once
+        return response
 
     return app
+
+
+def create_server() -> Flask:
+    """WSGI application for a production server, from the environment's settings
+    (``waitress-serve --call pipelines.results.app:create_server``)."""
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"Erro de configuração: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return create_app(settings).server

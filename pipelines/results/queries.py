@@ -7,11 +7,14 @@ identifier preparer, and values always travel as bind parameters.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import pandas as pd
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from pipelines import constants as c
 from pipelines.settings import Settings
@@ -33,10 +36,26 @@ TABLES = [
 ALLOWED = {(schema, name) for schema, name, _ in TABLES}
 NUMERIC_TYPES = {"integer", "smallint", "bigint", "numeric", "double precision", "real"}
 MAX_EXPORT_ROWS = 2_000_000
+STATEMENT_TIMEOUT_SECONDS = 30
+# The database cannot answer (refused or dropped connection, server shutting down,
+# query cancelled by statement_timeout, pool exhausted). Errors that a request causes
+# (a bad value reaching SQL) are not here: they must never read as "database down".
+DATABASE_UNAVAILABLE = (OperationalError, InterfaceError, PoolTimeoutError)
+QUERY_CANCELED = "57014"  # SQLSTATE of a statement cancelled by statement_timeout
 
 
-class UnknownTableError(ValueError):
+class InvalidRequestError(ValueError):
+    """A request from the page or an export link that the app cannot answer; the
+    message (Portuguese) says why and is shown to the user."""
+
+
+class UnknownTableError(InvalidRequestError):
     """A table or column name that is not in the catalog."""
+
+
+def is_query_timeout(error: Exception) -> bool:
+    """Whether a database error is a statement cancelled by statement_timeout."""
+    return getattr(getattr(error, "orig", None), "pgcode", None) == QUERY_CANCELED
 
 
 @dataclass(frozen=True)
@@ -55,7 +74,8 @@ def make_engine(settings: Settings) -> Engine:
     return create_engine(
         "postgresql+psycopg2://", pool_pre_ping=True, pool_size=4, max_overflow=4,
         connect_args={**settings.postgres_dsn(), "connect_timeout": 3, "application_name": "terceirizados_results",
-                      "options": "-c default_transaction_read_only=on -c statement_timeout=30000"},
+                      "options": "-c default_transaction_read_only=on "
+                                 f"-c statement_timeout={STATEMENT_TIMEOUT_SECONDS * 1000}"},
     )
 
 
@@ -94,11 +114,12 @@ class ResultsRepository:
     def page(self, schema: str, table: str, start: int, end: int, sort_model: list | None,
              filter_model: dict | None) -> tuple[list[dict], int]:
         """One page of rows (server-side paging, sorting and filtering) and the filtered row count."""
+        check_filter_model(filter_model), check_sort_model(sort_model)  # before any query
         columns = {c.name: c for c in self.columns(schema, table)}
         if not columns:
             return [], 0
-        where, params = filter_sql(filter_model or {}, columns, self.quote)
-        order = order_sql(sort_model or [], columns, self.quote)
+        where, params = filter_sql(filter_model, columns, self.quote)
+        order = order_sql(sort_model, columns, self.quote)
         relation = self.relation(schema, table)
         limit = max(min(end - start, 1000), 0)
         with self.engine.connect() as conn:
@@ -112,11 +133,12 @@ class ResultsRepository:
 
     def export_rows(self, schema: str, table: str, sort_model: list | None, filter_model: dict | None):
         """Column names, then every filtered row, streamed with a server-side cursor."""
+        check_filter_model(filter_model), check_sort_model(sort_model)  # before any query
         columns = {c.name: c for c in self.columns(schema, table)}
         if not columns:
             raise UnknownTableError(f"Tabela vazia ou inexistente: {schema}.{table}")
-        where, params = filter_sql(filter_model or {}, columns, self.quote)
-        order = order_sql(sort_model or [], columns, self.quote)
+        where, params = filter_sql(filter_model, columns, self.quote)
+        order = order_sql(sort_model, columns, self.quote)
         statement = text(f"SELECT * FROM {self.relation(schema, table)}{where}{order} LIMIT {MAX_EXPORT_ROWS}")
         yield list(columns)
         with self.engine.connect().execution_options(stream_results=True, max_row_buffer=5000) as conn:
@@ -229,7 +251,80 @@ NUMBER_OPERATORS = {"equals": "=", "notEqual": "<>", "lessThan": "<", "lessThanO
                     "greaterThan": ">", "greaterThanOrEqual": ">="}
 
 
+def text_value(value, what: str) -> str:
+    """A filter value sent as text (numbers are accepted as their text)."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise InvalidRequestError(f"{what} deve ser um texto")
+    value = str(value)
+    if "\x00" in value:
+        raise InvalidRequestError(f"{what} contém um caractere nulo")
+    return value
+
+
+def number_value(value, what: str) -> int | float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InvalidRequestError(f"{what} deve ser um número")
+    return value
+
+
+def _check_condition(column: str, spec) -> None:
+    if not isinstance(spec, dict):
+        raise InvalidRequestError(f"o filtro da coluna {column} deve ser um objeto")
+    kind = spec.get("type", "contains")
+    if not isinstance(kind, str):
+        raise InvalidRequestError(f"o tipo do filtro da coluna {column} deve ser um texto")
+    if kind in ("blank", "notBlank"):
+        return
+    what = f"o valor do filtro da coluna {column}"
+    if spec.get("filterType") == "number":
+        if kind not in NUMBER_OPERATORS and kind != "inRange":
+            raise InvalidRequestError(f"Filtro numérico não suportado: {kind}")
+        number_value(spec.get("filter"), what)
+        if kind == "inRange":
+            number_value(spec.get("filterTo"), what)
+    else:
+        if kind not in TEXT_OPERATORS:
+            raise InvalidRequestError(f"Filtro de texto não suportado: {kind}")
+        text_value(spec.get("filter", ""), what)
+
+
+def check_filter_model(filter_model) -> dict:
+    """The shape of an AG Grid filterModel (None for none), checked before any query so
+    that a malformed one is reported as such, even with the database down."""
+    if filter_model is None:
+        return {}
+    if not isinstance(filter_model, dict):
+        raise InvalidRequestError("o filtro (filterModel) deve ser um objeto JSON")
+    for column, spec in filter_model.items():
+        if not isinstance(spec, dict):
+            raise InvalidRequestError(f"o filtro da coluna {column} deve ser um objeto")
+        if "conditions" in spec or "operator" in spec:
+            conditions = spec.get("conditions")
+            if not isinstance(conditions, list) or not conditions:
+                raise InvalidRequestError(f"o filtro da coluna {column} deve ter uma lista de condições")
+            if spec.get("operator", "AND") not in ("AND", "OR"):
+                raise InvalidRequestError(f"o operador do filtro da coluna {column} deve ser AND ou OR")
+            for condition in conditions:
+                _check_condition(column, condition)
+        else:
+            _check_condition(column, spec)
+    return filter_model
+
+
+def check_sort_model(sort_model) -> list:
+    """The shape of an AG Grid sortModel (None for none)."""
+    if sort_model is None:
+        return []
+    if not isinstance(sort_model, list) or not all(isinstance(item, dict) for item in sort_model):
+        raise InvalidRequestError("a ordenação (sortModel) deve ser uma lista de objetos")
+    for item in sort_model:
+        if not isinstance(item.get("colId"), str) or item.get("sort") not in ("asc", "desc", None):
+            raise InvalidRequestError("cada item da ordenação (sortModel) deve ter colId e sort asc ou desc")
+    return sort_model
+
+
 def _condition(column: str, quoted: str, numeric: bool, spec: dict, params: dict) -> str:
+    _check_condition(column, spec)
     kind = spec.get("type", "contains")
     key = f"p{len(params)}"
     if kind == "blank":
@@ -241,23 +336,24 @@ def _condition(column: str, quoted: str, numeric: bool, spec: dict, params: dict
             params[key], params[key + "b"] = spec.get("filter"), spec.get("filterTo")
             return f"{quoted} BETWEEN :{key} AND :{key}b"
         if kind not in NUMBER_OPERATORS:
-            raise UnknownTableError(f"Filtro numérico não suportado: {kind}")
+            raise InvalidRequestError(f"Filtro numérico não suportado: {kind}")
         params[key] = spec.get("filter")
         return f"{quoted} {NUMBER_OPERATORS[kind]} :{key}"
     if kind not in TEXT_OPERATORS:
-        raise UnknownTableError(f"Filtro de texto não suportado: {kind}")
+        raise InvalidRequestError(f"Filtro de texto não suportado: {kind}")
     operator, pattern = TEXT_OPERATORS[kind]
-    value = str(spec.get("filter", ""))
+    value = text_value(spec.get("filter", ""), f"o valor do filtro da coluna {column}")
     if "LIKE" in operator:
         value = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     params[key] = pattern.format(value)
     return f"CAST({quoted} AS text) {operator} :{key}"
 
 
-def filter_sql(filter_model: dict, columns: dict[str, Column], quote) -> tuple[str, dict]:
-    """AG Grid filterModel -> (' WHERE ...', bind parameters); unknown columns are rejected."""
+def filter_sql(filter_model: dict | None, columns: dict[str, Column], quote) -> tuple[str, dict]:
+    """AG Grid filterModel -> (' WHERE ...', bind parameters); unknown columns and
+    malformed filters are rejected (InvalidRequestError)."""
     clauses, params = [], {}
-    for name, spec in filter_model.items():
+    for name, spec in check_filter_model(filter_model).items():
         if name not in columns:
             raise UnknownTableError(f"Coluna desconhecida: {name}")
         quoted, numeric = quote(name), columns[name].numeric
@@ -270,10 +366,10 @@ def filter_sql(filter_model: dict, columns: dict[str, Column], quote) -> tuple[s
     return (" WHERE " + " AND ".join(clauses), params) if clauses else ("", params)
 
 
-def order_sql(sort_model: list, columns: dict[str, Column], quote) -> str:
+def order_sql(sort_model: list | None, columns: dict[str, Column], quote) -> str:
     """AG Grid sortModel -> ' ORDER BY ...' (a stable page order needs one)."""
     parts = []
-    for item in sort_model:
+    for item in check_sort_model(sort_model):
         name = item.get("colId")
         if name not in columns:
             raise UnknownTableError(f"Coluna desconhecida: {name}")

@@ -4,16 +4,24 @@ structures out. Tested without a browser."""
 from __future__ import annotations
 
 import json
+import math
+import re
 from urllib.parse import urlencode
 
 import pandas as pd
 import plotly.graph_objects as go
+from dash import html
 
 from pipelines.results.formatting import PLOTLY_SEPARATORS, brl, duration, integer, period_label
-from pipelines.results.queries import TABLES, Column, ResultsRepository
+from pipelines.results.queries import (
+    TABLES, Column, InvalidRequestError, ResultsRepository, check_filter_model, check_sort_model, text_value,
+)
 
 LOCAL_TIMEZONE = "America/Sao_Paulo"  # times are shown in Brasília time
 EMPTY_TABLE_MESSAGE = "Dados para esta tabela ainda não foram capturados."
+DB_DOWN_MESSAGE = "Banco de dados indisponível."
+MAX_ROW_INDEX = 2**31  # far beyond any table here; keeps OFFSET a plain integer
+PERIOD = re.compile(r"(\d{4})-(\d{2})")
 FAILED_ROW_STYLE = {"styleConditions": [
     {"condition": "params.data && params.data.estado_final === 'Failed'",
      "style": {"backgroundColor": "#fde2e1", "color": "#8a1c1c"}},
@@ -28,9 +36,45 @@ def table_key(schema: str, table: str) -> str:
     return f"{schema}.{table}"
 
 
-def split_key(key: str) -> tuple[str, str]:
+def split_key(key: str | None) -> tuple[str, str]:
+    if key is not None and not isinstance(key, str):
+        raise InvalidRequestError("o nome da tabela deve ser um texto")
     schema, _, table = (key or "").partition(".")
     return schema, table
+
+
+def table_info(key: str) -> str:
+    return f"Tabela {key}: paginação, ordenação e filtros no servidor."
+
+
+def invalid_request(error: Exception) -> html.Div:
+    """What the page shows for a request it cannot answer (never "database down")."""
+    return html.Div(f"Pedido inválido: {error}.", className="error")
+
+
+def optional_text(value, label: str) -> str | None:
+    """A dropdown filter: one text value, or None (no filter)."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise InvalidRequestError(f"o filtro {label} deve ser um único valor de texto")
+    return text_value(value, f"o filtro {label}")
+
+
+def parse_period(value) -> tuple[int, int]:
+    """'2024-05' -> (2024, 5)."""
+    match = PERIOD.fullmatch(value) if isinstance(value, str) else None
+    if not match or not 1 <= int(match[2]) <= 12:
+        raise InvalidRequestError(f"o período deve ter a forma AAAA-MM (recebido: {json.dumps(value)[:40]})")
+    return int(match[1]), int(match[2])
+
+
+def row_index(value, name: str) -> int:
+    """startRow/endRow of a grid request: a whole number from 0 to MAX_ROW_INDEX."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or value != int(value) or not 0 <= value <= MAX_ROW_INDEX:
+        raise InvalidRequestError(f"{name} deve ser um número inteiro entre 0 e {MAX_ROW_INDEX}")
+    return int(value)
 
 
 def table_options() -> list[dict]:
@@ -67,12 +111,17 @@ def export_href(key: str, sort_model: list | None, filter_model: dict | None) ->
 
 
 def rows_response(repo: ResultsRepository, key: str, request: dict | None) -> tuple[dict, str]:
-    """AG Grid infinite-model response for a getRowsRequest, and the export link of that view."""
-    request = request or {}
+    """AG Grid infinite-model response for a getRowsRequest, and the export link of that view.
+    A malformed request raises InvalidRequestError before any query."""
+    request = {} if request is None else request
+    if not isinstance(request, dict):
+        raise InvalidRequestError("o pedido da grade deve ser um objeto")
     schema, table = split_key(key)
-    rows, total = repo.page(schema, table, int(request.get("startRow", 0)), int(request.get("endRow", 100)),
-                            request.get("sortModel"), request.get("filterModel"))
-    return {"rowData": rows, "rowCount": total}, export_href(key, request.get("sortModel"), request.get("filterModel"))
+    start, end = row_index(request.get("startRow", 0), "startRow"), row_index(request.get("endRow", 100), "endRow")
+    sort_model = check_sort_model(request.get("sortModel"))
+    filter_model = check_filter_model(request.get("filterModel"))
+    rows, total = repo.page(schema, table, start, end, sort_model, filter_model)
+    return {"rowData": rows, "rowCount": total}, export_href(key, sort_model, filter_model)
 
 
 def runs_rows(frame: pd.DataFrame) -> list[dict]:
