@@ -13,8 +13,17 @@ CAPTURE_FLOW = f"{PROJECT_NAME}__capture"
 MATERIALIZE_FLOW = f"{PROJECT_NAME}__materialize"
 HISTORIC_CAPTURE_FLOW = f"{PROJECT_NAME}__historic_capture"
 HISTORIC_MATERIALIZE_FLOW = f"{PROJECT_NAME}__historic_materialize"
-# The scheduler's attempts (capture + materialize of the newest period) in the runs table.
+# The scheduled pipeline: capture then materialize the newest period, run daily and
+# skipped when nothing is due (the only flow registered with a schedule).
+PIPELINE_FLOW = f"{PROJECT_NAME}__pipeline"
+# The scheduled pipeline's attempts (a cycle's captures + materializations) in the runs
+# table; also the name of the local scheduler's own log.
 SCHEDULER_FLOW = f"{PROJECT_NAME}__agendador"
+# Context key with the time a local run of the scheduled pipeline stands for (the local
+# scheduler's tick); Prefect Server gives it as ``scheduled_start_time``.
+SCHEDULED_TIME_KEY = "pipeline_scheduled_time"
+# Serialises the scheduled pipeline's decision and its attempt record (arbitrary constant key).
+SCHEDULER_LOCK_KEY = 7_315_020_250  # distinct from the keys in pipelines.database
 
 # Database objects (schema, table). Never built from outside text.
 RAW_SCHEMA = "raw"

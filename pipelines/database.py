@@ -364,11 +364,11 @@ def _lock_wait(cursor, settings: Settings, statement: str, params: tuple, what: 
     cursor.execute("SET LOCAL lock_timeout = 0")
 
 
-@contextmanager
-def materialization_lock(settings: Settings, name: str):
-    """Hold the raw data for a materialization: waits for loads in progress (and another
-    materialization) and makes new loads wait until it ends. Released when the connection
-    closes, so a crashed run never leaves it behind."""
+def hold_raw_data(settings: Settings, name: str):
+    """Hold the raw data for a materialization and return the connection that holds it:
+    waits for loads in progress (and another materialization) and makes new loads wait
+    until ``release_raw_data``. Released by PostgreSQL when the connection closes, so a
+    crashed run never leaves it behind."""
     conn = connect(settings)
     try:
         conn.autocommit = True
@@ -382,12 +382,27 @@ def materialization_lock(settings: Settings, name: str):
                            f"a materialização {name}", "captura ou materialização")
                 conn.commit()  # the session-level lock outlives the transaction
                 conn.autocommit = True
+    except BaseException:
+        release_raw_data(conn)
+        raise
+    return conn
+
+
+def release_raw_data(conn) -> None:
+    try:
+        conn.close()
+    except psycopg2.Error:
+        pass
+
+
+@contextmanager
+def materialization_lock(settings: Settings, name: str):
+    """``hold_raw_data`` for the duration of a ``with`` block."""
+    conn = hold_raw_data(settings, name)
+    try:
         yield
     finally:
-        try:
-            conn.close()
-        except psycopg2.Error:
-            pass
+        release_raw_data(conn)
 
 
 @dataclass(frozen=True)
@@ -410,6 +425,7 @@ class CaptureRecord:
     notes: str | None
     captured_at: datetime
     run_id: str | None
+
 
 
 def load_period(settings: Settings, csv_file: Path, quarantine: list, record: CaptureRecord) -> int:

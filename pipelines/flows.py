@@ -1,52 +1,86 @@
-"""Prefect 1 flows. Importing this module builds the flows and contacts no server."""
+"""Prefect 1 flows. Importing this module builds the flows and contacts no server.
+
+The capture and materialization steps are wired by one function each, used by their own
+flows and by the scheduled pipeline, which captures the newest period and then
+materializes it. The scheduled pipeline is the only flow with a schedule."""
 
 from __future__ import annotations
 
-from prefect import Flow, Parameter, unmapped
+import re
+
+from prefect import Flow, Parameter, Task, unmapped
 
 from pipelines import constants
+from pipelines.schedules import SCHEDULE
 from pipelines.tasks import (
+    RawDataHold,
     capture_period,
     check_raw_data,
     dbt_build,
+    decide_scheduled_run,
     discover_published_files,
     download_data,
+    finish_scheduled_run,
     parse_data,
     record_materialized_rows,
     record_run,
     save_data_as_csv,
     save_raw_data_locally,
+    scheduled_run_final_state,
     select_newest_period,
     setup_log_file,
+    skip_if_already_materialized,
     summarize_historic_capture,
     upload_csv_to_database,
     upload_logs_to_database,
 )
 
-with Flow(constants.CAPTURE_FLOW, state_handlers=[record_run]) as capture_flow:
-    portal_url = Parameter("url", default=None)
-    run_id = setup_log_file(constants.CAPTURE_FLOW)
-    published_files = discover_published_files(portal_url, upstream_tasks=[run_id])
-    newest = select_newest_period(published_files)
+
+def newest_period_steps(portal_url, after: Task) -> list[Task]:
+    """discover the published files (after ``after``) -> select the newest period."""
+    published_files = discover_published_files(portal_url, upstream_tasks=[after])
+    return [published_files, select_newest_period(published_files)]
+
+
+def capture_steps(newest: Task) -> list[Task]:
+    """download -> save raw -> parse -> save CSV -> load, for the period ``newest`` returns."""
     downloaded = download_data(newest)
     raw_file = save_raw_data_locally(downloaded)
     parsed = parse_data(downloaded, upstream_tasks=[raw_file])
     csv_file = save_data_as_csv(downloaded, parsed)
     loaded = upload_csv_to_database(csv_file, parsed, downloaded)
+    return [downloaded, raw_file, parsed, csv_file, loaded]
+
+
+def materialize_steps(models: tuple[str, ...], after: Task) -> list[Task]:
+    """check raw data (after ``after``) -> one ``dbt build`` task per model, in order -> rows,
+    all while the raw data is held (``RawDataHold``: no load changes it half-way)."""
+    with RawDataHold(models[-1], upstream_tasks=[after]):
+        built = check_raw_data(upstream_tasks=[after])
+        steps = [built]
+        for model in models:
+            built = dbt_build(model, upstream_tasks=[built],
+                              task_args={"name": f"dbt_build_{constants.STAGING_SCHEMA}.{model}"})
+            steps.append(built)
+        steps.append(record_materialized_rows(models[-1], upstream_tasks=[built]))
+    return steps
+
+
+with Flow(constants.CAPTURE_FLOW, state_handlers=[record_run]) as capture_flow:
+    portal_url = Parameter("url", default=None)
+    run_id = setup_log_file(constants.CAPTURE_FLOW)
+    _, newest = newest_period_steps(portal_url, run_id)
+    loaded = capture_steps(newest)[-1]
     logs_loaded = upload_logs_to_database(constants.CAPTURE_FLOW, upstream_tasks=[loaded])
 
 capture_flow.set_reference_tasks([loaded, logs_loaded])
 
 
 def build_materialize_flow(name: str, models: tuple[str, ...]) -> Flow:
-    """set-up -> check raw data -> one ``dbt build`` task per model, in order -> rows -> logs."""
+    """set-up -> materialize steps -> logs."""
     with Flow(name, state_handlers=[record_run]) as flow:
         run_id = setup_log_file(name)
-        built = check_raw_data(upstream_tasks=[run_id])
-        for model in models:
-            built = dbt_build(model, upstream_tasks=[built],
-                              task_args={"name": f"dbt_build_{constants.STAGING_SCHEMA}.{model}"})
-        materialized = record_materialized_rows(models[-1], upstream_tasks=[built])
+        materialized = materialize_steps(models, run_id)[-1]
         logs_loaded = upload_logs_to_database(name, upstream_tasks=[materialized])
     flow.set_reference_tasks([materialized, logs_loaded])
     return flow
@@ -66,3 +100,26 @@ with Flow(constants.HISTORIC_CAPTURE_FLOW, state_handlers=[record_run]) as histo
     logs_loaded = upload_logs_to_database(constants.HISTORIC_CAPTURE_FLOW, upstream_tasks=[summary])
 
 historic_capture_flow.set_reference_tasks([summary, logs_loaded])
+
+
+# The scheduled pipeline: fired every day at 00:00 (Sao Paulo) by Prefect Server, or by the
+# local scheduler (pipelines.scheduled) on the same schedule. Its decision SKIPs the run when
+# nothing is due; otherwise it captures the newest period (discovered once) and, only after
+# a successful load, materializes it. The attempt is recorded either way, and the logs loaded.
+with Flow(constants.PIPELINE_FLOW, schedule=SCHEDULE, state_handlers=[record_run],
+          terminal_state_handler=scheduled_run_final_state) as pipeline_flow:
+    portal_url = Parameter("url", default=None)
+    manual = Parameter("manual", default=False)
+    run_id = setup_log_file(constants.PIPELINE_FLOW)
+    attempt = decide_scheduled_run(manual, upstream_tasks=[run_id])
+    found = newest_period_steps(portal_url, attempt)
+    pending = skip_if_already_materialized(found[-1])
+    captured = capture_steps(pending)
+    materialized = materialize_steps(constants.LATEST_MODELS, captured[-1])
+    # every step is an input of the attempt's record, which reports the one that failed
+    finished = finish_scheduled_run(attempt, **{re.sub(r"\W", "_", step.name): step
+                                                for step in [*found, pending, *captured, *materialized]})
+    logs_loaded = upload_logs_to_database(constants.PIPELINE_FLOW, upstream_tasks=[finished],
+                                          task_args={"skip_on_upstream_skip": False})
+
+pipeline_flow.set_reference_tasks([finished, logs_loaded])

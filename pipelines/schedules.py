@@ -1,20 +1,26 @@
-"""When the pipeline runs: every 4 months starting in May (1 January, 1 May and
-1 September, America/Sao_Paulo), and, after a failed attempt, once a day until an
-attempt succeeds. The retry state is derived from the attempts recorded in
-``logs.execucoes``, so it survives a restart of the scheduler process.
+"""When the scheduled pipeline works.
 
-The decision is a pure function of (now, recorded attempts); ``Scheduler`` adds an
-injected clock and an injected attempt so tests never sleep for days.
+One schedule, ``SCHEDULE``, fires every day at 00:00 America/Sao_Paulo; it is the schedule of
+the registered flow (``pipelines.flows.pipeline_flow``, fired by Prefect Server) and the one
+the local scheduler (``pipelines.scheduled.LocalScheduler``) follows. At each run the pure
+function ``decide(now, attempts)`` says whether that day has work:
+
+- a cycle date (1 January, 1 May, 1 September: every 4 months from May, when the CGU
+  publishes), or a cycle whose date passed without any attempt: ``agendada``;
+- the day after a failed attempt of the current cycle: ``repeticao`` (daily, until one succeeds);
+- otherwise nothing (the run is Skipped, with the reason).
+
+The attempts are rows of ``logs.execucoes`` (``PostgresAttemptStore``), so the retry series
+survives restarts of either runtime. Anything but 'Success' (Failed, Interrompida, a row
+still 'Running') is not a success.
 """
 
 from __future__ import annotations
 
-import logging
 import time
-import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Callable, Protocol
+from datetime import datetime
+from typing import Protocol
 
 import pendulum
 from prefect.schedules import Schedule
@@ -23,33 +29,55 @@ from prefect.schedules.clocks import CronClock
 from pipelines import database
 from pipelines.constants import SCHEDULER_FLOW
 
-# Not under "pipelines": the flows an attempt runs re-route the "pipelines" loggers to their own
-# log files, and the scheduler's decisions must stay in the scheduler's log.
-logger = logging.getLogger("agendador")
-
 TIMEZONE = "America/Sao_Paulo"
-# The original used "0 0 1 5/4 *", which never fires in January.
-CRON = "0 0 1 1,5,9 *"
-MATERIALIZE_CRON = "0 1 1 1,5,9 *"  # for the Prefect Server: 1 hour after the capture, on the same dates
-RETRY_INTERVAL = timedelta(days=1)
+# The cycle dates. The original used "0 0 1 5/4 *", which never fires in January.
+CYCLE_CRON = "0 0 1 1,5,9 *"
+# When the scheduled pipeline runs (and decides): every day at 00:00.
+DAILY_CRON = "0 0 * * *"
+START_DATE = pendulum.datetime(2018, 1, 1, tz=TIMEZONE)
 
 
 def cron_schedule(cron: str) -> Schedule:
-    return Schedule(clocks=[CronClock(cron, start_date=pendulum.datetime(2019, 1, 1, tz=TIMEZONE))])
+    """A Prefect schedule of ``cron`` in Sao Paulo time (a day without 00:00, when DST
+    started at midnight, fires at the day's first instant)."""
+    return Schedule(clocks=[CronClock(cron, start_date=START_DATE)])
 
 
-SCHEDULE = cron_schedule(CRON)
+# The one schedule both runtimes fire.
+SCHEDULE = cron_schedule(DAILY_CRON)
+# The calendar of cycle dates the decision aims at (never fired by itself).
+CYCLE_DATES = cron_schedule(CYCLE_CRON)
 
 
-def next_runs(after: datetime, count: int = 1) -> list[datetime]:
-    """The next scheduled dates strictly after ``after``."""
-    return SCHEDULE.next(count, after=pendulum.instance(after))
+def next_cycle_dates(after: datetime, count: int = 1) -> list[datetime]:
+    """The cycle dates strictly after ``after``."""
+    return CYCLE_DATES.next(count, after=pendulum.instance(after))
 
 
 def current_cycle(now: datetime) -> datetime:
-    """The latest scheduled date at or before ``now`` (the cycle an attempt belongs to)."""
-    candidates = SCHEDULE.next(3, after=pendulum.instance(now) - timedelta(days=125))
+    """The latest cycle date at or before ``now`` (the cycle an attempt belongs to)."""
+    candidates = CYCLE_DATES.next(3, after=pendulum.instance(now).subtract(days=125))
     return [moment for moment in candidates if moment <= now][-1]
+
+
+def next_run_time(after: datetime) -> datetime:
+    """The schedule's next time strictly after ``after``."""
+    return SCHEDULE.next(1, after=pendulum.instance(after))[0]
+
+
+def latest_run_time(now: datetime) -> datetime:
+    """The schedule's latest time at or before ``now``."""
+    candidates = SCHEDULE.next(4, after=pendulum.instance(now).subtract(days=3))
+    return [moment for moment in candidates if moment <= now][-1]
+
+
+def format_time(moment: datetime) -> str:
+    """Sao Paulo time, as users read it ("02/09/2026 00:00 (horário de Brasília)")."""
+    return pendulum.instance(moment).in_timezone(TIMEZONE).format("DD/MM/YYYY HH:mm") + " (horário de Brasília)"
+
+
+def format_date(moment: datetime) -> str:
+    return pendulum.instance(moment).in_timezone(TIMEZONE).format("DD/MM/YYYY")
 
 
 @dataclass(frozen=True)
@@ -64,26 +92,47 @@ class Decision:
     action: str              # "run" or "wait"
     reason: str              # "agendada", "repeticao", "concluida", "aguardando_repeticao"
     cycle: datetime
-    wake_at: datetime        # when to decide again (== now for "run")
+    wake_at: datetime        # when there is work again (== now for "run")
+    last_attempt: datetime | None = None
 
     @property
     def run_now(self) -> bool:
         return self.action == "run"
 
+    @property
+    def message(self) -> str:
+        """The decision in words, for the run's state, the logs and the Prefect UI."""
+        cycle = format_date(self.cycle)
+        if self.reason == "agendada":
+            return f"Execução agendada do ciclo de {cycle}: captura e materialização do período mais recente."
+        if self.reason == "repeticao":
+            return (f"Repetição diária do ciclo de {cycle}: a última tentativa "
+                    f"({pendulum.instance(self.last_attempt).in_timezone(TIMEZONE).format('DD/MM/YYYY HH:mm')}) "
+                    "não teve sucesso.")
+        if self.reason == "concluida":
+            return (f"Nada a fazer hoje: o ciclo de {cycle} já foi concluído com sucesso. "
+                    f"Próxima execução agendada: {format_time(self.wake_at)}.")
+        return (f"Nada a fazer agora: a última tentativa do ciclo de {cycle} não teve sucesso. "
+                f"Nova tentativa (repetição diária) em {format_time(self.wake_at)}.")
+
 
 def decide(now: datetime, attempts: list[Attempt]) -> Decision:
-    """What to do at ``now`` given the attempts recorded so far."""
+    """What the scheduled pipeline does at ``now`` given the attempts recorded so far.
+
+    A failed attempt is retried by the schedule's next daily run after it (not 24 hours
+    later, so a run that starts a few seconds late does not push the retry a day away)."""
     cycle = current_cycle(now)
-    following = next_runs(cycle)[0]
+    following = next_cycle_dates(cycle)[0]
     in_cycle = [a for a in attempts if a.cycle == cycle]
     if any(a.succeeded for a in in_cycle):
         return Decision("wait", "concluida", cycle, following)
     if not in_cycle:
         return Decision("run", "agendada", cycle, now)
-    retry_at = max(a.started_at for a in in_cycle) + RETRY_INTERVAL
+    last = max(a.started_at for a in in_cycle)
+    retry_at = next_run_time(last)
     if now >= retry_at:
-        return Decision("run", "repeticao", cycle, now)
-    return Decision("wait", "aguardando_repeticao", cycle, min(retry_at, following))
+        return Decision("run", "repeticao", cycle, now, last)
+    return Decision("wait", "aguardando_repeticao", cycle, min(retry_at, following), last)
 
 
 class Clock(Protocol):
@@ -99,88 +148,9 @@ class SystemClock:
         time.sleep(seconds)
 
 
-class AttemptStore(Protocol):
-    def attempts(self) -> list[Attempt]: ...
-    def start(self, attempt_id: str, cycle: datetime, reason: str, started_at: datetime) -> None: ...
-    def finish(self, attempt_id: str, succeeded: bool, message: str, finished_at: datetime) -> None: ...
-
-
-class Scheduler:
-    """Runs ``attempt`` when ``decide`` says so and sleeps on ``clock`` in between."""
-
-    def __init__(self, clock: Clock, store: AttemptStore, attempt: Callable[[str], tuple[bool, str]],
-                 max_sleep_seconds: float = 3600):
-        self.clock, self.store, self.attempt = clock, store, attempt
-        self.max_sleep_seconds = max_sleep_seconds
-        self._last_wait: tuple | None = None  # the last "wait" logged, to log each decision once
-        self.last_succeeded: bool | None = None
-
-    def step(self) -> Decision:
-        """Decide once; run an attempt if it is due. Returns the decision taken."""
-        now = self.clock.now()
-        decision = decide(now, self.store.attempts())
-        if not decision.run_now:
-            if (decision.reason, decision.wake_at) == self._last_wait:
-                return decision
-            self._last_wait = (decision.reason, decision.wake_at)
-            if decision.reason == "concluida":
-                logger.info("Ciclo de %s concluído com sucesso. Próxima execução agendada: %s.",
-                            decision.cycle.strftime("%d/%m/%Y"), _fmt(decision.wake_at))
-            else:
-                logger.info("Última tentativa do ciclo de %s falhou. Nova tentativa (repetição diária) em %s.",
-                            decision.cycle.strftime("%d/%m/%Y"), _fmt(decision.wake_at))
-            return decision
-        self.run_attempt(decision.cycle, decision.reason, now)
-        return decision
-
-    def run_attempt(self, cycle: datetime, reason: str, now: datetime | None = None) -> None:
-        """Record and run one attempt of ``cycle`` (``reason``: agendada, repeticao or manual)."""
-        now = now or self.clock.now()
-        attempt_id = str(uuid.uuid4())
-        kinds = {"agendada": "execução agendada", "repeticao": "repetição diária após falha",
-                 "manual": "execução pedida agora"}
-        logger.info("Iniciando %s do ciclo de %s (tentativa %s).", kinds[reason], cycle.strftime("%d/%m/%Y"),
-                    attempt_id)
-        self.store.start(attempt_id, cycle, reason, now)
-        try:
-            succeeded, message = self.attempt(attempt_id)
-        except Exception as exc:  # an attempt that crashes is a failed attempt, not a dead scheduler
-            succeeded, message = False, f"{type(exc).__name__}: {exc}"
-        self.store.finish(attempt_id, succeeded, message, self.clock.now())
-        if succeeded:
-            suffix = " (repetição bem-sucedida)" if reason == "repeticao" else ""
-            logger.info("Tentativa %s concluída com sucesso%s. Próxima execução agendada: %s.", attempt_id, suffix,
-                        _fmt(next_runs(cycle)[0]))
-        else:
-            logger.warning("Tentativa %s falhou: %s. Nova tentativa agendada para %s.", attempt_id, message,
-                           _fmt(self.clock.now() + RETRY_INTERVAL))
-        self.last_succeeded = succeeded
-
-    def run_now(self) -> bool:
-        """An attempt right now, whatever the schedule says (``--agora``); True if it succeeded.
-        It counts for the current cycle: a failure starts the daily retries."""
-        self.run_attempt(current_cycle(self.clock.now()), "manual")
-        return self.last_succeeded
-
-    def run_forever(self, stop: Callable[[], bool] = lambda: False,
-                    after_step: Callable[[], None] = lambda: None) -> None:
-        """Decide, run what is due, sleep until the next decision (in chunks of at most
-        ``max_sleep_seconds``, so a restart or a new attempt record is noticed)."""
-        while not stop():
-            decision = self.step()
-            after_step()
-            if decision.run_now:
-                continue
-            wait = (decision.wake_at - self.clock.now()).total_seconds()
-            self.clock.sleep(min(max(wait, 1), self.max_sleep_seconds))
-
-
-def _fmt(moment: datetime) -> str:
-    return pendulum.instance(moment).in_timezone(TIMEZONE).format("DD/MM/YYYY HH:mm (z)")
-
-
 class PostgresAttemptStore:
-    """Attempts recorded as runs of the scheduler in ``logs.execucoes``."""
+    """The scheduled pipeline's attempts: rows of ``logs.execucoes`` named SCHEDULER_FLOW,
+    with the cycle and the kind (agendada, repeticao, manual) in ``parametros``."""
 
     def __init__(self, settings):
         self.settings = settings
@@ -189,9 +159,12 @@ class PostgresAttemptStore:
         return [Attempt(pendulum.parse(cycle).in_timezone(TIMEZONE), started, state == "Success")
                 for cycle, started, state in database.scheduler_attempts(self.settings, SCHEDULER_FLOW)]
 
-    def start(self, attempt_id: str, cycle: datetime, reason: str, started_at: datetime) -> None:
-        database.start_run(self.settings, attempt_id, SCHEDULER_FLOW, started_at,
-                           {"ciclo": pendulum.instance(cycle).isoformat(), "tipo": reason})
+    def start(self, attempt_id: str, cycle: datetime, reason: str, started_at: datetime,
+              run_id: str | None = None) -> None:
+        parameters = {"ciclo": pendulum.instance(cycle).isoformat(), "tipo": reason}
+        if run_id:
+            parameters["execucao"] = run_id  # the pipeline's flow run (its logs in logs.registros)
+        database.start_run(self.settings, attempt_id, SCHEDULER_FLOW, started_at, parameters)
 
     def finish(self, attempt_id: str, succeeded: bool, message: str, finished_at: datetime) -> None:
         database.finish_run(self.settings, attempt_id, "Success" if succeeded else "Failed", message, finished_at)

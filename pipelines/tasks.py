@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pendulum
 import prefect
-from prefect import task
-from prefect.engine.state import Retrying, TriggerFailed
+from prefect import resource_manager, task
+from prefect.engine import signals
+from prefect.engine.state import Failed, Retrying, Skipped, Success, TriggerFailed
 from prefect.triggers import always_run
 
 from pipelines import capture, database, logs, recovery, storage
-from pipelines.constants import STAGING_SCHEMA
+from pipelines.constants import SCHEDULED_TIME_KEY, SCHEDULER_LOCK_KEY, STAGING_SCHEMA
 from pipelines.dbt import run_dbt
 from pipelines.download import DownloadedFile, download_file
 from pipelines.errors import (
@@ -23,10 +24,12 @@ from pipelines.errors import (
     PipelineError,
     StorageError,
     TransientDownloadError,
+    first_line,
     storage_error,
 )
 from pipelines.parse import ParsedFile
 from pipelines.portal import PublishedFile
+from pipelines.schedules import TIMEZONE, PostgresAttemptStore, current_cycle, decide, format_date
 from pipelines.settings import Settings, load_settings
 
 logger = logging.getLogger("pipelines.tasks")
@@ -65,6 +68,8 @@ def failure_causes(state) -> list[str]:
 
 
 def run_message(state) -> str:
+    if state.is_skipped():
+        return state.message or "Nada a fazer."
     if state.is_successful():
         return "Concluído com sucesso."
     causes = failure_causes(state)
@@ -79,7 +84,10 @@ def record_run(flow, old_state, new_state):
         now = datetime.now(timezone.utc)
         if new_state.is_running():
             database.ensure_schema(settings)
-            recovery.recover_runs(settings)
+            try:
+                recovery.recover_runs(settings)
+            except Exception as exc:  # recovering older runs must not stop this one from being recorded
+                logger.warning("Não foi possível verificar execuções interrompidas: %s", exc)
             database.start_run(settings, run_id, flow.name, now, dict(prefect.context.get("parameters") or {}))
         elif new_state.is_finished():
             database.finish_run(settings, run_id, type(new_state).__name__, run_message(new_state), now)
@@ -162,14 +170,26 @@ def check_raw_data() -> str:
 
 @task(name="dbt_build")
 def dbt_build(model: str) -> dict:
-    """``dbt build`` of one model and its tests; error-level failures fail the task.
-
-    Holds the raw data while it builds: loads in progress finish first, new loads wait,
-    and two materializations never build a model at the same time."""
-    settings = task_settings()
-    with database.materialization_lock(settings, model):
-        outcome = run_dbt(settings, "build", model)
+    """``dbt build`` of one model and its tests; error-level failures fail the task."""
+    outcome = run_dbt(task_settings(), "build", model)
     return {"modelos": outcome.models, "avisos": outcome.warnings}
+
+
+@resource_manager(name="hold_raw_data")
+class RawDataHold:
+    """The raw data held for a whole materialization (``database.hold_raw_data``): loads in
+    progress finish first, new loads wait until the last model and its tests are built, and
+    two materializations run one after the other, so no model or test ever compares tables
+    built from two versions of a period."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def setup(self):
+        return database.hold_raw_data(task_settings(), self.name)
+
+    def cleanup(self, conn) -> None:
+        database.release_raw_data(conn)
 
 
 @task(name="record_materialized_rows")
@@ -235,3 +255,121 @@ def configure_retries(flow, settings: Settings) -> None:
         if TransientDownloadError in (flow_task.retry_on or ()):
             flow_task.max_retries = settings.download_max_retries
             flow_task.retry_delay = timedelta(seconds=settings.download_retry_delay_seconds)
+
+
+# -- the scheduled pipeline (pipelines.flows.pipeline_flow) -------------------------------
+
+
+def scheduled_time() -> pendulum.DateTime:
+    """The time this run of the scheduled pipeline stands for: the local scheduler's tick,
+    else Prefect's ``scheduled_start_time`` (the schedule's time on the server), else now."""
+    moment = prefect.context.get(SCHEDULED_TIME_KEY) or prefect.context.get("scheduled_start_time")
+    return pendulum.instance(moment).in_timezone(TIMEZONE) if moment else pendulum.now(TIMEZONE)
+
+
+@task(name="decide_scheduled_run")
+def decide_scheduled_run(manual: bool = False) -> dict:
+    """Ask ``decide`` whether this day has work; SKIP (with the reason) when it has none.
+    Otherwise record the attempt (Running) and return it. ``manual``: an attempt now,
+    whatever the calendar says, counted for the current cycle. The decision and the record
+    are serialised, so two runs never start two attempts of the same cycle."""
+    settings = task_settings()
+    now = scheduled_time()
+    store = PostgresAttemptStore(settings)
+    with database.connection(settings) as conn, conn, conn.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEDULER_LOCK_KEY,))
+        if manual:
+            cycle, kind = current_cycle(now), "manual"
+            reason = f"Execução pedida agora, fora do calendário: conta para o ciclo de {format_date(cycle)}."
+        else:
+            decision = decide(now, store.attempts())
+            if not decision.run_now:
+                logger.info(decision.message)
+                raise signals.SKIP(decision.message)
+            cycle, kind, reason = decision.cycle, decision.reason, decision.message
+        attempt_id = str(uuid.uuid4())
+        store.start(attempt_id, cycle, kind, now, current_run_id())
+    logger.info("%s Tentativa %s.", reason, attempt_id)
+    return {"id": attempt_id, "ciclo": cycle, "tipo": kind}
+
+
+@task(name="skip_if_already_materialized")
+def skip_if_already_materialized(newest: PublishedFile) -> PublishedFile:
+    """Never capture twice: a newest period already captured and materialized ends the
+    attempt as a success, without downloading."""
+    if database.newest_period_materialized(task_settings(), newest.period):
+        message = f"Período mais recente ({newest.label}) já capturado e materializado: nada a fazer."
+        logger.info(message)
+        raise signals.SKIP(message)
+    logger.info("Período %s ainda não materializado: capturando e materializando.", newest.label)
+    return newest
+
+
+def _attempt_outcome(steps: dict) -> tuple[bool, str]:
+    """(succeeded, message) of an attempt from the results of its steps: a failed step's
+    exception, a SKIP (nothing to do), or the values of steps that all ran."""
+    failures = [f"{name}: {first_line(value)}" for name, value in steps.items()
+                if isinstance(value, BaseException) and not isinstance(value, (signals.TRIGGERFAIL, signals.SKIP))]
+    if failures:
+        return False, " | ".join(sorted(failures))
+    skipped = [value for value in steps.values() if isinstance(value, signals.SKIP)]
+    if skipped:
+        return True, str(skipped[0])
+    unfinished = [name for name, value in steps.items() if value is None or isinstance(value, BaseException)]
+    if unfinished:
+        return False, "A tentativa não terminou: " + ", ".join(sorted(unfinished)) + " não rodou."
+    newest = next(value for value in steps.values() if isinstance(value, PublishedFile))
+    return True, f"Período {newest.label} capturado e materializado."
+
+
+@task(name="finish_scheduled_run", trigger=always_run, skip_on_upstream_skip=False)
+def finish_scheduled_run(attempt, **steps) -> str:
+    """Record the attempt's end (Success or Failed, with the cause) and end like it: Skipped
+    when nothing was due, Failed when the attempt (or the decision) failed. ``steps``: every
+    step of the attempt, by name."""
+    if isinstance(attempt, signals.SKIP):
+        raise signals.SKIP(str(attempt))
+    if not isinstance(attempt, dict):  # the decision (or the set-up before it) failed
+        raise signals.FAIL(f"Não foi possível decidir se há execução agendada: {first_line(attempt)}")
+    succeeded, message = _attempt_outcome(steps)
+    PostgresAttemptStore(task_settings()).finish(attempt["id"], succeeded, message, pendulum.now(TIMEZONE))
+    if not succeeded:
+        logger.error("Tentativa %s do ciclo de %s falhou: %s Nova tentativa no dia seguinte.", attempt["id"],
+                     format_date(attempt["ciclo"]), message)
+        raise signals.FAIL(message)
+    logger.info("Tentativa %s do ciclo de %s concluída com sucesso: %s", attempt["id"], format_date(attempt["ciclo"]),
+                message)
+    return message
+
+
+def scheduled_run_final_state(flow, state, reference_states):
+    """Terminal state handler of the scheduled pipeline: Skipped when nothing was due (Prefect
+    would call a run whose reference tasks were skipped a Success), and the reason or the
+    cause as the run's message, so the Prefect UI shows why, day by day."""
+    if not state.is_finished():
+        return state
+    failed = [s for s in reference_states if s.is_failed()]
+    if failed:
+        causes = sorted({first_line(s.result) if isinstance(s.result, BaseException) else s.message for s in failed})
+        return Failed(message=" | ".join(causes), result=state.result)
+    skipped = [s for s in reference_states if s.is_skipped()]
+    if skipped:
+        return Skipped(message=skipped[0].message, result=state.result)
+    message = next((s.result for s in reference_states if isinstance(s.result, str)), state.message)
+    return Success(message=message, result=state.result)
+
+
+@task(name="generate_dbt_docs")
+def generate_dbt_docs() -> str:
+    """``dbt docs generate`` after the models are built: the documentation the results app
+    serves under /docs/. A by-product of the run: when it cannot be generated (database
+    down, disk full) the run logs a warning and still succeeds; returns where it was
+    published, or why not."""
+    from pipelines.dbt import generate_docs
+
+    settings = task_settings()
+    try:
+        return str(generate_docs(settings))
+    except (PipelineError, OSError) as exc:
+        logger.warning("A documentação do dbt não foi gerada (os dados foram materializados): %s", first_line(exc))
+        return f"documentação do dbt não gerada: {first_line(exc)}"

@@ -1,8 +1,12 @@
 """Registra os flows no Prefect Server, no projeto adm_cgu_terceirizados (opt-in: importar
 os módulos dos flows nunca contata um servidor). Uso: ``python run/register.py``.
 
-Os flows de captura e materialização são registrados com o agendamento quadrimestral
-(1º de janeiro, maio e setembro); os históricos, sem agendamento (rodam sob demanda).
+O pipeline agendado (adm_cgu_terceirizados__pipeline: captura e depois materializa o período
+mais recente) é registrado com o seu agendamento diário (00:00, America/Sao_Paulo): cada
+execução decide se o dia tem trabalho (1º de janeiro, maio e setembro, ou a repetição diária
+depois de uma falha) e, se não tiver, termina como Skipped com o motivo. É o mesmo flow que
+o agendador local (run/scheduler.py) roda. Os flows históricos são registrados sem
+agendamento (rodam sob demanda).
 """
 
 import argparse
@@ -12,22 +16,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipelines.constants import PROJECT_NAME  # noqa: E402
-from pipelines.flows import (  # noqa: E402
-    capture_flow,
-    historic_capture_flow,
-    historic_materialize_flow,
-    materialize_flow,
-)
-from pipelines.schedules import MATERIALIZE_CRON, SCHEDULE, cron_schedule  # noqa: E402
+from pipelines.flows import historic_capture_flow, historic_materialize_flow, pipeline_flow  # noqa: E402
+from pipelines.settings import load_settings  # noqa: E402
+from pipelines.tasks import configure_retries  # noqa: E402
 
 LABELS = [PROJECT_NAME]
 
 
 def flows_to_register():
-    """Copies of the flows with the schedules the server should fire."""
-    capture, materialize = capture_flow.copy(), materialize_flow.copy()
-    capture.schedule, materialize.schedule = SCHEDULE, cron_schedule(MATERIALIZE_CRON)
-    return [capture, materialize, historic_capture_flow, historic_materialize_flow]
+    """The scheduled pipeline (it carries its schedule) and the on-demand historic flows."""
+    return [pipeline_flow, historic_capture_flow, historic_materialize_flow]
 
 
 def main() -> int:
@@ -39,15 +37,17 @@ def main() -> int:
 
         endpoint = prefect.config.server.endpoint
         requests.get(endpoint, timeout=5)  # fail fast when no server answers (the client retries for a minute)
+        settings = load_settings()
         Client().create_project(project_name=PROJECT_NAME)
         for flow in flows_to_register():
+            configure_retries(flow, settings)  # DOWNLOAD_MAX_RETRIES/DELAY, as in a local run
             flow.register(project_name=PROJECT_NAME, labels=LABELS, add_default_labels=False)
     except Exception as exc:  # no server: say so instead of a stack trace
         print(f"Não foi possível registrar os flows no Prefect Server: {exc}\n"
               "Suba o servidor com ./start.sh (precisa de Docker) ou rode os flows localmente "
-              "(python run/capture.py ...).", file=sys.stderr)
+              "(python run/scheduler.py, python run/capture.py ...).", file=sys.stderr)
         return 1
-    print(f"Flows registrados no projeto {PROJECT_NAME}.")
+    print(f"Flows registrados no projeto {PROJECT_NAME}: " + ", ".join(f.name for f in flows_to_register()) + ".")
     return 0
 
 

@@ -1,13 +1,19 @@
-"""Agendador: captura e materializa o período mais recente em 1º de janeiro, maio e
-setembro (America/Sao_Paulo) e, se uma tentativa falhar, tenta de novo todo dia até
-conseguir. O estado fica em logs.execucoes, então sobrevive a reinícios.
+"""Agendador local: roda o flow adm_cgu_terceirizados__pipeline com flow.run() todo dia às
+00:00 (America/Sao_Paulo), o mesmo flow e o mesmo agendamento registrados no Prefect Server.
+Cada execução decide: em 1º de janeiro, maio e setembro captura e materializa o período mais
+recente; depois de uma tentativa que falhou, tenta de novo no dia seguinte até conseguir; nos
+outros dias termina como Skipped, com o motivo. O estado fica em logs.execucoes, então
+sobrevive a reinícios. Uma falha (PostgreSQL fora do ar, portal inacessível) é registrada no
+log e tentada de novo; só um sinal (SIGTERM, Ctrl+C) para o agendador.
 
-    python run/scheduler.py             # roda para sempre
-    python run/scheduler.py --uma-vez   # decide uma vez (executa se for a hora) e sai
-    python run/scheduler.py --agora     # executa uma tentativa agora e sai (código 1 se falhar)
+    python run/scheduler.py                  # roda para sempre (decide agora e a cada 00:00)
+    python run/scheduler.py --uma-vez        # decide uma vez (executa se houver o que fazer) e sai
+    python run/scheduler.py --agora          # executa uma tentativa agora e sai (código 1 se falhar)
+    python run/scheduler.py --intervalo 10   # verifica o relógio a cada 10 s (padrão 60)
 """
 
 import argparse
+import functools
 import logging
 import os
 import signal
@@ -18,10 +24,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipelines import database, logs  # noqa: E402
 from pipelines.constants import SCHEDULER_FLOW  # noqa: E402
+from pipelines.errors import ConfigError  # noqa: E402
 from pipelines.runner import prepare  # noqa: E402
 from pipelines.sample_portal import add_sample_option, serve_sample_if_asked  # noqa: E402
-from pipelines.schedules import PostgresAttemptStore, Scheduler, SystemClock  # noqa: E402
-from pipelines.scheduled import run_scheduled_pipeline  # noqa: E402
+from pipelines.scheduled import DEFAULT_TICK_SECONDS, LocalScheduler, run_pipeline  # noqa: E402
+from pipelines.schedules import SystemClock  # noqa: E402
+from pipelines.settings import load_settings  # noqa: E402
+
+
+def positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} não é um número de segundos maior que zero")
+    return value
 
 
 def main() -> int:
@@ -29,10 +47,21 @@ def main() -> int:
     parser.add_argument("--uma-vez", action="store_true", help="decide uma vez e sai")
     parser.add_argument("--agora", action="store_true",
                         help="executa uma tentativa agora, fora do calendário, e sai (conta para o ciclo atual)")
+    parser.add_argument("--intervalo", type=positive_seconds, default=DEFAULT_TICK_SECONDS, metavar="SEGUNDOS",
+                        help=f"de quanto em quanto tempo o agendador verifica o relógio e repete uma execução "
+                             f"que não conseguiu decidir (padrão: {DEFAULT_TICK_SECONDS} s)")
     add_sample_option(parser)
     args = parser.parse_args()
     serve_sample_if_asked(args)
-    settings = prepare()
+    if args.agora or args.uma_vez:
+        settings = prepare()  # a single run needs the database now: exit 2 with the reason
+    else:
+        try:  # running for good: a database that is down now is waited for, not fatal
+            settings = load_settings()
+        except ConfigError as exc:
+            print(f"Erro de configuração: {exc}", file=sys.stderr)
+            print("Confira o arquivo .env (modelo em .env.example).", file=sys.stderr)
+            return 2
 
     session_id = f"agendador-{os.getpid()}"
     text_log = logs.setup_log_file(settings.log_dir, SCHEDULER_FLOW, session_id, loggers=("agendador",))
@@ -46,17 +75,17 @@ def main() -> int:
     def upload_logs() -> None:
         database.insert_log_records(settings, logs.read_records(settings.log_dir, SCHEDULER_FLOW, session_id))
 
-    scheduler = Scheduler(SystemClock(), PostgresAttemptStore(settings),
-                          lambda attempt_id: run_scheduled_pipeline(settings, attempt_id), max_sleep_seconds=60)
+    scheduler = LocalScheduler(SystemClock(), functools.partial(run_pipeline, settings), args.intervalo,
+                               after_run=upload_logs)
     if args.agora:
-        succeeded = scheduler.run_now()
-        upload_logs()
-        return 0 if succeeded else 1
+        return 0 if scheduler.run_now() else 1
     if args.uma_vez:
-        scheduler.step()
-        upload_logs()
-        return 0
-    scheduler.run_forever(after_step=upload_logs)
+        state = scheduler.step()
+        return 0 if state is not None and not state.is_failed() else 1
+    try:
+        scheduler.run_forever()
+    except KeyboardInterrupt:
+        pass
     return 0
 
 

@@ -29,14 +29,15 @@ def test_capture_flow_follows_the_original_steps_in_order():
                      "save_data_as_csv_locally", "upload_csv_to_database", "upload_logs_to_database"]
 
 
-def test_registration_copies_carry_the_schedule():
+def test_only_the_scheduled_pipeline_is_registered_with_a_schedule():
     sys.path.insert(0, str(ROOT / "run"))
     import register
 
     registered = {f.name: f for f in register.flows_to_register()}
-    capture = registered["adm_cgu_terceirizados__capture"]
-    assert capture.schedule is not None and flows.capture_flow.schedule is None  # flow.run() never waits
-    assert [d.month for d in capture.schedule.next(3, after=__import__("pendulum").datetime(2026, 2, 1))] == [5, 9, 1]
+    assert {name: flow.schedule is not None for name, flow in registered.items()} == {
+        "adm_cgu_terceirizados__pipeline": True, "adm_cgu_terceirizados__historic_capture": False,
+        "adm_cgu_terceirizados__historic_materialize": False}
+    assert all(flow.schedule is None for flow in ALL_FLOWS)  # their flow.run() never waits
     for flow in registered.values():
         flow.serialize()
 

@@ -1,21 +1,34 @@
-"""Scheduling: the 4-monthly dates, daily retries until success (state in PostgreSQL,
-surviving a restart), all on an injected clock; and no double capture."""
+"""Scheduling without running the pipeline: the one daily schedule (00:00 in Sao Paulo),
+the 4-monthly cycle dates, the pure decision (scheduled date, daily retry after a failure,
+nothing due) and the local runner's loop on an injected clock (no sleeping)."""
 
 from datetime import timedelta
 
 import pendulum
 import pytest
+from prefect.engine.state import Failed, Skipped, Success
 
-from pipelines.flows import capture_flow
-from pipelines.schedules import CRON, TIMEZONE, Attempt, PostgresAttemptStore, Scheduler, decide, next_runs
-from pipelines.scheduled import run_scheduled_pipeline
-from pipelines.settings import load_settings
-from tests.conftest import query
+from pipelines import database
+from pipelines.flows import pipeline_flow
+from pipelines.schedules import (
+    CYCLE_CRON,
+    DAILY_CRON,
+    SCHEDULE,
+    TIMEZONE,
+    Attempt,
+    PostgresAttemptStore,
+    current_cycle,
+    decide,
+    next_cycle_dates,
+)
+from pipelines.scheduled import LocalScheduler
 
 
 def at(text):
     return pendulum.parse(text, tz=TIMEZONE)
 
+
+# -- when ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("now, expected", [
     ("2026-01-01T00:00:00", ["2026-05-01", "2026-09-01", "2027-01-01"]),
@@ -25,125 +38,192 @@ def at(text):
     ("2026-08-31T12:00:00", ["2026-09-01", "2027-01-01", "2027-05-01"]),
     ("2026-12-31T23:59:00", ["2027-01-01", "2027-05-01", "2027-09-01"]),
 ])
-def test_next_dates_are_january_may_and_september(now, expected):
-    runs = next_runs(at(now), 3)
-    assert [r.format("YYYY-MM-DD") for r in runs] == expected
-    assert all((r.hour, r.minute, r.timezone_name) == (0, 0, TIMEZONE) for r in runs)
-    assert CRON == "0 0 1 1,5,9 *"
+def test_cycle_dates_are_january_may_and_september(now, expected):
+    dates = next_cycle_dates(at(now), 3)
+    assert [d.format("YYYY-MM-DD") for d in dates] == expected
+    assert all((d.hour, d.minute, d.timezone_name) == (0, 0, TIMEZONE) for d in dates)
+    assert CYCLE_CRON == "0 0 1 1,5,9 *"
+    assert current_cycle(at(now)) == at({"2026-01-01": "2025-09-01", "2026-05-01": "2026-01-01",
+                                         "2026-09-01": "2026-05-01", "2027-01-01": "2026-09-01"}[expected[0]])
 
+
+@pytest.mark.parametrize("after, expected", [
+    # Brazilian DST started at midnight on 2018-11-04: that day begins at 01:00 (-02)
+    ("2018-11-02T12:00:00", ["2018-11-03T00:00:00-03:00", "2018-11-04T01:00:00-02:00", "2018-11-05T00:00:00-02:00"]),
+    # and ended on 2019-02-17 (23:00-23:59 of the 16th happen twice; midnight once)
+    ("2019-02-15T12:00:00", ["2019-02-16T00:00:00-02:00", "2019-02-17T00:00:00-03:00", "2019-02-18T00:00:00-03:00"]),
+    ("2026-12-30T00:00:00", ["2026-12-31T00:00:00-03:00", "2027-01-01T00:00:00-03:00", "2027-01-02T00:00:00-03:00"]),
+    ("2027-02-27T23:59:59", ["2027-02-28T00:00:00-03:00", "2027-03-01T00:00:00-03:00", "2027-03-02T00:00:00-03:00"]),
+])
+def test_the_one_schedule_fires_daily_at_midnight_in_sao_paulo(after, expected):
+    assert pipeline_flow.schedule is SCHEDULE and DAILY_CRON == "0 0 * * *"
+    times = SCHEDULE.next(3, after=at(after))
+    assert [t.isoformat() for t in times] == expected
+    assert all(t.timezone_name == TIMEZONE for t in times)
+
+
+def test_a_year_of_the_schedule_is_one_run_per_day_at_the_start_of_the_day():
+    times = SCHEDULE.next(366, after=at("2026-12-31T00:00:00"))
+    days = [t.date() for t in times]
+    assert days[0] == pendulum.date(2027, 1, 1) and days[-1] == pendulum.date(2028, 1, 1)
+    assert all(b - a == timedelta(days=1) for a, b in zip(days, days[1:]))
+    assert {(t.hour, t.minute, t.second) for t in times} == {(0, 0, 0)}
+
+
+# -- what -----------------------------------------------------------------------------------
 
 def test_decisions_without_the_database():
     cycle = at("2026-09-01T00:00:00")
-    assert decide(at("2026-09-01T00:00:00"), []).reason == "agendada"
-    failed = [Attempt(cycle, at("2026-09-01T00:00:05"), False)]
+    first = decide(at("2026-09-01T00:00:00"), [])
+    assert (first.action, first.reason, first.cycle) == ("run", "agendada", cycle)
+    failed = [Attempt(cycle, at("2026-09-01T00:00:00"), False)]
     waiting = decide(at("2026-09-01T08:00:00"), failed)
+    # the retry is the schedule's next daily run, not "24 hours after the attempt"
     assert (waiting.action, waiting.reason, waiting.wake_at) == ("wait", "aguardando_repeticao",
-                                                                 at("2026-09-02T00:00:05"))
-    assert decide(at("2026-09-02T00:00:05"), failed).reason == "repeticao"
-    done = failed + [Attempt(cycle, at("2026-09-02T00:00:05"), True)]
+                                                                 at("2026-09-02T00:00:00"))
+    assert decide(at("2026-09-02T00:00:00"), failed).reason == "repeticao"
+    # an attempt that started a few seconds late does not push the retry past the next daily run
+    late_start = [Attempt(cycle, at("2026-09-01T00:00:07"), False)]
+    assert decide(at("2026-09-02T00:00:00"), late_start).reason == "repeticao"
+    done = failed + [Attempt(cycle, at("2026-09-02T00:00:00"), True)]
     finished = decide(at("2026-09-03T00:00:00"), done)
-    assert (finished.reason, finished.wake_at) == ("concluida", at("2027-01-01T00:00:00"))
-    # a failure late in a cycle never retries past the next scheduled date
+    assert (finished.action, finished.reason, finished.wake_at) == ("wait", "concluida", at("2027-01-01T00:00:00"))
+    # a failure late in a cycle never retries past the next cycle date, which starts afresh
     late = [Attempt(cycle, at("2026-12-31T12:00:00"), False)]
     assert decide(at("2026-12-31T13:00:00"), late).wake_at == at("2027-01-01T00:00:00")
     assert decide(at("2027-01-01T00:00:00"), late).reason == "agendada"
+    # a cycle whose date passed without any attempt is caught up at the next run
+    assert decide(at("2027-02-14T00:00:00"), late).reason == "agendada"
 
+
+def test_interrupted_attempt_counts_as_a_failed_attempt(db, settings):
+    """A run left 'Running' by a dead process is later marked 'Interrompida': that is a failure."""
+    store = PostgresAttemptStore(settings)
+    store.start("interrompida-1", at("2026-05-01T00:00:00"), "agendada", at("2026-05-01T00:00:00"))
+    database.finish_run(settings, "interrompida-1", "Interrompida", "processo encerrado", at("2026-05-01T00:10:00"))
+    attempts = store.attempts()
+    assert attempts == [Attempt(at("2026-05-01T00:00:00"), at("2026-05-01T00:00:00"), False)]
+    assert decide(at("2026-05-01T09:00:00"), attempts).reason == "aguardando_repeticao"
+    assert decide(at("2026-05-02T00:00:00"), attempts).reason == "repeticao"
+    # still running (no final state yet) is not a success either
+    assert decide(at("2026-05-02T00:00:00"), [Attempt(at("2026-05-01T00:00:00"), at("2026-05-01T00:00:00"),
+                                                      False)]).run_now
+
+
+def test_reasons_shown_to_users_are_portuguese():
+    cycle = at("2026-09-01T00:00:00")
+    failed = [Attempt(cycle, at("2026-09-01T00:00:00"), False)]
+    assert decide(at("2026-09-01T00:00:00"), []).message == (
+        "Execução agendada do ciclo de 01/09/2026: captura e materialização do período mais recente.")
+    assert decide(at("2026-09-02T00:00:00"), failed).message == (
+        "Repetição diária do ciclo de 01/09/2026: a última tentativa (01/09/2026 00:00) não teve sucesso.")
+    assert decide(at("2026-09-01T15:00:00"), failed).message == (
+        "Nada a fazer agora: a última tentativa do ciclo de 01/09/2026 não teve sucesso. "
+        "Nova tentativa (repetição diária) em 02/09/2026 00:00 (horário de Brasília).")
+    done = failed + [Attempt(cycle, at("2026-09-02T00:00:00"), True)]
+    assert decide(at("2026-09-03T00:00:00"), done).message == (
+        "Nada a fazer hoje: o ciclo de 01/09/2026 já foi concluído com sucesso. "
+        "Próxima execução agendada: 01/01/2027 00:00 (horário de Brasília).")
+
+
+# -- the local runner's loop, with a scripted run ------------------------------------------------
 
 class FakeClock:
     def __init__(self, start):
         self.current = start
-        self.slept = 0.0
+        self.sleeps = []
 
     def now(self):
         return self.current
 
     def sleep(self, seconds):
-        self.slept += seconds
+        self.sleeps.append(seconds)
         self.current = self.current + timedelta(seconds=seconds)
 
 
-class ScriptedAttempt:
-    """Fails the first ``failures`` attempts, then succeeds; records when it ran."""
+class ScriptedRun:
+    """Stands for one run of the pipeline flow: returns the scripted states (or raises)."""
 
-    def __init__(self, clock, failures):
-        self.clock, self.failures, self.calls = clock, failures, []
+    def __init__(self, clock, outcomes):
+        self.clock, self.outcomes, self.calls = clock, list(outcomes), []
 
-    def __call__(self, attempt_id):
-        self.calls.append(self.clock.now())
-        if len(self.calls) <= self.failures:
-            return False, "portal fora do ar (HTTP 503)"
-        return True, "período capturado e materializado"
-
-
-def scheduler_runs(db):
-    return query(db, "SELECT parametros->>'tipo', estado_final, iniciado_em FROM logs.execucoes "
-                     "WHERE nome_flow = 'adm_cgu_terceirizados__agendador' ORDER BY iniciado_em")
+    def __call__(self, scheduled_time, manual=False):
+        self.calls.append((self.clock.now().format("MM-DD HH:mm:ss"), scheduled_time.format("MM-DD HH:mm"), manual))
+        outcome = self.outcomes.pop(0) if self.outcomes else Skipped("Nada a fazer hoje.")
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome, f"execucao-{len(self.calls)}"
 
 
-def test_failure_then_daily_retries_until_success(db, settings, caplog):
-    clock = FakeClock(at("2026-09-01T00:00:00"))
-    attempt = ScriptedAttempt(clock, failures=2)
-    scheduler = Scheduler(clock, PostgresAttemptStore(settings), attempt, max_sleep_seconds=6 * 3600)
+def decision_failed():
+    """The final state of a run whose decision task could not reach PostgreSQL."""
+    return Failed("Não foi possível decidir: PostgreSQL fora do ar.",
+                  result={pipeline_flow.get_tasks(name="decide_scheduled_run")[0]: Failed("fora do ar")})
+
+
+def test_local_runner_runs_at_start_up_and_at_every_midnight(caplog):
+    clock = FakeClock(at("2026-05-01T10:30:00"))
+    run = ScriptedRun(clock, [Success("Período 2024-05 capturado e materializado.")])
     with caplog.at_level("INFO", logger="agendador"):
-        scheduler.run_forever(stop=lambda: clock.now() >= at("2026-12-31T00:00:00"))
-    assert [c.format("YYYY-MM-DD HH:mm") for c in attempt.calls] == [
-        "2026-09-01 00:00", "2026-09-02 00:00", "2026-09-03 00:00"]
-    runs = scheduler_runs(db)
-    assert [(kind, state) for kind, state, _ in runs] == [
-        ("agendada", "Failed"), ("repeticao", "Failed"), ("repeticao", "Success")]
-    messages = caplog.text
-    assert "Nova tentativa agendada para 02/09/2026" in messages
-    assert "concluída com sucesso (repetição bem-sucedida). Próxima execução agendada: 01/01/2027" in messages
-    assert messages.count("Ciclo de 01/09/2026 concluído com sucesso") == 1  # logged once, not at every wake-up
+        LocalScheduler(clock, run, tick_seconds=3600).run_forever(stop=lambda: clock.now() >= at("2026-05-04T12:00"))
+    assert run.calls == [("05-01 10:30:00", "05-01 10:30", False), ("05-02 00:00:00", "05-02 00:00", False),
+                         ("05-03 00:00:00", "05-03 00:00", False), ("05-04 00:00:00", "05-04 00:00", False)]
+    assert max(clock.sleeps) == 3600  # never sleeps past a tick
+    assert "concluída com sucesso: Período 2024-05 capturado e materializado." in caplog.text
+    assert caplog.text.count("Nada a fazer hoje.") == 3
 
 
-def test_restart_in_the_middle_of_a_retry_series(db, settings):
-    first_clock = FakeClock(at("2026-05-01T00:00:00"))
-    first = ScriptedAttempt(first_clock, failures=10)
-    Scheduler(first_clock, PostgresAttemptStore(settings), first).run_forever(
-        stop=lambda: first_clock.now() >= at("2026-05-02T12:00:00"))
-    assert len(first.calls) == 2  # 05-01 and the retry on 05-02, then the process "dies"
+def test_local_runner_retries_a_failed_decision_at_the_next_tick_and_never_dies(caplog):
+    """A run that could not decide (or crashed, or whose log upload failed) is logged and
+    repeated at the next tick, for the same scheduled time; only a signal stops the loop."""
+    clock = FakeClock(at("2026-09-01T00:00:00"))
+    run = ScriptedRun(clock, [decision_failed(), RuntimeError("conexão recusada"), decision_failed(),
+                              Success("Período 2024-05 capturado e materializado.")])
 
-    second_clock = FakeClock(at("2026-05-02T18:00:00"))  # a new process, a few hours later
-    second = ScriptedAttempt(second_clock, failures=0)
-    restarted = Scheduler(second_clock, PostgresAttemptStore(settings), second)
-    decision = restarted.step()
-    assert (decision.reason, decision.wake_at) == ("aguardando_repeticao", at("2026-05-03T00:00:00"))
-    restarted.run_forever(stop=lambda: second_clock.now() >= at("2026-06-01T00:00:00"))
-    assert [c.format("YYYY-MM-DD HH:mm") for c in second.calls] == ["2026-05-03 00:00"]
-    assert [state for _, state, _ in scheduler_runs(db)] == ["Failed", "Failed", "Success"]
+    def failing_upload():
+        raise ConnectionError("PostgreSQL fora do ar")
 
-
-def test_crashing_attempt_counts_as_failure(db, settings):
-    clock = FakeClock(at("2027-01-01T00:00:00"))
-
-    def crash(_attempt_id):
-        raise RuntimeError("sem rede")
-
-    Scheduler(clock, PostgresAttemptStore(settings), crash).step()
-    [(kind, state, _)] = scheduler_runs(db)
-    assert (kind, state) == ("agendada", "Failed")
-    assert query(db, "SELECT mensagem FROM logs.execucoes WHERE nome_flow = 'adm_cgu_terceirizados__agendador'") \
-        == [("RuntimeError: sem rede",)]
+    scheduler = LocalScheduler(clock, run, tick_seconds=60, after_run=failing_upload)
+    with caplog.at_level("INFO", logger="agendador"):
+        scheduler.run_forever(stop=lambda: clock.now() >= at("2026-09-01T00:10:00"))
+    assert run.calls == [("09-01 00:00:00", "09-01 00:00", False), ("09-01 00:01:00", "09-01 00:00", False),
+                         ("09-01 00:02:00", "09-01 00:00", False), ("09-01 00:03:00", "09-01 00:00", False)]
+    assert caplog.text.count("Nova tentativa em 60 s") == 3
+    assert "RuntimeError: conexão recusada" in caplog.text
+    assert caplog.text.count("Não foi possível carregar os registros do agendador no PostgreSQL") == 4
 
 
-def test_attempt_does_not_capture_twice(db, fresh_portal, monkeypatch):
-    monkeypatch.setenv("CGU_TERCEIRIZADOS_URL", fresh_portal.page_url)
-    settings = load_settings()
-    first = run_scheduled_pipeline(settings, "tentativa-1")
-    assert first == (True, "Período 2024-05 capturado e materializado.")
-    captures = query(db, "SELECT count(*) FROM logs.execucoes WHERE nome_flow = %s", (capture_flow.name,))
-    second = run_scheduled_pipeline(settings, "tentativa-2")
-    assert second == (True, "Período mais recente (2024-05) já capturado e materializado: nada a fazer.")
-    assert query(db, "SELECT count(*) FROM logs.execucoes WHERE nome_flow = %s", (capture_flow.name,)) == captures
-    assert query(db, "SELECT count(*) FROM staging.transformed") == [
-        (fresh_portal.portal.expectations["2024-05"].loaded_rows,)]
+def test_local_runner_does_not_repeat_a_failed_attempt_before_the_next_day():
+    """A failed capture is a decision taken: the retry is the next daily run, not the next tick."""
+    clock = FakeClock(at("2026-09-01T00:00:00"))
+    failed_attempt = Failed("download_cgu_terceirizados_data: HTTP 404",
+                            result={pipeline_flow.get_tasks(name="decide_scheduled_run")[0]: Success()})
+    run = ScriptedRun(clock, [failed_attempt])
+    LocalScheduler(clock, run, tick_seconds=60).run_forever(stop=lambda: clock.now() >= at("2026-09-02T00:00:30"))
+    assert [scheduled for _, scheduled, _ in run.calls] == ["09-01 00:00", "09-02 00:00"]
 
 
-def test_manual_attempt_counts_for_the_cycle(db, settings):
+def test_a_late_run_decides_for_the_latest_scheduled_time():
+    """Asleep (or without PostgreSQL) for days: one run, for the latest midnight, not one per missed day."""
+    clock = FakeClock(at("2026-09-01T00:00:00"))
+    run = ScriptedRun(clock, [decision_failed()])
+    scheduler = LocalScheduler(clock, run, tick_seconds=3 * 86400)
+    scheduler.run_forever(stop=lambda: len(run.calls) >= 2)
+    assert run.calls == [("09-01 00:00:00", "09-01 00:00", False), ("09-04 00:00:00", "09-04 00:00", False)]
+
+
+def test_now_and_once():
     clock = FakeClock(at("2026-11-28T15:00:00"))
-    failing = Scheduler(clock, PostgresAttemptStore(settings), ScriptedAttempt(clock, failures=1))
-    assert failing.run_now() is False
-    decision = failing.step()  # the manual failure starts the daily retries of the September cycle
-    assert (decision.reason, decision.wake_at) == ("aguardando_repeticao", at("2026-11-29T15:00:00"))
-    assert [(kind, state) for kind, state, _ in scheduler_runs(db)] == [("manual", "Failed")]
+    run = ScriptedRun(clock, [Failed("download_cgu_terceirizados_data: HTTP 404"), Skipped("Nada a fazer agora.")])
+    scheduler = LocalScheduler(clock, run)
+    assert scheduler.run_now() is False
+    assert scheduler.step().is_skipped()
+    assert run.calls == [("11-28 15:00:00", "11-28 15:00", True), ("11-28 15:00:00", "11-28 15:00", False)]
+
+
+def test_the_decision_lock_is_its_own():
+    """The lock that serialises decisions must not be one the loads or the DDL take."""
+    from pipelines.constants import SCHEDULER_LOCK_KEY
+
+    others = {value for name, value in vars(database).items() if name.endswith("_LOCK_KEY")}
+    assert others and SCHEDULER_LOCK_KEY not in others
