@@ -4,6 +4,7 @@ Prefect tasks (``pipelines.tasks``) are thin wrappers around these."""
 from __future__ import annotations
 
 import logging
+import socket
 from pathlib import Path
 
 from pipelines import database, storage
@@ -70,6 +71,7 @@ def load_parsed(settings: Settings, csv_file: Path, parsed: ParsedFile, download
         notes="; ".join(parsed.notes) or None,
         captured_at=downloaded.downloaded_at,
         run_id=run_id,
+        files_host=socket.gethostname(),
     )
     if record.loaded_rows + record.quarantined_rows != record.data_rows:  # guarded by the parser too
         raise RuntimeError(f"Reconciliação falhou para {published.label}: {record}")

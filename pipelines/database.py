@@ -149,6 +149,8 @@ DDL = [
     sql.SQL("CREATE INDEX IF NOT EXISTS registros_id_execucao_idx ON {} (id_execucao)").format(LOG_RECORDS),
     # Where a run runs, to tell a live run from one whose process died (see mark_interrupted_runs).
     sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS host text").format(RUNS),
+    # Which machine saved a period's raw file and CSV (a Dask worker's, on a cluster).
+    sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS host_arquivos text").format(CAPTURES),
     sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS pid integer").format(RUNS),
 ]
 
@@ -163,6 +165,7 @@ REQUIRED_RELATIONS = (
 REQUIRED_COLUMNS = (
     (c.RAW_SCHEMA, c.CAPTURES_TABLE, "tentativa_id_execucao"),
     (c.LOGS_SCHEMA, c.RUNS_TABLE, "pid"),
+    (c.RAW_SCHEMA, c.CAPTURES_TABLE, "host_arquivos"),
 )
 
 # Advisory lock keys (arbitrary constants). DDL: serialises schema changes. LOAD: one
@@ -425,6 +428,7 @@ class CaptureRecord:
     notes: str | None
     captured_at: datetime
     run_id: str | None
+    files_host: str | None = None
 
 
 
@@ -511,7 +515,7 @@ def record_refused_capture(settings: Settings, record: CaptureRecord, reason: st
 CAPTURE_COLUMNS = (
     "periodo", "arquivo_origem", "url_origem", "formato", "codificacao", "sha256_arquivo", "etag", "last_modified",
     "tamanho_bytes", "linhas_arquivo", "linhas_carregadas", "linhas_reparadas", "linhas_quarentena",
-    "observacoes", "capturado_em", "id_execucao",
+    "observacoes", "capturado_em", "id_execucao", "host_arquivos",
 )
 
 
@@ -777,3 +781,33 @@ def insert_log_records(settings: Settings, records: list[dict], wait_seconds: fl
                 records=LOG_RECORDS))
             return cursor.rowcount
     return len(records)
+
+
+class LogSink:
+    """Appends log rows to ``logs.registros`` over one kept connection (reopened after an
+    error): what a task running on another process or machine sends its records through."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.conn = None
+
+    def __call__(self, records: list[dict]) -> None:
+        for attempt in (1, 2):
+            try:
+                if self.conn is None or self.conn.closed:
+                    self.conn = connect(self.settings)
+                    self.conn.autocommit = True
+                with self.conn.cursor() as cursor:
+                    execute_values(cursor, sql.SQL(
+                        "INSERT INTO {} (nome_flow, id_execucao, registrado_em, nivel, nome_task, logger, mensagem) "
+                        "VALUES %s").format(LOG_RECORDS).as_string(self.conn),
+                        [(r["nome_flow"], r["id_execucao"], r["registrado_em"], r["nivel"], r.get("nome_task"),
+                          r["logger"], r["mensagem"]) for r in records])
+                return
+            except psycopg2.Error:
+                self.conn = None
+                if attempt == 2:
+                    raise
+
+    def __reduce__(self):  # a sink travels without its connection
+        return (LogSink, (self.settings,))

@@ -25,6 +25,22 @@ def current_task_name() -> str | None:
     return prefect.context.get("task_full_name") or prefect.context.get("task_name")
 
 
+def structured(record: logging.LogRecord, flow_name: str, run_id: str) -> dict:
+    """A log record as one row of ``logs.registros``."""
+    message = record.getMessage()
+    if record.exc_info:
+        message = f"{message}\n{logging.Formatter().formatException(record.exc_info)}"
+    return {
+        "nome_flow": flow_name,
+        "id_execucao": run_id,
+        "registrado_em": datetime.fromtimestamp(record.created, timezone.utc).isoformat(),
+        "nivel": record.levelname,
+        "nome_task": getattr(record, "nome_task", None) or current_task_name(),
+        "logger": record.name,
+        "mensagem": message,
+    }
+
+
 class FlowLogHandler(logging.Handler):
     """Writes every record to the flow's text file and to its structured JSON-lines file."""
 
@@ -38,29 +54,49 @@ class FlowLogHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            message = record.getMessage()
-            if record.exc_info:
-                message = f"{message}\n{logging.Formatter().formatException(record.exc_info)}"
-            structured = {
-                "nome_flow": self.flow_name,
-                "id_execucao": self.run_id,
-                "registrado_em": datetime.fromtimestamp(record.created, timezone.utc).isoformat(),
-                "nivel": record.levelname,
-                "nome_task": getattr(record, "nome_task", None) or current_task_name(),
-                "logger": record.name,
-                "mensagem": message,
-            }
+            row = structured(record, self.flow_name, self.run_id)
             text = self.format(record)
             with self.text_path.open("a", encoding="utf-8") as handle:
                 handle.write(text + "\n")
             with self.jsonl_path.open("a", encoding="utf-8") as handle:
-                handle.write(json.dumps(structured, ensure_ascii=False) + "\n")
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
         except OSError as exc:  # disk full, read-only: counted, and the run cannot end as Success
             self.failures += 1
             self.last_error = exc
             _FAILURES[self.run_id] = (_FAILURES.get(self.run_id, (0, exc))[0] + 1, exc)
         except Exception:  # a logging failure must never break the flow
             self.handleError(record)
+
+
+class DatabaseLogHandler(logging.Handler):
+    """Sends every record straight to ``logs.registros`` through ``sink`` (a callable that
+    appends rows): used by tasks running in another process than the flow's, such as Dask
+    workers on other machines, whose files the flow would never read."""
+
+    def __init__(self, sink, flow_name: str, run_id: str):
+        super().__init__(level=logging.INFO)
+        self.sink, self.flow_name, self.run_id = sink, flow_name, run_id
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.sink([structured(record, self.flow_name, self.run_id)])
+        except Exception:  # a logging failure must never break the task; the flow's file still has its own
+            self.handleError(record)
+
+
+def attach_database_handler(sink, flow_name: str, run_id: str,
+                            loggers: tuple[str, ...] = CAPTURED_LOGGERS) -> None:
+    """Route this process's loggers to the database for the run (idempotent)."""
+    for name in loggers:
+        target = logging.getLogger(name)
+        current = [h for h in target.handlers if isinstance(h, DatabaseLogHandler)]
+        if any(h.run_id == run_id for h in current):
+            continue
+        for old in current:
+            target.removeHandler(old)
+        target.addHandler(DatabaseLogHandler(sink, flow_name, run_id))
+        if target.level == logging.NOTSET or target.level > logging.INFO:
+            target.setLevel(logging.INFO)
 
 
 # run id -> (records that could not be written, last error), for this process
@@ -135,8 +171,18 @@ def setup_log_file(log_dir: Path, flow_name: str, run_id: str, loggers: tuple[st
         except OSError as exc:
             raise storage_error("LOG_DIR", path, exc) from exc
     text_path = attach_handler(log_dir, flow_name, run_id, loggers)
-    logging.getLogger(loggers[-1]).info("Configuração do arquivo de log %s realizada com sucesso.", text_path)
     return text_path
+
+
+def check_writable(log_dir: Path, flow_name: str, run_id: str) -> None:
+    """Fail, naming LOG_DIR and the path, when the run's log files cannot be written."""
+    for path in log_paths(log_dir, flow_name, run_id):
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("a", encoding="utf-8"):
+                pass
+        except OSError as exc:
+            raise storage_error("LOG_DIR", path, exc) from exc
 
 
 def read_records(log_dir: Path, flow_name: str, run_id: str) -> list[dict]:

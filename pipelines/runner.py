@@ -10,7 +10,7 @@ from pipelines import database
 from pipelines.errors import ConfigError, DatabaseUnavailableError
 from pipelines.executors import parallel_executor
 from pipelines.settings import Settings, load_settings
-from pipelines.tasks import configure_retries, failure_causes
+from pipelines.tasks import SETTINGS_KEY, configure_retries, failure_causes
 
 
 def prepare() -> Settings:
@@ -35,13 +35,20 @@ def execute(flow, settings: Settings, parameters: dict | None = None, executor=N
     configure_retries(flow, settings)
     run_id = str(uuid.uuid4())
     options = {"executor": executor} if executor is not None else {}
-    return flow.run(parameters=parameters or {}, context={"flow_run_id": run_id}, **options), run_id
+    # the settings travel with the flow run to every task, on any process or machine
+    context = {"flow_run_id": run_id, SETTINGS_KEY: settings}
+    return flow.run(parameters=parameters or {}, context=context, **options), run_id
 
 
 def run_flow(flow, parameters: dict | None = None, parallel: bool = False) -> int:
     """Run ``flow`` locally (``parallel``: on the Dask executor); 0 when it succeeded, 1 when it failed."""
     settings = prepare()
-    state, run_id = execute(flow, settings, parameters, parallel_executor(settings) if parallel else None)
+    try:
+        executor = parallel_executor(settings) if parallel else None
+    except ConfigError as exc:
+        print(f"Erro de configuração: {exc}", file=sys.stderr)
+        return 2
+    state, run_id = execute(flow, settings, parameters, executor)
     if state.is_successful():
         print(f"Flow {flow.name} concluído com sucesso (execução {run_id}).")
         return 0

@@ -7,7 +7,7 @@ PostgreSQL. A bad value fails fast with a message that names the variable.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -27,7 +27,7 @@ class Settings:
     postgres_host: str
     postgres_port: int
     postgres_user: str
-    postgres_password: str
+    postgres_password: str = field(repr=False)
     postgres_db: str
     portal_url: str
     data_dir: Path

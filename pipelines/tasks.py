@@ -4,6 +4,8 @@ to the plain functions of the other modules."""
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -48,14 +50,40 @@ def current_run_id() -> str:
     return run_id
 
 
+# Context keys set where the flow starts (runner.execute, or record_run for a flow run by a
+# Prefect agent) and shipped by Prefect with every task, to any process or machine.
+SETTINGS_KEY = "pipeline_settings"
+FLOW_PROCESS_KEY = "pipeline_flow_process"
+
+
+def this_process() -> tuple[str, int]:
+    return socket.gethostname(), os.getpid()
+
+
 def task_settings() -> Settings:
-    """Settings for a task, with this process's loggers routed into the flow's log file
-    (tasks may run in Dask worker processes)."""
-    settings = load_settings()
+    """The flow's settings, resolved once where the flow started: a task on a Dask worker
+    (another process, another machine) never reads its own environment or ``.env``.
+
+    Also routes this process's loggers: in the flow's process into the flow's log file; in
+    any other process straight into ``logs.registros`` (and, on the flow's machine, into the
+    same file too, so the text log stays complete)."""
+    settings = prefect.context.get(SETTINGS_KEY) or load_settings()
     flow_name, run_id = prefect.context.get("flow_name"), prefect.context.get("flow_run_id")
     if flow_name and run_id:
-        logs.attach_handler(settings.log_dir, flow_name, run_id)
+        origin = prefect.context.get(FLOW_PROCESS_KEY)
+        here = this_process()
+        if origin is None or tuple(origin) == here or origin[0] == here[0]:
+            logs.attach_handler(settings.log_dir, flow_name, run_id)
+        if origin is not None and tuple(origin) != here:
+            logs.attach_database_handler(database.LogSink(settings), flow_name, run_id)
     return settings
+
+
+def where_this_runs() -> str:
+    """' (máquina X)' when a task runs on another machine than the flow, else ''."""
+    origin = prefect.context.get(FLOW_PROCESS_KEY)
+    host = socket.gethostname()
+    return f" (máquina {host})" if origin is not None and origin[0] != host else ""
 
 
 # -- flow state handler: the runs table -------------------------------------------------
@@ -83,6 +111,12 @@ def record_run(flow, old_state, new_state):
         run_id = current_run_id()
         now = datetime.now(timezone.utc)
         if new_state.is_running():
+            settings = prefect.context.get(SETTINGS_KEY) or settings
+            prefect.context.update(**{SETTINGS_KEY: settings, FLOW_PROCESS_KEY: this_process()})
+            try:
+                logs.setup_log_file(settings.log_dir, flow.name, run_id)
+            except StorageError as exc:  # the set-up task fails the run with this message
+                logger.error("%s", exc)
             database.ensure_schema(settings)
             try:
                 recovery.recover_runs(settings)
@@ -90,10 +124,26 @@ def record_run(flow, old_state, new_state):
                 logger.warning("Não foi possível verificar execuções interrompidas: %s", exc)
             database.start_run(settings, run_id, flow.name, now, dict(prefect.context.get("parameters") or {}))
         elif new_state.is_finished():
+            settings = prefect.context.get(SETTINGS_KEY) or settings
+            lost, error = logs.write_failures(run_id)
+            if lost and not new_state.is_failed():
+                new_state = Failed(message=f"{lost} registro(s) de log da execução não puderam ser gravados: "
+                                           f"{storage_error('LOG_DIR', settings.log_dir, error)}",
+                                   result=new_state.result)
             database.finish_run(settings, run_id, type(new_state).__name__, run_message(new_state), now)
+            upload_flow_log(settings, flow.name, run_id)
     except Exception as exc:  # never turn a good run into a crash because of bookkeeping
         logger.error("Falha ao registrar a execução no PostgreSQL: %s", exc)
     return new_state
+
+
+def upload_flow_log(settings: Settings, flow_name: str, run_id: str) -> None:
+    """The flow process's last records (those after the upload task, or all of them when the
+    upload task ran on a worker that cannot read this machine's LOG_DIR)."""
+    records = logs.read_records(settings.log_dir, flow_name, run_id)
+    if records:
+        database.insert_log_records(settings, records, wait_seconds=LOG_UPLOAD_WAIT_SECONDS, replace=False)
+    logs.discard(settings.log_dir, flow_name, run_id)
 
 
 def exponential_backoff(task, old_state, new_state):
@@ -113,10 +163,14 @@ def exponential_backoff(task, old_state, new_state):
 
 @task(name="setup_log_file")
 def setup_log_file(flow_name: str) -> str:
-    settings = load_settings()  # set-up clears the log file: do not attach before it
-    run_id = current_run_id()
-    logs.setup_log_file(settings.log_dir, flow_name, run_id)  # schema ensured by record_run at start
-    return run_id
+    """The flow's log file is cleared and configured where the flow runs (``record_run``);
+    this first task routes its own process into it and says where it is."""
+    settings = task_settings()
+    text_path, _ = logs.log_paths(settings.log_dir, flow_name, current_run_id())
+    if not where_this_runs():  # on the flow's machine: a LOG_DIR that cannot be written fails here
+        logs.check_writable(settings.log_dir, flow_name, current_run_id())
+    logger.info("Configuração do arquivo de log %s realizada com sucesso.", text_path)
+    return current_run_id()
 
 
 @task(name="discover_published_files", max_retries=3, retry_delay=DEFAULT_RETRY_DELAY,
@@ -205,7 +259,14 @@ def record_materialized_rows(model: str) -> int:
       retry_on={TransientDownloadError}, state_handlers=[exponential_backoff])
 def capture_period(published: PublishedFile, force: bool = False) -> dict:
     """One period of the historic capture (mapped): download, parse, save and load it."""
-    return capture.capture_period(task_settings(), published, force, current_run_id())
+    settings = task_settings()
+    try:
+        return capture.capture_period(settings, published, force, current_run_id())
+    except PipelineError as exc:
+        where = where_this_runs()
+        if where and where not in str(exc):
+            raise type(exc)(f"{exc}{where}") from exc
+        raise
 
 
 @task(name="summarize_historic_capture", trigger=always_run)
@@ -231,7 +292,8 @@ def upload_logs_to_database(flow_name: str) -> int:
     logger.info("Carregando os registros de log da execução %s no PostgreSQL.", run_id)
     records = logs.read_records(settings.log_dir, flow_name, run_id)
     try:
-        count = database.insert_log_records(settings, records, wait_seconds=LOG_UPLOAD_WAIT_SECONDS)
+        count = database.insert_log_records(settings, records, wait_seconds=LOG_UPLOAD_WAIT_SECONDS,
+                                            replace=False)
     except DatabaseUnavailableError as exc:
         raise DatabaseUnavailableError(
             f"{exc} Os registros de log ficam em {logs.pending_path(settings.log_dir, flow_name, run_id)} e serão "
