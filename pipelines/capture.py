@@ -8,30 +8,37 @@ import socket
 from pathlib import Path
 
 from pipelines import database, storage
-from pipelines.download import DownloadedFile, download_file, fetch_page
+from pipelines.download import DownloadedFile, HttpLimits, download_file, fetch_page
 from pipelines.errors import CaptureRefusedError, TransientDownloadError
 from pipelines.parse import ParsedFile, parse_file
-from pipelines.portal import PublishedFile, parse_portal_page
+from pipelines.portal import PortalListing, PublishedFile, parse_portal_page
 from pipelines.sample_portal import SAMPLE_OPTION
 from pipelines.settings import Settings
 
 logger = logging.getLogger("pipelines.capture")
 
 
-def discover_published_files(settings: Settings, url: str | None = None) -> list[PublishedFile]:
+def discover_published_files(settings: Settings, url: str | None = None,
+                             allow_unplaced: bool = False) -> PortalListing:
+    """The page's files, newest first. A link the page does not place in a period fails
+    the discovery (the newest period is then unknown) unless ``allow_unplaced``: the
+    historic capture loads the others and reports them in ``.unplaced``."""
     page_url = url or settings.portal_url
     try:
-        html = fetch_page(page_url, settings.http_timeout_seconds)
+        html = fetch_page(page_url, HttpLimits.from_settings(settings))
     except TransientDownloadError as exc:
         raise TransientDownloadError(
             f"{exc} Sem acesso ao portal da CGU? Para testar sem internet, rode com {SAMPLE_OPTION} "
             "(portal de exemplo do repositório, dados sintéticos)."
         ) from exc
-    files = parse_portal_page(html, page_url)
+    files = parse_portal_page(html, page_url, allowed_hosts=settings.portal_allowed_hosts)
     logger.info(
         "%d links para dados brutos capturados do portal de Dados Abertos da Controladoria Geral da União "
-        "(mais recente: %s, mais antigo: %s).", len(files), files[0].label, files[-1].label,
+        "(mais recente: %s, mais antigo: %s; %d link(s) não usado(s)).", len(files), files[0].label, files[-1].label,
+        len(files.unplaced),
     )
+    if not allow_unplaced:
+        files.require_all_placed()
     return files
 
 
@@ -129,7 +136,7 @@ def capture_period(settings: Settings, published: PublishedFile, force: bool, ru
     # conditional request only for the same file: a renamed file must be downloaded
     same_file = previous is not None and previous["url"] == published.url
     downloaded = download_file(
-        published, settings.http_timeout_seconds,
+        published, HttpLimits.from_settings(settings),
         etag=previous["etag"] if same_file else None,
         last_modified=previous["last_modified"] if same_file else None,
     )

@@ -27,27 +27,26 @@ def source_fingerprint() -> str:
     return digest.hexdigest()
 
 
-def _worker_fingerprint() -> str:
-    """Run on each worker: the project's fingerprint there, or why it cannot be imported."""
-    try:
-        from pipelines.executors import source_fingerprint as remote
-    except Exception as exc:  # reported by check_cluster
-        return f"erro: {type(exc).__name__}: {exc}"
-    return remote()
-
-
 def check_cluster(settings: Settings, timeout: float = 30) -> None:
     """Fail clearly when the cluster cannot run the flow: no answer, workers without the
     project, or with another version of it. The workers need the project installed and
     nothing else: the flow sends them its settings."""
     import distributed
 
+    def worker_fingerprint() -> str:
+        """Run on each worker (sent by value, so it works where the project is missing)."""
+        try:
+            from pipelines.executors import source_fingerprint as remote
+        except Exception as exc:  # reported below
+            return f"erro: {type(exc).__name__}: {exc}"
+        return remote()
+
     address = settings.dask_scheduler_address
     try:
         with distributed.Client(address, timeout=timeout) as client:
             if not client.scheduler_info().get("workers"):
                 client.wait_for_workers(1, timeout=timeout)
-            answers = client.run(_worker_fingerprint)
+            answers = client.run(worker_fingerprint)
     except (OSError, TimeoutError, distributed.TimeoutError) as exc:
         raise ConfigError(f"O cluster Dask em DASK_SCHEDULER_ADDRESS={address} não respondeu (ou não tem "
                           f"workers) em {timeout:g} s: {exc}") from exc

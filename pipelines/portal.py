@@ -1,16 +1,24 @@
-"""CGU page HTML -> the list of published files, newest first.
+"""CGU page HTML -> the list of published files, newest first, and the links that could
+not be placed.
 
 The page lists each year as an ``<h3>`` followed by a ``<ul>`` of links
 (``a.internal-link``) whose text is the month and whose href is the file.
 Real-page noise handled here: unrelated links (the data dictionary PDF),
 an empty ``<h3>`` before one year's list, relative hrefs and the same period
 linked twice.
+
+A link whose text names a month is never guessed into a period: when its heading
+is not one year, its period is implausible (in the future, or before the first
+publication), it is not a CSV/XLSX, or its address is unsafe (another host than
+the page's or PORTAL_ALLOWED_HOSTS, a scheme other than http/https, control
+characters), it is reported as *unplaced* and never downloaded.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import PurePosixPath
@@ -25,6 +33,17 @@ logger = logging.getLogger("pipelines.portal")
 
 YEAR_PATTERN = re.compile(r"\b(20\d{2})\b")
 FILE_PERIOD_PATTERN = re.compile(r"(20\d{2})(0[1-9]|1[0-2])")
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+ALLOWED_SCHEMES = ("http", "https")
+# The first period the CGU published on the page (terceirizados-201901_1.csv).
+FIRST_PUBLISHED_PERIOD = date(2019, 1, 1)
+# Unplaced links named in one error message (every one is logged).
+MAX_NAMED_LINKS = 10
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters escaped (``\\x00``): safe in logs and in PostgreSQL."""
+    return CONTROL_CHARACTERS.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
 
 
 @dataclass(frozen=True)
@@ -49,6 +68,55 @@ class PublishedFile:
         return PurePosixPath(unquote(urlparse(self.url).path)).name
 
 
+@dataclass(frozen=True)
+class UnplacedLink:
+    """A month link of the page that was not placed in any period, and why (in Portuguese)."""
+
+    heading: str | None  # text of the <h3> the link is under (None: no heading above it)
+    text: str
+    url: str
+    reason: str
+
+    def describe(self) -> str:
+        return f"{self.reason} (link '{printable(self.text)}' para {printable(self.url)})"
+
+
+def describe_unplaced(unplaced: list[UnplacedLink], limit: int = MAX_NAMED_LINKS) -> str:
+    """The first ``limit`` unplaced links, described, and how many more there are."""
+    text = "; ".join(link.describe() for link in unplaced[:limit])
+    if len(unplaced) > limit:
+        text += f"; e mais {len(unplaced) - limit} link(s)"
+    return text
+
+
+class PortalListing(list):
+    """The placed files, newest first (the list itself: ``listing[0]`` is the newest),
+    plus ``unplaced``: the page's month links that could not be placed in a period.
+
+    A list so that code that maps over or indexes the files keeps working; its
+    attributes survive pickling (Dask workers)."""
+
+    def __init__(self, files: Iterable[PublishedFile] = (), unplaced: Iterable[UnplacedLink] = (),
+                 page_url: str = ""):
+        super().__init__(files)
+        self.unplaced = list(unplaced)
+        self.page_url = page_url
+
+    @property
+    def files(self) -> list[PublishedFile]:
+        return list(self)
+
+    def require_all_placed(self) -> None:
+        """Raise ``PortalStructureError`` naming the unplaced links, if any: with a link of
+        unknown period on the page, the newest period is unknown too."""
+        if self.unplaced:
+            raise PortalStructureError(
+                f"A estrutura da página mudou: {describe_unplaced(self.unplaced)}. Nenhum período foi carregado: "
+                f"com links sem período definido em {self.page_url}, não é possível saber qual é o período mais "
+                "recente."
+            )
+
+
 def _month_of(text: str) -> int | None:
     """The month named in a link text ("Maio", " maio ", "Maio de 2024")."""
     for word in re.split(r"[^a-z]+", normalise_text(text)):
@@ -62,21 +130,69 @@ def _file_format(url: str) -> str | None:
     return suffix if suffix in DATA_FORMATS else None
 
 
-def _year_of(link) -> int | None:
-    """Year of the nearest preceding ``<h3>`` that names a year (empty headings are skipped)."""
+def _heading_of(link) -> str | None:
+    """Text of the nearest preceding non-blank ``<h3>`` (blank headings are skipped)."""
     for heading in link.find_all_previous("h3"):
-        match = YEAR_PATTERN.search(heading.get_text(" ", strip=True))
-        if match:
-            return int(match.group(1))
+        text = heading.get_text(" ", strip=True)
+        if text:
+            return text
     return None
 
 
-def parse_portal_page(html: str, page_url: str) -> list[PublishedFile]:
-    """Return the unique published periods, newest first.
+def _year_problem(heading: str | None) -> tuple[int | None, str | None]:
+    """(year, None) when the heading names one year, else (None, why not)."""
+    if heading is None:
+        return None, "o link não está abaixo de nenhum título <h3> de ano"
+    years = set(YEAR_PATTERN.findall(heading))
+    if len(years) == 1:
+        return int(years.pop()), None
+    if years:
+        return None, f"o título <h3> '{printable(heading)}' tem mais de um ano"
+    return None, f"o título <h3> '{printable(heading)}' não é um ano"
 
-    Raises ``PortalStructureError`` when the page has no year headings or no
-    data-file links: a changed page must never look like an empty success.
+
+def _address_problem(href: str, url: str, page_host: str, allowed_hosts: frozenset[str]) -> str | None:
+    """Why the link's address must not be downloaded, or None when it may."""
+    if CONTROL_CHARACTERS.search(href):
+        return "o endereço contém caracteres de controle (como o byte nulo)"
+    parsed = urlparse(url)
+    if parsed.scheme.lower() not in ALLOWED_SCHEMES:
+        return f"o esquema '{printable(parsed.scheme.lower())}:' não é permitido (só http e https)"
+    host = (parsed.hostname or "").lower()
+    if not host:
+        return "o endereço não tem host"
+    if host != page_host and host not in allowed_hosts:
+        return (f"o link aponta para o host '{printable(host)}', que não é o do portal ({page_host}) nem está em "
+                "PORTAL_ALLOWED_HOSTS")
+    name = unquote(parsed.path)
+    if CONTROL_CHARACTERS.search(name) or "\\" in name:
+        return "o nome do arquivo contém caracteres de controle (como o byte nulo) ou barra invertida"
+    return None
+
+
+def _period_problem(year: int, month: int, today: date) -> str | None:
+    period = date(year, month, 1)
+    label = f"{year}-{month:02d}"
+    if period > today.replace(day=1):
+        return f"o período {label} está no futuro (hoje é {today.isoformat()})"
+    if period < FIRST_PUBLISHED_PERIOD:
+        return f"o período {label} é anterior à primeira publicação do portal ({FIRST_PUBLISHED_PERIOD:%Y-%m})"
+    return None
+
+
+def parse_portal_page(html: str, page_url: str, allowed_hosts: Iterable[str] = (),
+                      today: date | None = None) -> PortalListing:
+    """Return the unique published periods, newest first, with the links that could not be placed.
+
+    ``allowed_hosts``: hosts besides the page's own whose links may be followed
+    (PORTAL_ALLOWED_HOSTS); ``today``: for the "period in the future" check (default:
+    the current date). Each unplaced link is logged as a warning. Raises
+    ``PortalStructureError`` when the page has no year headings or no placed data-file
+    link: a changed page must never look like an empty success.
     """
+    today = today or date.today()
+    page_host = (urlparse(page_url).hostname or "").lower()
+    extra_hosts = frozenset(host.lower() for host in allowed_hosts)
     soup = BeautifulSoup(html, "html.parser")
     year_headings = [h for h in soup.find_all("h3") if YEAR_PATTERN.search(h.get_text(" ", strip=True))]
     if not year_headings:
@@ -85,17 +201,28 @@ def parse_portal_page(html: str, page_url: str) -> list[PublishedFile]:
         )
 
     by_period: dict[tuple[int, int], PublishedFile] = {}
+    unplaced: list[UnplacedLink] = []
     for link in soup.select("ul a.internal-link[href]"):
-        month = _month_of(link.get_text(" ", strip=True))
-        url = urljoin(page_url, link["href"].strip())
-        file_format = _file_format(url)
-        if month is None or file_format is None:
-            logger.debug("Link ignorado (não é arquivo de dados mensal): %s", url)
+        text = link.get_text(" ", strip=True)
+        month = _month_of(text)
+        href = link["href"].strip()
+        if month is None:  # not a monthly file (the data dictionary, other pages)
+            logger.debug("Link ignorado (não é arquivo de dados mensal): %s", printable(href))
             continue
-        year = _year_of(link)
-        if year is None:
+        url = urljoin(page_url, href)
+        heading = _heading_of(link)
+        year, problem = _year_problem(heading)
+        problem = _address_problem(href, url, page_host, extra_hosts) or problem
+        if problem is None and _file_format(url) is None:
+            problem = "o link não aponta para um arquivo CSV ou XLSX"
+        if problem is None:
+            problem = _period_problem(year, month, today)
+        if problem is not None:
+            refused = UnplacedLink(heading=heading, text=text, url=url, reason=problem)
+            unplaced.append(refused)
+            logger.warning("Link da página não usado: %s.", refused.describe())
             continue
-        found = PublishedFile(year=year, month=month, url=url, format=file_format)
+        found = PublishedFile(year=year, month=month, url=url, format=_file_format(url))
         named = FILE_PERIOD_PATTERN.search(found.file_name)
         if named and (int(named.group(1)), int(named.group(2))) != (year, month):
             logger.warning("O arquivo %s está listado em %s na página; vale o período da página.",
@@ -110,7 +237,9 @@ def parse_portal_page(html: str, page_url: str) -> list[PublishedFile]:
             )
 
     if not by_period:
+        named = f" Links não usados: {describe_unplaced(unplaced)}." if unplaced else ""
         raise PortalStructureError(
-            f"A estrutura da página mudou: nenhum link de arquivo CSV/XLSX por mês encontrado em {page_url}."
+            f"A estrutura da página mudou: nenhum link de arquivo CSV/XLSX por mês encontrado em {page_url}.{named}"
         )
-    return sorted(by_period.values(), key=lambda f: (f.year, f.month), reverse=True)
+    files = sorted(by_period.values(), key=lambda f: (f.year, f.month), reverse=True)
+    return PortalListing(files, unplaced, page_url)

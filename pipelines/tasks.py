@@ -20,7 +20,7 @@ from prefect.triggers import always_run
 from pipelines import capture, database, logs, recovery, storage
 from pipelines.constants import SCHEDULED_TIME_KEY, SCHEDULER_LOCK_KEY, STAGING_SCHEMA
 from pipelines.dbt import run_dbt
-from pipelines.download import DownloadedFile, download_file
+from pipelines.download import DownloadedFile, HttpLimits, download_file
 from pipelines.errors import (
     DatabaseUnavailableError,
     PipelineError,
@@ -30,7 +30,7 @@ from pipelines.errors import (
     storage_error,
 )
 from pipelines.parse import ParsedFile
-from pipelines.portal import PublishedFile
+from pipelines.portal import PortalListing, PublishedFile, describe_unplaced
 from pipelines.schedules import TIMEZONE, PostgresAttemptStore, current_cycle, decide, format_date
 from pipelines.settings import Settings, load_settings
 
@@ -175,12 +175,15 @@ def setup_log_file(flow_name: str) -> str:
 
 @task(name="discover_published_files", max_retries=3, retry_delay=DEFAULT_RETRY_DELAY,
       retry_on={TransientDownloadError}, state_handlers=[exponential_backoff])
-def discover_published_files(url: str | None = None) -> list[PublishedFile]:
-    return capture.discover_published_files(task_settings(), url)
+def discover_published_files(url: str | None = None) -> PortalListing:
+    # unplaced links travel in ``.unplaced``: select_newest_period fails on them,
+    # the historic capture loads the other periods and names them in its summary
+    return capture.discover_published_files(task_settings(), url, allow_unplaced=True)
 
 
 @task(name="select_newest_period")
-def select_newest_period(files: list[PublishedFile]) -> PublishedFile:
+def select_newest_period(files: PortalListing) -> PublishedFile:
+    files.require_all_placed()  # a link of unknown period may be the newest one
     newest = files[0]
     logger.info("Período mais recente publicado: %s (%s).", newest.label, newest.url)
     return newest
@@ -189,7 +192,7 @@ def select_newest_period(files: list[PublishedFile]) -> PublishedFile:
 @task(name="download_cgu_terceirizados_data", max_retries=3, retry_delay=DEFAULT_RETRY_DELAY,
       retry_on={TransientDownloadError}, state_handlers=[exponential_backoff])
 def download_data(published: PublishedFile) -> DownloadedFile:
-    return download_file(published, task_settings().http_timeout_seconds)
+    return download_file(published, HttpLimits.from_settings(task_settings()))
 
 
 @task(name="save_raw_data_locally")
@@ -223,9 +226,10 @@ def check_raw_data() -> str:
 
 
 @task(name="dbt_build")
-def dbt_build(model: str) -> dict:
-    """``dbt build`` of one model and its tests; error-level failures fail the task."""
-    outcome = run_dbt(task_settings(), "build", model)
+def dbt_build(model: str, full_refresh: bool = False) -> dict:
+    """``dbt build`` of one model and its tests; error-level failures fail the task.
+    ``full_refresh``: dbt's --full-refresh (the historic models are rebuilt whole)."""
+    outcome = run_dbt(task_settings(), "build", model, full_refresh=bool(full_refresh))
     return {"modelos": outcome.models, "avisos": outcome.warnings}
 
 
@@ -277,8 +281,13 @@ def summarize_historic_capture(files: list[PublishedFile], results: list) -> lis
         if isinstance(upstream, BaseException):
             raise upstream
     done, failed = capture.summarize_periods(files, results)
-    if failed:
-        raise PipelineError(f"{len(failed)} período(s) com falha: " + "; ".join(failed))
+    unplaced = getattr(files, "unplaced", [])
+    problems = [f"{len(failed)} período(s) com falha: " + "; ".join(failed)] if failed else []
+    if unplaced:
+        problems.append(f"{len(unplaced)} link(s) da página não atribuído(s) a um período, não carregado(s): "
+                        + describe_unplaced(unplaced))
+    if problems:
+        raise PipelineError(". ".join(problems))
     return done
 
 
