@@ -12,7 +12,6 @@ from pipelines.download import DownloadedFile, HttpLimits, download_file, fetch_
 from pipelines.errors import CaptureRefusedError, TransientDownloadError
 from pipelines.parse import ParsedFile, parse_file
 from pipelines.portal import PortalListing, PublishedFile, parse_portal_page
-from pipelines.sample_portal import SAMPLE_OPTION
 from pipelines.settings import Settings
 
 logger = logging.getLogger("pipelines.capture")
@@ -24,13 +23,7 @@ def discover_published_files(settings: Settings, url: str | None = None,
     the discovery (the newest period is then unknown) unless ``allow_unplaced``: the
     historic capture loads the others and reports them in ``.unplaced``."""
     page_url = url or settings.portal_url
-    try:
-        html = fetch_page(page_url, HttpLimits.from_settings(settings))
-    except TransientDownloadError as exc:
-        raise TransientDownloadError(
-            f"{exc} Sem acesso ao portal da CGU? Para testar sem internet, rode com {SAMPLE_OPTION} "
-            "(portal de exemplo do repositório, dados sintéticos)."
-        ) from exc
+    html = fetch_page(page_url, HttpLimits.from_settings(settings))
     files = parse_portal_page(html, page_url, allowed_hosts=settings.portal_allowed_hosts)
     logger.info(
         "%d links para dados brutos capturados do portal de Dados Abertos da Controladoria Geral da União "

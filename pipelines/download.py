@@ -28,6 +28,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from urllib.parse import urlparse
 
 import requests
 import urllib3
@@ -299,6 +300,20 @@ def _read_body(response, clock: _Clock) -> bytes:
     return _read_streamed(response, clock)
 
 
+def _name_not_resolved(exc: BaseException) -> bool:
+    """True when the host name could not be resolved (socket.gaierror anywhere in the chain)."""
+    seen = []
+    while exc is not None and all(exc is not s for s in seen):
+        seen.append(exc)
+        if isinstance(exc, (socket.gaierror, urllib3.exceptions.NameResolutionError)):
+            return True
+        nested = [a for a in getattr(exc, "args", ()) if isinstance(a, BaseException)]
+        reason = getattr(exc, "reason", None)
+        exc = exc.__cause__ or exc.__context__ or (reason if isinstance(reason, BaseException) else None) \
+            or (nested[0] if nested else None)
+    return False
+
+
 def _failure(exc: Exception, clock: _Clock) -> DownloadError:
     url, timeout = clock.url, clock.limits.timeout
     if clock.expired():
@@ -309,6 +324,10 @@ def _failure(exc: Exception, clock: _Clock) -> DownloadError:
         return TransientDownloadError(f"Tempo esgotado ({timeout:g} s sem resposta) ao acessar {url}: {exc}")
     if isinstance(exc, requests.exceptions.ChunkedEncodingError) or "IncompleteRead" in str(exc):
         return TransientDownloadError(f"Download truncado de {url}: {exc}")
+    if _name_not_resolved(exc):  # no internet or no DNS: retrying in seconds will not help
+        host = urlparse(url).hostname
+        return DownloadError(f"O nome do servidor {host} não pôde ser resolvido (sem internet ou sem DNS?): "
+                             f"{url} não foi acessado.")
     if isinstance(exc, (requests.exceptions.ConnectionError, OSError, urllib3.exceptions.HTTPError)):
         return TransientDownloadError(f"Falha de conexão ao acessar {url}: {exc}")
     return DownloadError(f"Requisição inválida para {url}: {exc}")

@@ -3,14 +3,17 @@ locally with ``flow.run()``, print the outcome and turn it into an exit code."""
 
 from __future__ import annotations
 
+import logging
 import sys
 import uuid
 
 from pipelines import database
-from pipelines.errors import ConfigError, DatabaseUnavailableError
+from pipelines.errors import ConfigError, DatabaseUnavailableError, DownloadError, PortalStructureError
 from pipelines.executors import parallel_executor
 from pipelines.settings import Settings, load_settings
-from pipelines.tasks import SETTINGS_KEY, configure_retries, failure_causes
+from pipelines.logs import log_paths
+from pipelines.sample_portal import SAMPLE_OPTION
+from pipelines.tasks import SETTINGS_KEY, configure_retries, failed_task_errors, failure_causes
 
 
 def prepare() -> Settings:
@@ -40,9 +43,44 @@ def execute(flow, settings: Settings, parameters: dict | None = None, executor=N
     return flow.run(parameters=parameters or {}, context=context, **options), run_id
 
 
+class ConsoleFormatter(logging.Formatter):
+    """Prefect's console lines without tracebacks: those go to the flow's log file only."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        saved = record.exc_info, record.exc_text, record.stack_info
+        record.exc_info = record.exc_text = record.stack_info = None
+        try:
+            return super().format(record)
+        finally:
+            record.exc_info, record.exc_text, record.stack_info = saved
+
+
+def quiet_console() -> None:
+    """Keep the console readable: progress lines, no tracebacks (they stay in the log file)."""
+    for handler in logging.getLogger("prefect").handlers:
+        if type(handler) is logging.StreamHandler:
+            handler.setFormatter(ConsoleFormatter("[%(asctime)s] %(levelname)s - %(name)s | %(message)s"))
+
+
+def failure_report(flow_name: str, run_id: str, state, settings: Settings) -> str:
+    """One block for the console: what failed, why, what to do."""
+    errors = failed_task_errors(state)
+    lines = [f"Flow {flow_name} falhou (execução {run_id})."]
+    causes = failure_causes(state) or [state.message]
+    lines += [f"  - {cause}" for cause in causes]
+    text_log, _ = log_paths(settings.log_dir, flow_name, run_id)
+    lines.append(f"Detalhes (com os tracebacks) no log: {text_log}")
+    if any(isinstance(error, (DownloadError, PortalStructureError)) for error in errors):
+        lines += ["Sem acesso ao portal da CGU (sem internet, portal fora do ar ou mudado)? Para testar com o "
+                  "portal de exemplo do repositório (dados sintéticos):",
+                  f"  python {' '.join(sys.argv[:1] or ['run/capture.py'])} {SAMPLE_OPTION}"]
+    return "\n".join(lines)
+
+
 def run_flow(flow, parameters: dict | None = None, parallel: bool = False) -> int:
     """Run ``flow`` locally (``parallel``: on the Dask executor); 0 when it succeeded, 1 when it failed."""
     settings = prepare()
+    quiet_console()
     try:
         executor = parallel_executor(settings) if parallel else None
     except ConfigError as exc:
@@ -52,7 +90,5 @@ def run_flow(flow, parameters: dict | None = None, parallel: bool = False) -> in
     if state.is_successful():
         print(f"Flow {flow.name} concluído com sucesso (execução {run_id}).")
         return 0
-    print(f"Flow {flow.name} falhou (execução {run_id}): {state.message}", file=sys.stderr)
-    for cause in failure_causes(state):
-        print(f"  - {cause}", file=sys.stderr)
+    print(failure_report(flow.name, run_id, state, settings), file=sys.stderr)
     return 1

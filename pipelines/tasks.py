@@ -91,8 +91,17 @@ def where_this_runs() -> str:
 def failure_causes(state) -> list[str]:
     """'task: message' for each task that failed itself (not the ones skipped because of it)."""
     task_states = state.result if isinstance(state.result, dict) else {}
-    return [f"{task.name}: {task_state.message}" for task, task_state in task_states.items()
+    return [f"{task.name}: {task_state.result if isinstance(task_state.result, BaseException) else task_state.message}"
+            for task, task_state in task_states.items()
             if task_state.is_failed() and not isinstance(task_state, TriggerFailed)]
+
+
+def failed_task_errors(state) -> list[BaseException]:
+    """The exceptions of the tasks that failed themselves."""
+    task_states = state.result if isinstance(state.result, dict) else {}
+    return [task_state.result for task_state in task_states.values()
+            if task_state.is_failed() and not isinstance(task_state, TriggerFailed)
+            and isinstance(task_state.result, BaseException)]
 
 
 def run_message(state) -> str:
