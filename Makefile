@@ -1,7 +1,7 @@
 # Set-up and common commands. A fresh machine needs only `make test` or `./start.sh`.
 PYTHON ?= python3.11
 VENV := .venv
-REQUIREMENTS := requirements/start.txt requirements/results.txt requirements/test.txt
+REQUIREMENTS := requirements/start.txt requirements/results.txt requirements/test.txt pyproject.toml
 
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
@@ -12,6 +12,7 @@ $(VENV)/.installed: $(REQUIREMENTS)
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -r requirements/test.txt
+	$(VENV)/bin/pip install --quiet --no-deps -e .
 	touch $@
 
 venv: $(VENV)/.installed

@@ -6,13 +6,10 @@ Roda em paralelo com LocalDaskExecutor, ou no cluster Dask de DASK_SCHEDULER_ADD
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from pipelines.flows import historic_capture_flow  # noqa: E402
-from pipelines.runner import run_flow  # noqa: E402
-from pipelines.sample_portal import add_sample_option, serve_sample_if_asked  # noqa: E402
+from pipelines.flows import historic_capture_flow
+from pipelines.runner import run_flow
+from pipelines.sample_portal import add_sample_option, serve_sample_if_asked
 
 
 def main() -> int:

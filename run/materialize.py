@@ -2,12 +2,9 @@
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from pipelines.flows import materialize_flow  # noqa: E402
-from pipelines.runner import run_flow  # noqa: E402
+from pipelines.flows import materialize_flow
+from pipelines.runner import run_flow
 
 
 def main() -> int:

@@ -11,14 +11,11 @@ agendamento (rodam sob demanda).
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from pipelines.constants import PROJECT_NAME  # noqa: E402
-from pipelines.flows import historic_capture_flow, historic_materialize_flow, pipeline_flow  # noqa: E402
-from pipelines.settings import load_settings  # noqa: E402
-from pipelines.tasks import configure_retries  # noqa: E402
+from pipelines.constants import PROJECT_NAME
+from pipelines.flows import historic_capture_flow, historic_materialize_flow, pipeline_flow
+from pipelines.settings import load_settings
+from pipelines.tasks import configure_retries
 
 LABELS = [PROJECT_NAME]
 

@@ -5,13 +5,10 @@ usa o servidor de desenvolvimento do Werkzeug; o contêiner serve o app com wait
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from pipelines.errors import ConfigError  # noqa: E402
-from pipelines.results.app import create_app  # noqa: E402
-from pipelines.settings import load_settings  # noqa: E402
+from pipelines.errors import ConfigError
+from pipelines.results.app import create_app
+from pipelines.settings import load_settings
 
 
 def main() -> int:

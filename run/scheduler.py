@@ -18,18 +18,15 @@ import logging
 import os
 import signal
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from pipelines import database, logs  # noqa: E402
-from pipelines.constants import SCHEDULER_FLOW  # noqa: E402
-from pipelines.errors import ConfigError  # noqa: E402
-from pipelines.runner import prepare  # noqa: E402
-from pipelines.sample_portal import add_sample_option, serve_sample_if_asked  # noqa: E402
-from pipelines.scheduled import DEFAULT_TICK_SECONDS, LocalScheduler, run_pipeline  # noqa: E402
-from pipelines.schedules import SystemClock  # noqa: E402
-from pipelines.settings import load_settings  # noqa: E402
+from pipelines import database, logs
+from pipelines.constants import SCHEDULER_FLOW
+from pipelines.errors import ConfigError
+from pipelines.runner import prepare
+from pipelines.sample_portal import add_sample_option, serve_sample_if_asked
+from pipelines.scheduled import DEFAULT_TICK_SECONDS, LocalScheduler, run_pipeline
+from pipelines.schedules import SystemClock
+from pipelines.settings import load_settings
 
 
 def positive_seconds(text: str) -> float:

@@ -88,10 +88,14 @@ def test_historic_capture_on_workers_without_configuration(db, fresh_portal, bar
 
 
 def test_workers_that_cannot_import_the_project_are_named(tmp_path, monkeypatch):
-    """A cluster without the project installed: the flow fails at start, saying so."""
+    """A cluster without the project: the flow fails at start, saying so. (This test's own
+    environment has the project installed, so the workers see an empty ``pipelines`` package
+    first on their path instead, as a machine with a different package of that name would.)"""
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
-    env = ["env", "-i", f"PATH={BIN}:/usr/bin:/bin", f"HOME={tmp_path}"]  # no PYTHONPATH: no project
+    (tmp_path / "vazio" / "pipelines").mkdir(parents=True)
+    (tmp_path / "vazio" / "pipelines" / "__init__.py").write_text("raise ImportError('não é este projeto')\n")
+    env = ["env", "-i", f"PATH={BIN}:/usr/bin:/bin", f"HOME={tmp_path}", f"PYTHONPATH={tmp_path / 'vazio'}"]
     processes = [
         subprocess.Popen([*env, str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
                           "--no-dashboard"], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
