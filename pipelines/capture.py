@@ -134,7 +134,7 @@ def capture_period(settings: Settings, published: PublishedFile, force: bool, ru
         last_modified=previous["last_modified"] if same_file else None,
     )
     if downloaded is None or (previous and downloaded.sha256 == previous["sha256"]):
-        logger.info("Período %s ignorado: arquivo inalterado desde a última captura (use --force para recarregar).",
+        logger.info("Período %s ignorado: arquivo inalterado desde a última captura (use --forcar para recarregar).",
                     published.label)
         return {"periodo": published.label, "situacao": "inalterado"}
     storage.save_raw_file(settings.data_dir, downloaded)

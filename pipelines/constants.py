@@ -105,3 +105,8 @@ def normalise_text(text: str) -> str:
     return "".join(c for c in decomposed if not unicodedata.combining(c)).strip().lower()
 
 DATA_FORMATS = ("csv", "xlsx")
+
+# Structured events in logs.registros (column ``evento``): what readers count, instead of
+# parsing the wording of a message.
+EVENT_RETRY = "nova_tentativa"        # a task failed transiently and a retry was scheduled
+EVENT_DBT_WARNING = "aviso_dbt"       # a dbt test ended with a warning

@@ -149,6 +149,7 @@ DDL = [
     sql.SQL("CREATE INDEX IF NOT EXISTS registros_id_execucao_idx ON {} (id_execucao)").format(LOG_RECORDS),
     # Where a run runs, to tell a live run from one whose process died (see mark_interrupted_runs).
     sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS host text").format(RUNS),
+    sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS evento text").format(LOG_RECORDS),
     # Which machine saved a period's raw file and CSV (a Dask worker's, on a cluster).
     sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS host_arquivos text").format(CAPTURES),
     sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS pid integer").format(RUNS),
@@ -166,6 +167,7 @@ REQUIRED_COLUMNS = (
     (c.RAW_SCHEMA, c.CAPTURES_TABLE, "tentativa_id_execucao"),
     (c.LOGS_SCHEMA, c.RUNS_TABLE, "pid"),
     (c.RAW_SCHEMA, c.CAPTURES_TABLE, "host_arquivos"),
+    (c.LOGS_SCHEMA, c.LOG_RECORDS_TABLE, "evento"),
 )
 
 # Advisory lock keys (arbitrary constants). DDL: serialises schema changes. LOAD: one
@@ -348,7 +350,7 @@ def ensure_schema(settings: Settings) -> None:
                 raise PipelineError(
                     "raw.terceirizados tem linhas repetidas de (periodo, linha_origem), carregadas por duas "
                     "capturas simultâneas de uma versão anterior do pipeline: recapture os períodos afetados "
-                    "(python run/historic_capture.py --force) depois de apagá-los, ou veja-os com "
+                    "(python run/historic_capture.py --forcar) depois de apagá-los, ou veja-os com "
                     "SELECT periodo, count(*) - count(DISTINCT linha_origem) FROM raw.terceirizados GROUP BY 1."
                 ) from exc
 
@@ -756,25 +758,28 @@ def insert_log_records(settings: Settings, records: list[dict], wait_seconds: fl
             cursor.execute(sql.SQL("DELETE FROM {} WHERE id_execucao = ANY(%s)").format(LOG_RECORDS), (run_ids,))
         else:
             cursor.execute(sql.SQL("CREATE TEMPORARY TABLE registros_recuperados ON COMMIT DROP AS SELECT nome_flow, "
-                                   "id_execucao, registrado_em, nivel, nome_task, logger, mensagem FROM {} "
+                                   "id_execucao, registrado_em, nivel, nome_task, logger, mensagem, evento FROM {} "
                                    "WITH NO DATA").format(LOG_RECORDS))
             target = sql.Identifier("registros_recuperados")
         execute_values(
             cursor,
             sql.SQL(
-                "INSERT INTO {} (nome_flow, id_execucao, registrado_em, nivel, nome_task, logger, mensagem) VALUES %s"
+                "INSERT INTO {} (nome_flow, id_execucao, registrado_em, nivel, nome_task, logger, mensagem, evento) "
+                "VALUES %s"
             ).format(target).as_string(conn),
             [
                 (r["nome_flow"], r["id_execucao"], r["registrado_em"], r["nivel"], r.get("nome_task"),
-                 r["logger"], r["mensagem"])
+                 r["logger"], r["mensagem"], r.get("evento"))
                 for r in records
             ],
             page_size=1000,
         )
         if not replace:
             cursor.execute(sql.SQL(
-                """INSERT INTO {records} (nome_flow, id_execucao, registrado_em, nivel, nome_task, logger, mensagem)
-                   SELECT n.nome_flow, n.id_execucao, n.registrado_em, n.nivel, n.nome_task, n.logger, n.mensagem
+                """INSERT INTO {records} (nome_flow, id_execucao, registrado_em, nivel, nome_task, logger, mensagem,
+                                         evento)
+                   SELECT n.nome_flow, n.id_execucao, n.registrado_em, n.nivel, n.nome_task, n.logger, n.mensagem,
+                          n.evento
                    FROM registros_recuperados n WHERE NOT EXISTS (
                        SELECT 1 FROM {records} o WHERE o.id_execucao = n.id_execucao
                        AND o.registrado_em = n.registrado_em AND o.mensagem = n.mensagem)""").format(
@@ -799,10 +804,10 @@ class LogSink:
                     self.conn.autocommit = True
                 with self.conn.cursor() as cursor:
                     execute_values(cursor, sql.SQL(
-                        "INSERT INTO {} (nome_flow, id_execucao, registrado_em, nivel, nome_task, logger, mensagem) "
-                        "VALUES %s").format(LOG_RECORDS).as_string(self.conn),
+                        "INSERT INTO {} (nome_flow, id_execucao, registrado_em, nivel, nome_task, logger, mensagem, "
+                        "evento) VALUES %s").format(LOG_RECORDS).as_string(self.conn),
                         [(r["nome_flow"], r["id_execucao"], r["registrado_em"], r["nivel"], r.get("nome_task"),
-                          r["logger"], r["mensagem"]) for r in records])
+                          r["logger"], r["mensagem"], r.get("evento")) for r in records])
                 return
             except psycopg2.Error:
                 self.conn = None

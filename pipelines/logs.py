@@ -38,6 +38,8 @@ def structured(record: logging.LogRecord, flow_name: str, run_id: str) -> dict:
         "nome_task": getattr(record, "nome_task", None) or current_task_name(),
         "logger": record.name,
         "mensagem": message,
+        # a structured fact (constants.EVENT_*), so readers never depend on a message's wording
+        "evento": getattr(record, "evento", None),
     }
 
 

@@ -18,7 +18,7 @@ from prefect.engine.state import Failed, Retrying, Skipped, Success, TriggerFail
 from prefect.triggers import always_run
 
 from pipelines import capture, database, logs, recovery, storage
-from pipelines.constants import SCHEDULED_TIME_KEY, SCHEDULER_LOCK_KEY, STAGING_SCHEMA
+from pipelines.constants import EVENT_RETRY, SCHEDULED_TIME_KEY, SCHEDULER_LOCK_KEY, STAGING_SCHEMA
 from pipelines.dbt import run_dbt
 from pipelines.download import DownloadedFile, HttpLimits, download_file
 from pipelines.errors import (
@@ -164,6 +164,7 @@ def exponential_backoff(task, old_state, new_state):
         logger.warning(
             "Falha transitória em %s (%s). Nova tentativa %d de %d agendada em %d s.",
             task.name, new_state.message, attempt, task.max_retries, delay.total_seconds(),
+            extra={"evento": EVENT_RETRY},
         )
     return new_state
 

@@ -1,6 +1,6 @@
 """Captura todos os períodos já publicados pela CGU: ``python run/historic_capture.py``.
 
-Períodos cujo arquivo não mudou desde a última captura são ignorados (use --force).
+Períodos cujo arquivo não mudou desde a última captura são ignorados (use --forcar).
 Roda em paralelo com LocalDaskExecutor, ou no cluster Dask de DASK_SCHEDULER_ADDRESS.
 """
 
@@ -15,7 +15,8 @@ from pipelines.sample_portal import add_sample_option, serve_sample_if_asked
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", help="página do portal (padrão: CGU_TERCEIRIZADOS_URL do .env)")
-    parser.add_argument("--force", action="store_true", help="recarrega também os períodos inalterados")
+    parser.add_argument("--forcar", "--force", action="store_true", dest="force",
+                        help="recarrega também os períodos inalterados (--force é o nome antigo)")
     add_sample_option(parser)
     args = parser.parse_args()
     serve_sample_if_asked(args)

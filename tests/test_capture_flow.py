@@ -188,3 +188,13 @@ def test_values_that_need_quoting_load_exactly(db, settings):
     assert loaded == [("7100000", "ANTONIO", "EMPRESA", "ANATEL PE", "2524,37"),
                       ("7100001", "ANA\rMARIA", "EMPRESA", "  SALA 1 ", "2524,37"),
                       ("7100002", "ANTONIO", 'EMPRESA "ALFA"', "BLOCO A; SALA 2", "2524,37")]
+
+
+def test_retries_are_recorded_as_structured_events(db, fresh_portal):
+    """Readers count retries by the event, never by the wording of the message."""
+    fresh_portal.faults[fresh_portal.file_path("terceirizados202405.xlsx")] = ["500", "500"]
+    state, run_id = run_flow(capture_flow, url=fresh_portal.page_url)
+    assert state.is_successful()
+    assert query(db, "SELECT evento, nome_task, count(*) FROM logs.registros WHERE id_execucao = %s "
+                     "AND evento IS NOT NULL GROUP BY 1, 2", (run_id,)) == [
+        ("nova_tentativa", "download_cgu_terceirizados_data", 2)]

@@ -159,11 +159,11 @@ def run_processes(commands: list[list[str]], timeout: float = 240) -> list[tuple
 
 
 def test_captures_and_a_forced_historic_capture_at_once(db, fresh_portal):
-    """Two run/capture.py and one run/historic_capture.py --force started together: every
+    """Two run/capture.py and one run/historic_capture.py --forcar started together: every
     period ends with exactly one copy, and raw.capturas agrees with the table."""
     url = fresh_portal.page_url
     outcomes = run_processes([["run/capture.py", "--url", url], ["run/capture.py", "--url", url],
-                              ["run/historic_capture.py", "--url", url, "--force"]])
+                              ["run/historic_capture.py", "--url", url, "--forcar"]])
     assert [code for code, _ in outcomes] == [0, 0, 0], outcomes
     expectations = fresh_portal.portal.expectations
     loaded = query(db, "SELECT to_char(periodo, 'YYYY-MM'), count(*), count(DISTINCT linha_origem), "
