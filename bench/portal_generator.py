@@ -89,6 +89,56 @@ FORCED_VALUES = {
     13: (10, "SERVENTE"), 14: (10, "517330 - VIGILANTE"), 15: (10, "422105 - RECEPCIONISTA, EM GERAL"),
 }
 
+# Value-fidelity quirks (issue 11), only with ``build_portal(..., fidelity=True)``, for the
+# oracle test: row index -> {column position: value}. "{m}" is a money value in the
+# period's own style (decimal comma, decimal point or an XLSX number).
+FIDELITY_VALUES = {
+    20: {13: "\u00a0SEDE\u00a0"},                  # NBSP padding
+    21: {13: "\tSEDE", 7: "AJ SERVICOS LTDA\r"},    # tab and CR padding
+    22: {12: "NI\u00a0"},                          # a sentinel with NBSP: no value
+    23: {4: " \u2003UFJF\u3000", 9: "\u202fMARIA SILVA\u205f"},  # other Unicode spaces
+    24: {14: "{overflow}", 15: "{overflow}"},       # rounds to 10^10: does not fit numeric(12,2)
+    25: {14: "{grouped}"},                          # thousands and decimal separators: 1234.56
+    26: {14: "{ambiguous}"},                        # 1.234 / 1,234: thousands or decimals? NULL
+    27: {15: "{negative}"},                         # -0.50
+    28: {14: "{long}"},                             # 1234567.891 -> 1234567.89
+    29: {11: " 14\u00a0"},                          # numeric education with padding: NULL
+    30: {6: "\u00a019.232.342/0001-65"},            # formatted CNPJ with NBSP
+    31: {2: "20001 "},                              # UG code that lost its zero, with a space
+    32: {21: "\u2002-2\u2002"},                     # SIAFI sentinel with en spaces
+    33: {9: "NULL\u00a0"},                          # NULL sentinel with NBSP
+}
+FIDELITY_MONEY = {  # style -> the text of each money quirk
+    "comma": {"overflow": "9999999999,995", "grouped": "1.234,56", "ambiguous": "1.234", "negative": "-0,5",
+              "long": "1.234.567,891"},
+    "point": {"overflow": "9999999999.995", "grouped": "1,234.56", "ambiguous": "1,234", "negative": "-0.5",
+              "long": "1,234,567.891"},
+    "xlsx": {"overflow": 9999999999.995, "grouped": "1.234,56", "ambiguous": "1.234", "negative": -0.5,
+             "long": 1234567.891},
+}
+# CSV lines only: a ';' at the end of the line (also with the CADE organ of the issue) and a
+# stray ';' between two fields; all three are repaired by dropping the empty field.
+FIDELITY_TRAILING = (40, 41)
+FIDELITY_STRAY_AT = {42: 17}  # row index -> field position of the stray empty field
+FIDELITY_CADE = ("CADE", "CONSELHO ADMINISTRATIVO DE DEFESA ECONOMICA", "30211", "30211")
+
+
+def _apply_fidelity_values(rows: list[list], spec: PeriodSpec) -> None:
+    style = "xlsx" if spec.format == "xlsx" else "comma" if spec.decimal_comma else "point"
+    for index, changes in FIDELITY_VALUES.items():
+        if index >= len(rows):
+            continue
+        for position, value in changes.items():
+            if value.startswith("{") and value.endswith("}"):
+                value = FIDELITY_MONEY[style][value[1:-1]]  # the overflow cost is left out of sum_custo
+            elif spec.format == "xlsx":
+                value = value.replace("\r", "\t")  # a CR does not survive the XLSX's XML as is
+            else:
+                value = "".join(c if c.encode(spec.encoding, "ignore") else "\u00a0" for c in value)
+            rows[index][position] = value
+    if len(rows) > FIDELITY_TRAILING[1] and spec.format != "xlsx":
+        rows[FIDELITY_TRAILING[1]][19:23] = list(FIDELITY_CADE)
+
 
 def default_periods() -> list[PeriodSpec]:
     """Every period the real portal has published (2019-01 .. 2026-09), each with its real quirks."""
@@ -209,8 +259,11 @@ def _as_decimal(text: str) -> Decimal:
     return Decimal(text.replace(",", "."))
 
 
-def write_period(spec: PeriodSpec, directory: Path, count: int, seed: int, keep_rows: bool) -> PeriodExpectation:
+def write_period(spec: PeriodSpec, directory: Path, count: int, seed: int, keep_rows: bool,
+                 fidelity: bool = False) -> PeriodExpectation:
     rows = generate_rows(spec, count, seed)
+    if fidelity:
+        _apply_fidelity_values(rows, spec)
     expected_text = [[cell_text(v) if spec.format == "xlsx" else v for v in row] for row in rows]
     repaired, quarantined = 0, []
     path = directory / spec.file_name
@@ -245,12 +298,21 @@ def write_period(spec: PeriodSpec, directory: Path, count: int, seed: int, keep_
             elif spec.quirk_rows and index == 6:    # truncated line
                 fields = fields[:15]
                 quarantined.append(index + offset)
+            elif fidelity and (index in FIDELITY_TRAILING or index in FIDELITY_STRAY_AT):
+                kept.append(list(fields))
+                repaired += 1
+                if index in FIDELITY_TRAILING:
+                    fields = fields + [""]
+                else:
+                    fields = fields[:FIDELITY_STRAY_AT[index]] + [""] + fields[FIDELITY_STRAY_AT[index]:]
             else:
                 kept.append(fields)
             lines.append(";".join(fields))
         newline = "\r\n" if spec.crlf else "\n"
         path.write_bytes((newline.join(lines) + newline).encode(spec.encoding))
-    total_cost = sum((_as_decimal(r[15]) for r in kept), Decimal("0"))
+    total_cost = sum((_as_decimal(r[15]) for r in kept
+                      if not (fidelity and r[15] in (FIDELITY_MONEY["comma"]["overflow"],
+                                                     FIDELITY_MONEY["point"]["overflow"]))), Decimal("0"))
     return PeriodExpectation(
         label=spec.label, file_name=spec.file_name, format=spec.format, data_rows=count,
         loaded_rows=len(kept), repaired_rows=repaired, quarantined_lines=quarantined,
@@ -259,14 +321,17 @@ def write_period(spec: PeriodSpec, directory: Path, count: int, seed: int, keep_
 
 
 def build_portal(root: Path, specs: list[PeriodSpec] | None = None, rows: int = 60, seed: int = 1,
-                 keep_rows: bool = True) -> Portal:
-    """Write the files of a synthetic portal under ``root`` (the page is rendered when served)."""
+                 keep_rows: bool = True, fidelity: bool = False) -> Portal:
+    """Write the files of a synthetic portal under ``root`` (the page is rendered when served).
+
+    ``fidelity`` adds the value-fidelity quirks (``FIDELITY_VALUES``, ``FIDELITY_TRAILING``,
+    ``FIDELITY_STRAY_AT``) to files of at least 43 rows."""
     specs = specs or small_periods()
     files = root / FILES_PATH.strip("/")
     files.mkdir(parents=True, exist_ok=True)
     expectations = {}
     for spec in specs:
-        expectations[spec.label] = write_period(spec, files, spec.rows or rows, seed, keep_rows)
+        expectations[spec.label] = write_period(spec, files, spec.rows or rows, seed, keep_rows, fidelity)
     (files / "dicionario-de-dados-terceirizados.pdf").write_bytes(b"%PDF-1.4\n% dicionario\n")
     (root / "specs.json").write_text(json.dumps([spec.__dict__ for spec in specs]))
     return Portal(root, specs, expectations)

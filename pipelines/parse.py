@@ -3,10 +3,10 @@
 Every value stays text exactly as published (the raw layer changes nothing).
 For every file: rows kept + rows quarantined = data rows in the file.
 
-Rows with too many fields (an unquoted ``;`` inside a text field shifts the
-columns) are repaired only when exactly one text column can absorb the extra
-fields and every structured column (codes, CPF, money, month, year) still
-looks right; otherwise they are quarantined with the reason.
+Rows with too many fields (an unquoted ``;`` inside a text field, or a stray ``;``
+between fields or at the end of the line) are repaired only when every reading of
+the line that gives each column the right kind of value gives the same row; otherwise
+they are quarantined with the reason (see ``repair_shifted``).
 """
 
 from __future__ import annotations
@@ -176,37 +176,143 @@ def _split(line: str) -> list[str]:
         return line.split(SOURCE_DELIMITER)
 
 
+# The columns not in STRUCTURED are text. Most hold names (acronyms and names of agencies, units,
+# companies, workers, job titles): a value that is not empty or a sentinel has a letter.
+# These two may also hold only digits (contract numbers, numeric education codes).
+ALNUM_TEXT = {"nr_contrato", "nm_escolaridade"}
+TEXT_SENTINELS = {"", "<N/I>", "NI", "NULL"}
+# The organ where the worker is: its acronym, name and SIAPE code are published together or
+# all without value (in the 2010-2023 files each of the three is empty in 1,551 rows, evidently
+# the same ones; the SIAFI code is empty more often, and '<N/I>', '-1' and '-2' come with or
+# without a name). sg_orgao and nm_orgao: both filled, or both without value.
+ORGAN_COLUMNS = {"sg_orgao", "nm_orgao"}
+LOAD_COLUMNS = {"num_mes_carga", "mes_carga", "ano_carga"}  # empty in 1 of 3.3 million rows
+_CODE = re.compile(r"-?\d+")
+MAX_EXTRA_FIELDS = 20  # more stray ';' than this in one line: quarantined without searching
+
+
 def _has_letter(text: str) -> bool:
     return any(ch.isalpha() for ch in text)
 
 
-def _valid(row: list[str], columns: list[str]) -> bool:
-    return all(STRUCTURED[name](value) for name, value in zip(columns, row) if name in STRUCTURED)
+def _letter_text(value: str) -> bool:
+    return value.strip() in TEXT_SENTINELS or _has_letter(value)
+
+
+def _alnum_text(value: str) -> bool:
+    return value.strip() in TEXT_SENTINELS or any(ch.isalnum() for ch in value)
+
+
+def _column_check(name: str, organ_filled: bool):
+    """What a column may hold in a reading of a line with extra fields (sentinels allowed)."""
+    if name in ORGAN_COLUMNS:
+        if organ_filled:
+            return lambda value: value.strip() not in TEXT_SENTINELS and _has_letter(value)
+        return lambda value: value.strip() in TEXT_SENTINELS
+    if (name == "cd_orgao_siape" and organ_filled) or name in LOAD_COLUMNS:
+        return lambda value: value.strip() != "" and STRUCTURED[name](value)
+    if name in STRUCTURED:
+        return STRUCTURED[name]
+    if name.startswith(UNNAMED):
+        return lambda value: value.strip() == ""
+    if name in ALNUM_TEXT:
+        return _alnum_text
+    return _letter_text
+
+
+def _readings(fields: list[str], columns: list[str], organ_filled: bool) -> list[tuple[tuple[str, ...], tuple]]:
+    """The distinct rows (at most two) that the fields can be read as, each with how.
+
+    Each extra field is either a piece of a text column (the pieces are joined again with
+    ';'; the first and last pieces are not empty, since a ';' at the edge of a text cannot
+    be told from a stray one) or an empty field left by a stray separator (dropped). A
+    reading counts when every column holds its kind of value (``_column_check``), with
+    the organ's columns all filled or all without value (``organ_filled``). Dynamic
+    programming over (field, column): what can follow a position does not depend on how
+    it was reached, and two distinct rows are enough to call a line ambiguous.
+    """
+    n, m = len(fields), len(columns)
+    checks = [_column_check(name, organ_filled) for name in columns]
+    text = [name not in STRUCTURED and not name.startswith(UNNAMED) for name in columns]
+    memo: dict[tuple[int, int], list] = {}
+
+    def solve(i: int, j: int) -> list:
+        if (i, j) in memo:
+            return memo[(i, j)]
+        found: dict[tuple, tuple] = {}
+        options = []  # (value or None for a dropped field, next field, next column, step)
+        spare = (n - i) - (m - j)
+        if j == m:
+            if all(f == "" for f in fields[i:]):
+                found[()] = tuple(("drop", k, m) for k in range(i, n))
+        elif spare >= 0:
+            if spare > 0 and fields[i] == "":
+                options.append((None, i + 1, j, ("drop", i, j)))
+            if checks[j](fields[i]):
+                options.append((fields[i], i + 1, j + 1, None))
+            if text[j] and spare > 0 and fields[i] != "":
+                for end in range(i + 2, i + spare + 2):
+                    value = SOURCE_DELIMITER.join(fields[i:end])
+                    if fields[end - 1] != "" and checks[j](value):
+                        options.append((value, end, j + 1, ("glue", j, i, end)))
+        for value, next_field, next_column, step in options:
+            for values, how in solve(next_field, next_column):
+                found.setdefault(values if value is None else (value,) + values,
+                                 how if step is None else (step,) + how)
+                if len(found) >= 2:
+                    break
+            if len(found) >= 2:
+                break
+        memo[(i, j)] = list(found.items())
+        return memo[(i, j)]
+
+    return solve(0, 0)
+
+
+def _repair_note(how: tuple, columns: list[str]) -> str:
+    """The repair in words. ``how`` holds ("glue", column, first field, end field) and
+    ("drop", field, column before which the empty field was) steps."""
+    parts = []
+    for step, first, second, *rest in how:
+        if step == "glue":
+            parts.append(f"{rest[0] - second - 1} ';' a mais dentro de {columns[first]}: campos reunidos")
+        elif second == len(columns):
+            parts.append("';' a mais no fim da linha: campo vazio descartado")
+        elif second == 0:
+            parts.append("';' a mais no início da linha: campo vazio descartado")
+        else:
+            parts.append(f"';' a mais entre {columns[second - 1]} e {columns[second]}: campo vazio descartado")
+    return "; ".join(parts)
 
 
 def repair_shifted(fields: list[str], columns: list[str]) -> tuple[list[str], str] | None:
-    """Merge the extra fields back into the one text column that can hold them.
+    """Read a line with extra fields back into its columns, or ``None`` when it cannot be
+    read without ambiguity.
 
-    Returns the repaired row and a note, or ``None`` when no merge or more than
-    one merge gives a row whose structured columns are all valid.
+    The extra fields come from unquoted ';': inside a text (the text is joined again), or
+    stray between fields or at the end of the line (an empty field, dropped). Every way of
+    explaining them is tried (``_readings``), and the line is repaired only when exactly
+    one row comes out with every column holding its kind of value. Two different rows
+    (a name that could end in either column, an empty code that could be either code's)
+    mean quarantine: the row is never guessed.
+
+    A unique reading is still refused when it glues a bare code or a sentinel into a text
+    ('ANATEL PE;2524' with the cents moved to the salary): that piece was most likely a
+    column of its own. This only ever turns a repair into a quarantine.
     """
     extra = len(fields) - len(columns)
-    candidates = {}
-    for position, name in enumerate(columns):
-        if name in STRUCTURED or name.startswith(UNNAMED):
-            continue
-        # A ';' typed inside a text sits between words: a fragment without letters is
-        # more likely a split number (decimal comma, code) than part of the text.
-        if not all(_has_letter(fragment) for fragment in fields[position:position + extra + 1]):
-            continue
-        glued = SOURCE_DELIMITER.join(fields[position:position + extra + 1])
-        merged = fields[:position] + [glued] + fields[position + extra + 1:]
-        if _valid(merged, columns):
-            candidates.setdefault(tuple(merged), name)
-    if len(candidates) != 1:
+    if extra <= 0 or extra > MAX_EXTRA_FIELDS:
         return None
-    (merged, name), = candidates.items()
-    return list(merged), f"{extra} ';' a mais dentro de {name}: campos reunidos"
+    readings = [reading for organ_filled in (True, False)
+                for reading in _readings(fields, columns, organ_filled)][:2]
+    if len(readings) != 1:
+        return None
+    (values, how), = readings
+    for step in how:
+        if step[0] == "glue" and any(piece.strip() in TEXT_SENTINELS - {""} or _CODE.fullmatch(piece.strip())
+                                     for piece in fields[step[2]:step[3]]):
+            return None
+    return list(values), _repair_note(how, columns)
 
 
 def _looks_like_header(fields: list[str]) -> bool:

@@ -154,3 +154,47 @@ def test_every_generated_period_parses_to_its_expected_rows(tmp_path):
         assert [q.line_number for q in parsed.quarantine] == expected.quarantined_lines, spec.label
         assert parsed.repaired_rows == expected.repaired_rows, spec.label
         assert parsed.data_rows == expected.data_rows == 25
+
+
+def test_trailing_semicolon_is_dropped_not_glued_into_the_organ_columns():
+    """Issue 11: a line ending in one extra ';' used to be 'repaired' by gluing sg_orgao
+    and nm_orgao, shifting every code left (nm_orgao='30211', cd_orgao_siape='')."""
+    cade = with_values(sg_orgao="CADE", nm_orgao="CONSELHO ADMINISTRATIVO", cd_orgao_siafi="30211",
+                       cd_orgao_siape="30211")
+    content = (";".join(HEADER) + "\n" + ";".join(cade) + ";\n").encode()
+    parsed = parse_file(content, "csv", "trailing.csv")
+    assert (parsed.data_rows, parsed.loaded_rows, parsed.quarantine) == (1, 1, [])
+    assert parsed.rows.iloc[0, :23].tolist() == cade
+    assert "fim da linha" in parsed.records[0][2]
+
+
+def test_a_stray_separator_is_dropped_only_when_no_other_reading_exists():
+    # between the load month's number and name: dropping the empty field is the only reading
+    fields = list(ROW)
+    fields.insert(17, "")
+    parsed = parse_file(csv_bytes([fields]), "csv", "boundary.csv")
+    assert parsed.rows.iloc[0, :23].tolist() == ROW
+    assert parsed.records[0][2] == "';' a mais entre num_mes_carga e mes_carga: campo vazio descartado"
+    # next to nm_orgao the empty field could only be an empty nm_orgao after a sg_orgao holding
+    # a ';', and the organ's acronym and name come together: dropped too
+    fields = list(ROW)
+    fields.insert(21, "")
+    assert repair_shifted(fields, list(SOURCE_COLUMNS)) == (ROW, "';' a mais entre nm_orgao e cd_orgao_siafi: "
+                                                                 "campo vazio descartado")
+    # between the codes it could also be an empty SIAFI code after 'AGENCIA ...;41231' in nm_orgao
+    fields = list(ROW)
+    fields.insert(22, "")
+    assert repair_shifted(fields, list(SOURCE_COLUMNS)) is None
+    # with an empty SIAPE code (and so no organ) the stray field could be either code's: ambiguous
+    ambiguous = with_values(sg_orgao="", nm_orgao="", cd_orgao_siafi="30211", cd_orgao_siape="")
+    ambiguous.insert(21, "")
+    parsed = parse_file(csv_bytes([ambiguous]), "csv", "ambiguous.csv")
+    assert parsed.loaded_rows == 0 and parsed.quarantine[0].raw_line == ";".join(ambiguous)
+
+
+def test_glued_fragments_never_swallow_a_neighbouring_code():
+    # 'AGENCIA;41231' as nm_orgao would move both codes one column left
+    for tail in (["41231", "41231", ""], ["<N/I>", "-2", ""], ["-2", "-2", ""]):
+        fields = ROW[:21] + tail
+        repaired = repair_shifted(fields, list(SOURCE_COLUMNS))
+        assert repaired is not None and repaired[0] == fields[:23], tail
