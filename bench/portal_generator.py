@@ -2,8 +2,11 @@
 quirks of the real source, plus what a correct capture must load from them.
 
 Used by the tests (small portals), by the benchmark (full-size portals) and by the
-offline demo. Value distributions follow the real samples in ``shared/fixtures/cgu``
-(2024-05 EDA, 2010-2023 historic EDA).
+offline demo. Value distributions follow what has been published about the real files:
+the CGU's data dictionary for the columns and their formats, and the value counts of the
+2024-05 XLSX (``nr_jornada``, ``nm_escolaridade``, distinct organs and companies) and of
+the consolidated 2010-2023 CSV (sentinels ``<N/I>``, ``-1``, ``-2`` in the SIAFI/SIAPE
+codes, rows per year) printed in public exploratory notebooks of those files.
 
 Quirks reproduced: ``;`` CSV in UTF-8, UTF-8 with BOM, cp1252 with CRLF; a header-less
 file (2019-01); XLSX with numeric cells (leading zeros lost); decimal commas in older

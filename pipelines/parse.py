@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import TYPE_CHECKING
 
-from pipelines.constants import CSV_DELIMITER, MONTHS, SOURCE_COLUMNS, normalise_text
+from pipelines.constants import MONTHS, SOURCE_COLUMNS, normalise_text
+from pipelines.csv_dialect import CSV_DELIMITER, csv_line
 from pipelines.errors import SourceFormatError
 
 if TYPE_CHECKING:
@@ -108,21 +109,6 @@ class ParsedFile:
     @property
     def repaired_rows(self) -> int:
         return sum(1 for _, _, note in self.records if note is not None)
-
-
-def csv_value(value: str) -> str:
-    """One value of the local CSV, quoted when it holds the separator, a quote or a line break."""
-    if any(ch in value for ch in CSV_DELIMITER + '"\n\r'):
-        return '"' + value.replace('"', '""') + '"'
-    return value
-
-
-def csv_line(values: list[str]) -> str:
-    """Values as one line of the local CSV (without the line break)."""
-    line = CSV_DELIMITER.join(values)
-    if line.count(CSV_DELIMITER) == len(values) - 1 and '"' not in line and "\n" not in line and "\r" not in line:
-        return line
-    return CSV_DELIMITER.join(csv_value(v) for v in values)
 
 
 def _header_name(value: str) -> str:

@@ -11,10 +11,11 @@ import csv
 import os
 from pathlib import Path
 
-from pipelines.constants import CSV_DELIMITER, RAW_COLUMNS
+from pipelines.constants import RAW_COLUMNS
+from pipelines.csv_dialect import CSV_DELIMITER, csv_value
 from pipelines.download import DownloadedFile
 from pipelines.errors import storage_error
-from pipelines.parse import ParsedFile, csv_value
+from pipelines.parse import ParsedFile
 from pipelines.portal import PublishedFile
 
 QUARANTINE_CSV_COLUMNS = ("linha_origem", "motivo", "linha_bruta")

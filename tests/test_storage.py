@@ -6,7 +6,8 @@ from datetime import datetime, timezone
 
 from pipelines.constants import RAW_COLUMNS
 from pipelines.download import DownloadedFile
-from pipelines.parse import ParsedFile, csv_line
+from pipelines.csv_dialect import csv_line
+from pipelines.parse import ParsedFile
 from pipelines.portal import PublishedFile
 from pipelines.storage import save_csv, save_raw_file
 
