@@ -19,6 +19,7 @@ PIPELINE_FLOW = f"{PROJECT_NAME}__pipeline"
 # The scheduled pipeline's attempts (a cycle's captures + materializations) in the runs
 # table; also the name of the local scheduler's own log.
 SCHEDULER_FLOW = f"{PROJECT_NAME}__agendador"
+SCHEDULER_LOGGER = "pipelines.agendador"
 # Context key with the time a local run of the scheduled pipeline stands for (the local
 # scheduler's tick); Prefect Server gives it as ``scheduled_start_time``.
 SCHEDULED_TIME_KEY = "pipeline_scheduled_time"

@@ -19,15 +19,16 @@ from typing import Callable
 
 from prefect.engine.state import State
 
-from pipelines.constants import SCHEDULED_TIME_KEY
+from pipelines.constants import SCHEDULED_TIME_KEY, SCHEDULER_LOGGER
 from pipelines.flows import pipeline_flow
 from pipelines.schedules import Clock, format_time, latest_run_time, next_run_time
 from pipelines.settings import Settings
 from pipelines.tasks import configure_retries
 
-# Not under "pipelines": the flow re-routes the "pipelines" loggers to its own log file,
-# and the scheduler's messages must stay in the scheduler's log.
-logger = logging.getLogger("agendador")
+logger = logging.getLogger(SCHEDULER_LOGGER)
+# The scheduler's own log: not propagated to "pipelines", whose handlers belong to the flow
+# run in progress (its decisions must stay in the scheduler's log).
+logger.propagate = False
 
 DEFAULT_TICK_SECONDS = 60
 

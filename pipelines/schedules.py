@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from enum import Enum
 from datetime import datetime
 from typing import Protocol
 
@@ -87,29 +88,45 @@ class Attempt:
     succeeded: bool
 
 
+class Action(str, Enum):
+    RUN = "run"
+    WAIT = "wait"
+
+
+class Reason(str, Enum):
+    """Why the pipeline runs or waits. The values are what users read: they are stored as
+    the attempt's ``tipo`` in ``logs.execucoes``."""
+
+    SCHEDULED = "agendada"
+    RETRY = "repeticao"
+    DONE = "concluida"
+    WAITING_RETRY = "aguardando_repeticao"
+    MANUAL = "manual"             # an attempt asked for now (--agora), counted for the cycle
+
+
 @dataclass(frozen=True)
 class Decision:
-    action: str              # "run" or "wait"
-    reason: str              # "agendada", "repeticao", "concluida", "aguardando_repeticao"
+    action: Action
+    reason: Reason
     cycle: datetime
-    wake_at: datetime        # when there is work again (== now for "run")
+    wake_at: datetime        # when there is work again (== now for Action.RUN)
     last_attempt: datetime | None = None
 
     @property
     def run_now(self) -> bool:
-        return self.action == "run"
+        return self.action is Action.RUN
 
     @property
     def message(self) -> str:
         """The decision in words, for the run's state, the logs and the Prefect UI."""
         cycle = format_date(self.cycle)
-        if self.reason == "agendada":
+        if self.reason is Reason.SCHEDULED:
             return f"Execução agendada do ciclo de {cycle}: captura e materialização do período mais recente."
-        if self.reason == "repeticao":
+        if self.reason is Reason.RETRY:
             return (f"Repetição diária do ciclo de {cycle}: a última tentativa "
                     f"({pendulum.instance(self.last_attempt).in_timezone(TIMEZONE).format('DD/MM/YYYY HH:mm')}) "
                     "não teve sucesso.")
-        if self.reason == "concluida":
+        if self.reason is Reason.DONE:
             return (f"Nada a fazer hoje: o ciclo de {cycle} já foi concluído com sucesso. "
                     f"Próxima execução agendada: {format_time(self.wake_at)}.")
         return (f"Nada a fazer agora: a última tentativa do ciclo de {cycle} não teve sucesso. "
@@ -125,14 +142,14 @@ def decide(now: datetime, attempts: list[Attempt]) -> Decision:
     following = next_cycle_dates(cycle)[0]
     in_cycle = [a for a in attempts if a.cycle == cycle]
     if any(a.succeeded for a in in_cycle):
-        return Decision("wait", "concluida", cycle, following)
+        return Decision(Action.WAIT, Reason.DONE, cycle, following)
     if not in_cycle:
-        return Decision("run", "agendada", cycle, now)
+        return Decision(Action.RUN, Reason.SCHEDULED, cycle, now)
     last = max(a.started_at for a in in_cycle)
     retry_at = next_run_time(last)
     if now >= retry_at:
-        return Decision("run", "repeticao", cycle, now, last)
-    return Decision("wait", "aguardando_repeticao", cycle, min(retry_at, following), last)
+        return Decision(Action.RUN, Reason.RETRY, cycle, now, last)
+    return Decision(Action.WAIT, Reason.WAITING_RETRY, cycle, min(retry_at, following), last)
 
 
 class Clock(Protocol):

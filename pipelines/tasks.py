@@ -31,7 +31,7 @@ from pipelines.errors import (
 )
 from pipelines.parse import ParsedFile
 from pipelines.portal import PortalListing, PublishedFile, describe_unplaced
-from pipelines.schedules import TIMEZONE, PostgresAttemptStore, current_cycle, decide, format_date
+from pipelines.schedules import TIMEZONE, PostgresAttemptStore, Reason, current_cycle, decide, format_date
 from pipelines.settings import Settings, load_settings
 
 logger = logging.getLogger("pipelines.tasks")
@@ -360,7 +360,7 @@ def decide_scheduled_run(manual: bool = False) -> dict:
     with database.connection(settings) as conn, conn, conn.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEDULER_LOCK_KEY,))
         if manual:
-            cycle, kind = current_cycle(now), "manual"
+            cycle, kind = current_cycle(now), Reason.MANUAL
             reason = f"Execução pedida agora, fora do calendário: conta para o ciclo de {format_date(cycle)}."
         else:
             decision = decide(now, store.attempts())
@@ -369,9 +369,9 @@ def decide_scheduled_run(manual: bool = False) -> dict:
                 raise signals.SKIP(decision.message)
             cycle, kind, reason = decision.cycle, decision.reason, decision.message
         attempt_id = str(uuid.uuid4())
-        store.start(attempt_id, cycle, kind, now, current_run_id())
+        store.start(attempt_id, cycle, kind.value, now, current_run_id())
     logger.info("%s Tentativa %s.", reason, attempt_id)
-    return {"id": attempt_id, "ciclo": cycle, "tipo": kind}
+    return {"id": attempt_id, "ciclo": cycle, "tipo": kind.value}
 
 
 @task(name="skip_if_already_materialized")

@@ -20,7 +20,7 @@ import signal
 import sys
 
 from pipelines import database, logs
-from pipelines.constants import SCHEDULER_FLOW
+from pipelines.constants import SCHEDULER_FLOW, SCHEDULER_LOGGER
 from pipelines.errors import ConfigError
 from pipelines.runner import prepare
 from pipelines.sample_portal import add_sample_option, serve_sample_if_asked
@@ -61,8 +61,8 @@ def main() -> int:
             return 2
 
     session_id = f"agendador-{os.getpid()}"
-    text_log = logs.setup_log_file(settings.log_dir, SCHEDULER_FLOW, session_id, loggers=("agendador",))
-    scheduler_logger = logging.getLogger("agendador")
+    text_log = logs.setup_log_file(settings.log_dir, SCHEDULER_FLOW, session_id, loggers=(SCHEDULER_LOGGER,))
+    scheduler_logger = logging.getLogger(SCHEDULER_LOGGER)
     scheduler_logger.addHandler(logging.StreamHandler(sys.stdout))
     scheduler_logger.setLevel(logging.INFO)
     print(f"Agendador iniciado (log em {text_log}).", flush=True)

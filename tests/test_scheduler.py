@@ -2,6 +2,8 @@
 the 4-monthly cycle dates, the pure decision (scheduled date, daily retry after a failure,
 nothing due) and the local runner's loop on an injected clock (no sleeping)."""
 
+import logging
+from contextlib import contextmanager
 from datetime import timedelta
 
 import pendulum
@@ -9,6 +11,7 @@ import pytest
 from prefect.engine.state import Failed, Skipped, Success
 
 from pipelines import database
+from pipelines.constants import SCHEDULER_LOGGER
 from pipelines.flows import pipeline_flow
 from pipelines.schedules import (
     CYCLE_CRON,
@@ -161,10 +164,22 @@ def decision_failed():
                   result={pipeline_flow.get_tasks(name="decide_scheduled_run")[0]: Failed("fora do ar")})
 
 
+@contextmanager
+def scheduler_log(caplog):
+    """caplog for the scheduler's logger, which does not propagate to the root logger."""
+    target = logging.getLogger(SCHEDULER_LOGGER)
+    target.addHandler(caplog.handler)
+    try:
+        with caplog.at_level("INFO", logger=SCHEDULER_LOGGER):
+            yield
+    finally:
+        target.removeHandler(caplog.handler)
+
+
 def test_local_runner_runs_at_start_up_and_at_every_midnight(caplog):
     clock = FakeClock(at("2026-05-01T10:30:00"))
     run = ScriptedRun(clock, [Success("Período 2024-05 capturado e materializado.")])
-    with caplog.at_level("INFO", logger="agendador"):
+    with scheduler_log(caplog):
         LocalScheduler(clock, run, tick_seconds=3600).run_forever(stop=lambda: clock.now() >= at("2026-05-04T12:00"))
     assert run.calls == [("05-01 10:30:00", "05-01 10:30", False), ("05-02 00:00:00", "05-02 00:00", False),
                          ("05-03 00:00:00", "05-03 00:00", False), ("05-04 00:00:00", "05-04 00:00", False)]
@@ -184,7 +199,7 @@ def test_local_runner_retries_a_failed_decision_at_the_next_tick_and_never_dies(
         raise ConnectionError("PostgreSQL fora do ar")
 
     scheduler = LocalScheduler(clock, run, tick_seconds=60, after_run=failing_upload)
-    with caplog.at_level("INFO", logger="agendador"):
+    with scheduler_log(caplog):
         scheduler.run_forever(stop=lambda: clock.now() >= at("2026-09-01T00:10:00"))
     assert run.calls == [("09-01 00:00:00", "09-01 00:00", False), ("09-01 00:01:00", "09-01 00:00", False),
                          ("09-01 00:02:00", "09-01 00:00", False), ("09-01 00:03:00", "09-01 00:00", False)]
