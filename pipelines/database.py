@@ -760,6 +760,8 @@ def insert_log_records(settings: Settings, records: list[dict], wait_seconds: fl
             cursor.execute(sql.SQL("CREATE TEMPORARY TABLE registros_recuperados ON COMMIT DROP AS SELECT nome_flow, "
                                    "id_execucao, registrado_em, nivel, nome_task, logger, mensagem, evento FROM {} "
                                    "WITH NO DATA").format(LOG_RECORDS))
+            # the file's order, kept through the anti-join below (which may sort)
+            cursor.execute("ALTER TABLE registros_recuperados ADD COLUMN ordem bigserial")
             target = sql.Identifier("registros_recuperados")
         execute_values(
             cursor,
@@ -782,7 +784,8 @@ def insert_log_records(settings: Settings, records: list[dict], wait_seconds: fl
                           n.evento
                    FROM registros_recuperados n WHERE NOT EXISTS (
                        SELECT 1 FROM {records} o WHERE o.id_execucao = n.id_execucao
-                       AND o.registrado_em = n.registrado_em AND o.mensagem = n.mensagem)""").format(
+                       AND o.registrado_em = n.registrado_em AND o.mensagem = n.mensagem)
+                   ORDER BY n.ordem""").format(
                 records=LOG_RECORDS))
             return cursor.rowcount
     return len(records)

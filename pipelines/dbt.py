@@ -3,14 +3,28 @@
 dbt's events go to the ``pipelines.dbt`` logger (so to the flow log file and the
 logs table). dbt installs handlers on the root logger when it runs; they are
 removed afterwards so later log lines are not printed twice.
+
+A materialization runs one ``dbt build`` per model (one Prefect task each). The project is
+parsed once per process and the parsed manifest is reused by the following invocations
+(``dbtRunner(manifest=...)``): each of them then costs only dbt's set-up and the model's SQL
+and tests, not another parse. A change to any file of the project parses it again.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import importlib.metadata
+import json
 import logging
 import os
+import shutil
+import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from pipelines import database
+from pipelines.constants import HISTORIC_MODELS, RAW_SCHEMA, RAW_TABLE, STAGING_SCHEMA
 from pipelines.errors import PipelineError
 from pipelines.logs import current_task_name
 from pipelines.settings import PROJECT_ROOT, Settings
@@ -24,6 +38,7 @@ KEPT_EVENTS = {
     "LogModelResult", "LogTestResult", "RunResultWarning", "RunResultFailure", "RunResultError",
     "EndOfRunSummary", "StatsLine", "MainReportVersion", "FoundStats", "ConcurrencyLine", "DatabaseErrorRunningHook",
     "RunResultWarningMessage", "CompiledNode", "MainEncounteredError", "GenericExceptionOnRun", "NodeFinished",
+    "JinjaLogInfo",  # log(..., info=true) of the project's macros: the periods each historic model rebuilds
 }
 
 
@@ -63,8 +78,10 @@ def dbt_environment(settings: Settings) -> None:
     )
 
 
-def _invoke(settings: Settings, args: list[str], family: str, callbacks=()):
-    """dbtRunner.invoke with the project's paths and the validated connection settings.
+def _invoke(settings: Settings, args: list[str], family: str, callbacks=(), manifest=None, write_json=True):
+    """dbtRunner.invoke with the project's paths and the validated connection settings
+    (``manifest``: an already parsed project, which dbt then does not parse again;
+    ``write_json=False``: no JSON artifacts, the compiled SQL is still written).
 
     Importing and running dbt add handlers to the root logger; they are removed so later
     log lines are not printed twice."""
@@ -87,8 +104,12 @@ def _invoke(settings: Settings, args: list[str], family: str, callbacks=()):
         "--log-path", str(settings.log_dir / "dbt"), "--log-level", "none",
         "--no-use-colors", "--no-send-anonymous-usage-stats", "--no-version-check",
     ]
+    if write_json is False:
+        # manifest.json, run_results.json and graph.gpickle: nothing reads them here, and dbt
+        # serializes the whole manifest after every invocation (~0.3 s each on 2 cores)
+        common.append("--no-write-json")
     try:
-        return dbtRunner(callbacks=list(callbacks)).invoke(args + common)
+        return dbtRunner(manifest=manifest, callbacks=list(callbacks)).invoke(args + common)
     finally:
         restore_root_logger()
 
@@ -101,11 +122,159 @@ def compile_inline(settings: Settings, sql: str) -> str:
     return result.result.results[0].node.compiled_code
 
 
-def run_dbt(settings: Settings, command: str, select: str) -> DbtOutcome:
-    """Invoke ``dbt <command> --select <select>`` in-process and summarise the results."""
+# Skipped when fingerprinting the project: what dbt writes, not what it reads.
+_NOT_PROJECT_FILES = {"target", "logs", "dbt_packages", ".user.yml"}
+_manifests: dict[str, tuple[tuple, object]] = {}  # family -> (key, parsed manifest)
+_manifests_lock = threading.Lock()
+
+
+def _project_fingerprint() -> str:
+    """sha256 of every file of the dbt project (names and contents) and of the dbt versions."""
+    digest = hashlib.sha256()
+    for package in ("dbt-core", "dbt-postgres"):
+        digest.update(f"{package}=={importlib.metadata.version(package)}\n".encode())
+    for folder, subfolders, names in os.walk(DBT_PROJECT_DIR):
+        subfolders[:] = sorted(d for d in subfolders if d not in _NOT_PROJECT_FILES)
+        for name in sorted(n for n in names if n not in _NOT_PROJECT_FILES):
+            path = Path(folder, name)
+            digest.update(f"{path.relative_to(DBT_PROJECT_DIR)}\n".encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def parsed_manifest(settings: Settings, family: str):
+    """The project parsed for ``family`` (``dbt parse``, with dbt's partial parsing), kept for
+    the next invocations of this process while the project files and the connection settings
+    stay the same."""
+    key = (_project_fingerprint(), settings.postgres_host, settings.postgres_port, settings.postgres_user,
+           settings.postgres_db, str(settings.data_dir))
+    with _manifests_lock:
+        cached = _manifests.get(family)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        result = _invoke(settings, ["parse"], family, callbacks=[_forwarder(current_task_name())], write_json=False)
+        if not result.success or result.result is None:
+            raise DbtBuildError(f"dbt parse falhou: {result.exception or 'veja o log do dbt'}")
+        _manifests[family] = (key, result.result)
+        return result.result
+
+
+# -- historic models with nothing to do -----------------------------------------------------
+#
+# The historic models are built by period (queries/macros/terceirizados_models.sql): with no
+# period captured, recaptured or removed since the last build, dbt would start, parse, rebuild
+# nothing and test no row. That is known before dbt is even imported, so the build is skipped
+# when (1) every historic model was last built, successfully and with its tests, from the same
+# project files and dbt versions, (2) the database is as that build left it (each period's
+# capture in raw.terceirizados and the record of the by-period models, compared with a
+# snapshot taken then), (3) every period is recorded as built from its current capture and
+# verified, and (4) the four relations exist and historic_cleaned (unlogged) is not empty.
+
+BY_PERIOD_MODELS = ("historic_cleaned", "historic_transformed")
+STATE_TABLE = "periodos_materializados"
+
+# The capture behind each period of raw.terceirizados (as the models' macro historic_source_versions_sql):
+# a loose scan of the (periodo, linha_origem) index, a few probes per period.
+_SOURCE_VERSIONS_SQL = f"""
+    WITH RECURSIVE periodos AS (
+        (SELECT periodo FROM {RAW_SCHEMA}.{RAW_TABLE} ORDER BY periodo LIMIT 1)
+        UNION ALL
+        SELECT (SELECT s.periodo FROM {RAW_SCHEMA}.{RAW_TABLE} AS s WHERE s.periodo > p.periodo
+                ORDER BY s.periodo LIMIT 1)
+        FROM periodos AS p WHERE p.periodo IS NOT NULL
+    )
+    SELECT to_char(p.periodo, 'YYYY-MM-DD'),
+           (SELECT s.capturado_em FROM {RAW_SCHEMA}.{RAW_TABLE} AS s WHERE s.periodo = p.periodo
+            ORDER BY s.linha_origem LIMIT 1)::text
+    FROM periodos AS p WHERE p.periodo IS NOT NULL ORDER BY 1"""
+
+
+def _build_marker(settings: Settings) -> Path:
+    return settings.data_dir / "dbt_target" / "historic" / "construcao.json"
+
+
+def _historic_snapshot(settings: Settings) -> dict | None:
+    """The captures of raw.terceirizados and the record of the by-period models as the database
+    has them now; None when a historic relation is missing or historic_cleaned is empty."""
+    relations = (*HISTORIC_MODELS, STATE_TABLE)
+    with database.connection(settings) as conn, conn.cursor() as cursor:
+        cursor.execute("SELECT " + ", ".join("to_regclass(%s) IS NOT NULL" for _ in relations),
+                       [f"{STAGING_SCHEMA}.{name}" for name in relations])
+        if not all(cursor.fetchone()):
+            return None
+        cursor.execute(f"SELECT EXISTS (SELECT 1 FROM {STAGING_SCHEMA}.historic_cleaned)")
+        if not cursor.fetchone()[0]:
+            return None
+        cursor.execute(_SOURCE_VERSIONS_SQL)
+        sources = [list(row) for row in cursor.fetchall()]
+        cursor.execute(f"SELECT modelo, to_char(periodo, 'YYYY-MM-DD'), capturado_em::text, versao, "
+                       f"verificado_em IS NOT NULL FROM {STAGING_SCHEMA}.{STATE_TABLE} ORDER BY 1, 2")
+        records = [list(row) for row in cursor.fetchall()]
+    return {"capturas": sources, "registro": records}
+
+
+def _read_marker(settings: Settings) -> dict:
+    try:
+        return json.loads(_build_marker(settings).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def historic_up_to_date(settings: Settings) -> bool:
+    """True when a build of the historic models would change nothing (see above)."""
+    marker = _read_marker(settings)
+    fingerprint = _project_fingerprint()
+    if not marker or any(marker.get("modelos", {}).get(model) != fingerprint for model in HISTORIC_MODELS):
+        return False
+    snapshot = _historic_snapshot(settings)
+    if snapshot is None or snapshot != marker.get("snapshot"):
+        return False
+    captures = {period: captured_at for period, captured_at in snapshot["capturas"]}
+    for model in BY_PERIOD_MODELS:
+        built = {period: (captured_at, verified)
+                 for name, period, captured_at, _, verified in snapshot["registro"] if name == model}
+        if built != {period: (captured_at, True) for period, captured_at in captures.items()}:
+            return False
+    return True
+
+
+def _mark_historic_build(settings: Settings, model: str, built: bool) -> None:
+    """Before a build of a historic model (``built=False``): forget its project and the snapshot,
+    so a build that fails, or dies, leaves the next run to dbt. After it succeeded: the project
+    it was built from and, after the last model, the snapshot of what the models were built from."""
+    marker = _read_marker(settings)
+    models = marker.setdefault("modelos", {})
+    if built:
+        models[model] = _project_fingerprint()
+        if model == HISTORIC_MODELS[-1]:
+            marker["snapshot"] = _historic_snapshot(settings)
+    else:
+        models.pop(model, None)
+        marker.pop("snapshot", None)
+    path = _build_marker(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(marker, indent=1), encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def run_dbt(settings: Settings, command: str, select: str, full_refresh: bool = False) -> DbtOutcome:
+    """Invoke ``dbt <command> --select <select>`` in-process and summarise the results.
+    ``full_refresh``: dbt's ``--full-refresh`` (incremental models are rebuilt whole, and the
+    historic models' tests read every row)."""
     family = "historic" if "historic" in select else "latest"
-    result = _invoke(settings, [command, "--select", select, "--indirect-selection", "buildable"], family,
-                     callbacks=[_forwarder(current_task_name())])
+    tracked = family == "historic" and command == "build" and select in HISTORIC_MODELS
+    if tracked and not full_refresh and historic_up_to_date(settings):
+        logger.info("dbt %s --select %s dispensado: nenhum período capturado, recapturado ou removido desde a "
+                    "última materialização verificada, e o projeto dbt é o mesmo.", command, select)
+        return DbtOutcome(success=True, models={select: "inalterado"})
+    args = [command, "--select", select, "--indirect-selection", "buildable"]
+    if full_refresh:
+        args.append("--full-refresh")
+    if tracked:
+        _mark_historic_build(settings, select, built=False)
+    result = _invoke(settings, args, family, callbacks=[_forwarder(current_task_name())],
+                     manifest=parsed_manifest(settings, family), write_json=False)
 
     outcome = DbtOutcome(success=bool(result.success))
     if result.exception is not None:
@@ -126,4 +295,73 @@ def run_dbt(settings: Settings, command: str, select: str) -> DbtOutcome:
         raise DbtBuildError(f"dbt {command} --select {select} falhou: {details or 'veja o log do dbt'}")
     logger.info("dbt %s --select %s concluído: %s.", command, select,
                 ", ".join(f"{name}={status}" for name, status in outcome.models.items()) or "nenhum modelo")
+    if tracked:
+        _mark_historic_build(settings, select, built=True)
     return outcome
+
+
+# -- documentation ------------------------------------------------------------------------
+
+DOCS_FILES = ("index.html", "manifest.json", "catalog.json")
+
+
+def docs_path(settings: Settings) -> Path:
+    """The published dbt documentation, which the results app serves under /docs/."""
+    return settings.data_dir / "dbt_docs"
+
+
+def docs_key(settings: Settings) -> str:
+    """What the documentation depends on: the project's files and the columns and types of
+    the built relations. Row counts change every period; they do not regenerate the docs."""
+    import hashlib
+
+    import psycopg2
+
+    with psycopg2.connect(**settings.postgres_dsn()) as conn, conn.cursor() as cursor:
+        cursor.execute("SELECT table_schema, table_name, column_name, data_type FROM information_schema.columns "
+                       "WHERE table_schema NOT IN ('pg_catalog', 'information_schema') "
+                       "ORDER BY 1, 2, ordinal_position")
+        columns = cursor.fetchall()
+    conn.close()
+    return hashlib.sha256(repr((_project_fingerprint(), columns)).encode()).hexdigest()
+
+
+def generate_docs_if_changed(settings: Settings) -> tuple[Path, bool]:
+    """``generate_docs`` unless the published documentation was made from the same project
+    and the same relations (the scheduled run of a new period then pays nothing for it).
+    Returns (folder, generated)."""
+    key = docs_key(settings)
+    marker = docs_path(settings) / ".chave"
+    if marker.exists() and marker.read_text() == key and (docs_path(settings) / "index.html").exists():
+        logger.info("Documentação do dbt em %s já corresponde ao projeto e às tabelas: não gerada de novo.",
+                    docs_path(settings))
+        return docs_path(settings), False
+    published = generate_docs(settings)
+    marker.write_text(key)
+    return published, True
+
+
+def generate_docs(settings: Settings) -> Path:
+    """``dbt docs generate`` in-process: lineage from the source ``raw.terceirizados`` to
+    every model, each column's description, the tests and the catalog (types read from the
+    database). Returns the folder the three files were published to (``docs_path``).
+
+    dbt writes into its own target folder, kept between runs for dbt's partial parsing
+    and used by one generation at a time (a file lock: the latest and historic
+    materializations may finish together); each file is then published with an atomic
+    rename, so the app never serves a half-written file."""
+    target = settings.data_dir / "dbt_target"
+    target.mkdir(parents=True, exist_ok=True)
+    published = docs_path(settings)
+    published.mkdir(parents=True, exist_ok=True)
+    with open(target / "docs.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        result = _invoke(settings, ["docs", "generate"], "docs", callbacks=[_forwarder(current_task_name())])
+        if not result.success:
+            raise DbtBuildError(f"dbt docs generate falhou: {result.exception or 'veja o log do dbt'}")
+        for name in ("catalog.json", "manifest.json", "index.html"):  # the page last
+            temporary = published / f".{name}.tmp"
+            shutil.copyfile(target / "docs" / name, temporary)
+            os.replace(temporary, published / name)
+    logger.info("Documentação do dbt gerada em %s (servida pelo app de resultados em /docs/).", published)
+    return published

@@ -21,6 +21,7 @@ from pipelines.tasks import (
     discover_published_files,
     download_data,
     finish_scheduled_run,
+    generate_dbt_docs,
     parse_data,
     record_materialized_rows,
     record_run,
@@ -52,17 +53,22 @@ def capture_steps(newest: Task) -> list[Task]:
     return [downloaded, raw_file, parsed, csv_file, loaded]
 
 
-def materialize_steps(models: tuple[str, ...], after: Task) -> list[Task]:
+def materialize_steps(models: tuple[str, ...], after: Task, full_refresh: Task | bool = False) -> list[Task]:
     """check raw data (after ``after``) -> one ``dbt build`` task per model, in order -> rows,
-    all while the raw data is held (``RawDataHold``: no load changes it half-way)."""
+    all while the raw data is held (``RawDataHold``: no load changes it half-way).
+    ``full_refresh``: dbt's --full-refresh for every model (a flow parameter, or a constant)."""
     with RawDataHold(models[-1], upstream_tasks=[after]):
         built = check_raw_data(upstream_tasks=[after])
         steps = [built]
         for model in models:
-            built = dbt_build(model, upstream_tasks=[built],
+            built = dbt_build(model, full_refresh, upstream_tasks=[built],
                               task_args={"name": f"dbt_build_{constants.STAGING_SCHEMA}.{model}"})
             steps.append(built)
         steps.append(record_materialized_rows(models[-1], upstream_tasks=[built]))
+    # last: the dbt documentation of what was just built (the results app serves it under
+    # /docs/); outside the hold, regenerated only when the project or the tables changed,
+    # and it never fails the run (a warning when it cannot be made)
+    steps.append(generate_dbt_docs(upstream_tasks=[steps[-1]]))
     return steps
 
 
@@ -76,18 +82,21 @@ with Flow(constants.CAPTURE_FLOW, state_handlers=[record_run]) as capture_flow:
 capture_flow.set_reference_tasks([loaded, logs_loaded])
 
 
-def build_materialize_flow(name: str, models: tuple[str, ...]) -> Flow:
-    """set-up -> materialize steps -> logs."""
+def build_materialize_flow(name: str, models: tuple[str, ...], full_refresh_option: bool = False) -> Flow:
+    """set-up -> materialize steps -> logs. ``full_refresh_option``: the flow has a
+    ``full_refresh`` parameter (the historic models, which are built incrementally)."""
     with Flow(name, state_handlers=[record_run]) as flow:
         run_id = setup_log_file(name)
-        materialized = materialize_steps(models, run_id)[-1]
+        full_refresh = Parameter("full_refresh", default=False) if full_refresh_option else False
+        materialized = materialize_steps(models, run_id, full_refresh)[-1]
         logs_loaded = upload_logs_to_database(name, upstream_tasks=[materialized])
     flow.set_reference_tasks([materialized, logs_loaded])
     return flow
 
 
 materialize_flow = build_materialize_flow(constants.MATERIALIZE_FLOW, constants.LATEST_MODELS)
-historic_materialize_flow = build_materialize_flow(constants.HISTORIC_MATERIALIZE_FLOW, constants.HISTORIC_MODELS)
+historic_materialize_flow = build_materialize_flow(constants.HISTORIC_MATERIALIZE_FLOW, constants.HISTORIC_MODELS,
+                                                   full_refresh_option=True)
 
 
 with Flow(constants.HISTORIC_CAPTURE_FLOW, state_handlers=[record_run]) as historic_capture_flow:

@@ -446,11 +446,11 @@ def generate_dbt_docs() -> str:
     serves under /docs/. A by-product of the run: when it cannot be generated (database
     down, disk full) the run logs a warning and still succeeds; returns where it was
     published, or why not."""
-    from pipelines.dbt import generate_docs
+    from pipelines.dbt import generate_docs_if_changed
 
     settings = task_settings()
     try:
-        return str(generate_docs(settings))
+        return str(generate_docs_if_changed(settings)[0])
     except (PipelineError, OSError) as exc:
         logger.warning("A documentação do dbt não foi gerada (os dados foram materializados): %s", first_line(exc))
         return f"documentação do dbt não gerada: {first_line(exc)}"

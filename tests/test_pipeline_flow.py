@@ -46,10 +46,12 @@ WORK_ORDER = [
     "skip_if_already_materialized", "download_cgu_terceirizados_data", "save_raw_data_locally",
     "parse_data_into_dataframes", "save_data_as_csv_locally", "upload_csv_to_database", "check_raw_data",
     "dbt_build_staging.raw", "dbt_build_staging.cleaned", "dbt_build_staging.renamed",
-    "dbt_build_staging.transformed", "record_materialized_rows", "finish_scheduled_run", "upload_logs_to_database",
+    "dbt_build_staging.transformed", "record_materialized_rows", "generate_dbt_docs", "finish_scheduled_run",
+    "upload_logs_to_database",
 ]
 MATERIALIZE_STEPS = ["check_raw_data", "dbt_build_staging.raw", "dbt_build_staging.cleaned",
-                     "dbt_build_staging.renamed", "dbt_build_staging.transformed", "record_materialized_rows"]
+                     "dbt_build_staging.renamed", "dbt_build_staging.transformed", "record_materialized_rows",
+                     "generate_dbt_docs"]
 
 
 def registered_flows():
@@ -180,7 +182,7 @@ def test_pipeline_is_built_from_the_capture_and_materialize_steps():
     capture_steps = work(capture_flow)[1:-1]  # without set-up and logs
     materialize_steps = work(materialize_flow)[1:-1]
     assert capture_steps == WORK_ORDER[2:4] + WORK_ORDER[5:10]
-    assert materialize_steps == MATERIALIZE_STEPS == WORK_ORDER[10:16]
+    assert materialize_steps == MATERIALIZE_STEPS == WORK_ORDER[10:17]
     [check] = pipeline_flow.get_tasks(name="check_raw_data")
     assert {t.name for t in pipeline_flow.upstream_tasks(check)} == {"upload_csv_to_database", "hold_raw_data.setup"}
     [hold] = pipeline_flow.get_tasks(name="hold_raw_data")  # held only after the load, never around it

@@ -1,10 +1,15 @@
 """The results app: queries, callbacks' view functions, export, empty and database-down
 states, and an end-to-end run in headless Chromium against data from the real flows."""
 
+import contextlib
 import csv
+import dataclasses
 import io
+import json
+import math
 import os
 import threading
+import urllib.request
 from pathlib import Path
 
 import pandas as pd
@@ -12,10 +17,11 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
+from pipelines.dbt import generate_docs
 from pipelines.executors import parallel_executor
 from pipelines.flows import capture_flow, historic_capture_flow, historic_materialize_flow, materialize_flow
 from pipelines.results import views
-from pipelines.results.app import create_app, db_down_banner
+from pipelines.results.app import GRAPH_CONFIG, create_app, db_down_banner
 from pipelines.results.formatting import brl, duration, integer
 from pipelines.results.queries import Column, ResultsRepository, UnknownTableError, filter_sql, make_engine, order_sql
 from pipelines.settings import load_settings
@@ -274,14 +280,14 @@ def test_browser_shows_every_page(filled, served, browser):
     page.goto(served + "/tabelas")
     page.wait_for_selector(".data-grid .ag-row")
     assert "ano (integer)" in page.inner_text(".data-grid .ag-header")
-    assert f"of {expected['2024-05'].loaded_rows}" in page.inner_text(".data-grid .ag-paging-row-summary-panel")
+    assert page.inner_text(".data-grid .ag-paging-row-summary-panel") == \
+        f"1 a {expected['2024-05'].loaded_rows} de {expected['2024-05'].loaded_rows}"
     assert "Código SIAFI da unidade gestora" in page.inner_text("#dictionary")
     screenshot(page, "resultados_tabelas.png")
 
     page.click("#table-select")
     page.get_by_text("Histórico (staging.historic_transformed)").click()
-    page.wait_for_function("document.querySelector('.data-grid .ag-paging-row-summary-panel') && document.querySelector("
-                           f"'.data-grid .ag-paging-row-summary-panel').innerText.includes('of {sum(e.loaded_rows for e in expected.values())}')")
+    wait_text(page, ".data-grid .ag-paging-row-summary-panel", f"de {sum(e.loaded_rows for e in expected.values())}")
     assert "historic_transformed" in page.get_attribute(".export-link", "href")
 
     page.goto(served + "/logs")
@@ -292,7 +298,7 @@ def test_browser_shows_every_page(filled, served, browser):
 
     page.goto(served + "/execucoes")
     page.wait_for_selector("#runs-grid .ag-row")
-    assert "5 execuções, 1 com falha" in page.inner_text("#runs-info")
+    assert page.inner_text("#runs-info") == "5 execuções, 1 com falha."
     grid_text = page.inner_text("#runs-grid")
     assert "Failed" in grid_text and "Success" in grid_text
     screenshot(page, "resultados_execucoes.png")
@@ -324,3 +330,330 @@ def test_browser_empty_state(served, browser, filled):
         with conn.cursor() as cursor:
             cursor.execute("DROP TABLE raw.terceirizados_quarentena")
             cursor.execute("ALTER TABLE raw.quarentena_guardada RENAME TO terceirizados_quarentena")
+
+
+# -- stable pages, counts and charts ------------------------------------------------------
+
+def pages_of(repo, table, sort_model, size=70):
+    rows, total = repo.page("staging", table, 0, size, sort_model, None)
+    for start in range(size, total, size):
+        rows += repo.page("staging", table, start, start + size, sort_model, None)[0]
+    return rows
+
+
+def test_pages_without_a_sort_follow_the_table_key(filled, repo):
+    """LIMIT/OFFSET pages need a total order: the primary key from the catalog, a view's
+    known key, and the key after a sort on a column with repeated values."""
+    conn = filled["conn"]
+    assert repo.key_columns("staging", "historic_transformed") == ("ano", "mes", "id_terceirizado")
+    assert repo.key_columns("raw", "terceirizados") == ("periodo", "linha_origem")  # unique index, NOT NULL
+    assert repo.key_columns("raw", "capturas") == ("periodo",)
+    assert repo.key_columns("staging", "historic_raw") == ("periodo", "linha_origem")  # a view: the known key
+    expected = query(conn, "SELECT ano, mes, id_terceirizado FROM staging.historic_transformed ORDER BY 1, 2, 3")
+    got = [(r["ano"], r["mes"], r["id_terceirizado"]) for r in pages_of(repo, "historic_transformed", None)]
+    assert got == expected and len(got) == sum(e.loaded_rows for e in filled["portal"].portal.expectations.values())
+
+    sort = [{"colId": "nm_escolaridade", "sort": "desc"}]  # a handful of values over ~300 rows
+    expected = query(conn, "SELECT periodo::text, linha_origem FROM staging.historic_raw "
+                           "ORDER BY nm_escolaridade DESC NULLS LAST, periodo, linha_origem")
+    got = [(r["periodo"], r["linha_origem"]) for r in pages_of(repo, "historic_raw", sort)]
+    assert got == expected and len(set(got)) == len(got)
+
+    columns = {name: Column(name, "text", None) for name in ("a", "b", "c")}
+    assert order_sql([{"colId": "b", "sort": "desc"}], columns, QUOTE, ("a", "b")) == \
+        ' ORDER BY "b" DESC NULLS LAST, "a"'
+    assert order_sql(None, columns, QUOTE, ("a", "c")) == ' ORDER BY "a", "c"'
+
+
+def test_counts_are_singular_or_plural_in_brazilian_format():
+    ok, failed = {"estado_final": "Success"}, {"estado_final": "Failed"}
+    assert views.runs_info([ok]) == "1 execução, nenhuma com falha."
+    assert views.runs_info([failed] * 2 + [ok] * 1500) == "1.502 execuções, 2 com falha."
+    assert views.runs_info([failed, ok]) == "2 execuções, 1 com falha."
+    assert views.logs_info([ok]) == "1 registro mais recente (execuções com falha em vermelho)."
+    assert views.logs_info([ok] * 2000) == "2.000 registros mais recentes (execuções com falha em vermelho)."
+
+
+def test_numeric_columns_get_the_brazilian_formatter(filled, repo):
+    defs = {d["field"]: d for d in views.column_defs(repo.columns("staging", "transformed"))}
+    assert defs["valor_custo_mensal"]["valueFormatter"] == {"function": "numeroBR(params.value, 2, true)"}
+    assert defs["quantidade_horas_semanais"]["valueFormatter"] == {"function": "numeroBR(params.value, 0, true)"}
+    assert defs["ano"]["valueFormatter"] == {"function": "numeroBR(params.value, 0, false)"}  # 2024, not 2.024
+    assert "valueFormatter" not in defs["cpf"]
+    script = (ROOT / "pipelines" / "results" / "assets" / "dashAgGridFunctions.js").read_text()
+    assert "dagfuncs.numeroBR = function (value, decimals, grouping)" in script and '"pt-BR"' in script
+
+
+def test_one_period_chart_says_how_to_fill_it(filled, repo):
+    totals = repo.totals_by_period("staging.transformed")
+    assert totals[["ano", "mes"]].values.tolist() == [[2024, 5]]
+    figure = views.totals_figure(totals)
+    [note] = figure.layout.annotations
+    assert note.text.startswith("Só um período capturado (05/2024). A captura histórica preenche este gráfico")
+    assert ".venv/bin/python run/historic_capture.py" in note.text and "run/historic_materialize.py" in note.text
+    costs = totals["custo_total"].astype(float)[0]
+    axis = figure.layout.yaxis2
+    assert axis.range[0] == 0 and axis.range[1] >= costs and axis.dtick >= 1 and axis.range[1] / axis.dtick <= 10
+    assert len(views.totals_figure(repo.totals_by_period("staging.historic_transformed")).layout.annotations) == 0
+
+
+# -- more pages in headless Chromium ------------------------------------------------------
+
+ENGLISH = ("Select...", "No Rows To Show", "Page Size", "Loading...", "First Page", "No results found")
+
+
+def assert_no_english(page):
+    text = page.inner_text("body")
+    assert not [word for word in ENGLISH if word in text], text[:2000]
+
+
+@contextlib.contextmanager
+def serve(app):
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app.server, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+
+
+def wait_text(page, selector, text):
+    page.wait_for_function("([s, t]) => { const e = document.querySelector(s); return e && e.innerText.includes(t); }",
+                           arg=[selector, text])
+
+
+def choose(page, dropdown, option):
+    page.click(dropdown)
+    page.get_by_text(option, exact=True).click()
+
+
+def summary_is(page, text):
+    page.wait_for_function("([t]) => { const p = document.querySelector('.data-grid .ag-paging-row-summary-panel');"
+                           " return p && p.innerText === t; }", arg=[text])
+
+
+def test_browser_grid_texts_and_numbers_are_brazilian(filled, served, browser):
+    conn = filled["conn"]
+    extra = 1234
+    with conn.cursor() as cursor:
+        cursor.execute("""INSERT INTO raw.terceirizados_quarentena (periodo, arquivo_origem, url_origem, sha256_arquivo,
+                              linha_origem, motivo, linha_bruta, capturado_em)
+                          SELECT '1990-01-01', 'a.csv', 'http://x', 'abc', n, 'teste de paginação', 'x', now()
+                          FROM generate_series(1, %s) AS n""", (extra,))
+    try:
+        [(quarantined,)] = query(conn, "SELECT count(*) FROM raw.terceirizados_quarentena")
+        [(worker, cost)] = query(conn, "SELECT id_terceirizado, valor_custo_mensal FROM staging.transformed "
+                                       "ORDER BY ano, mes, id_terceirizado LIMIT 1")
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(served + "/tabelas")
+        page.wait_for_selector(".data-grid .ag-row")
+        first = ".data-grid .ag-row[row-index='0'] "
+        wait_text(page, first + ".ag-cell[col-id='id_terceirizado']", str(worker))  # the key's order
+        assert page.inner_text(first + ".ag-cell[col-id='id_terceirizado']") == str(worker)
+        assert page.inner_text(first + ".ag-cell[col-id='valor_custo_mensal']") == brl(cost).removeprefix("R$ ")
+        assert page.inner_text(first + ".ag-cell[col-id='ano']") == "2024"
+        assert "Descrição" in page.inner_text("#dictionary .ag-header")
+        assert "Linhas por página:" in page.inner_text(".data-grid .ag-paging-page-size")
+
+        choose(page, "#table-select", "Quarentena (raw.terceirizados_quarentena)")
+        summary_is(page, f"1 a 100 de {integer(quarantined)}")
+        assert quarantined > 1000 and "." in integer(quarantined)
+        assert page.inner_text(".data-grid .ag-paging-description") == \
+            f"Página 1 de {integer(math.ceil(quarantined / 100))}"
+        page.hover(".data-grid .ag-header-cell[col-id='motivo']")
+        page.click(".data-grid .ag-header-cell[col-id='motivo'] .ag-header-cell-menu-button")
+        page.wait_for_selector(".ag-filter")
+        filter_text = page.inner_text(".ag-filter")
+        assert "Contém" in filter_text and "Aplicar" in filter_text and "Limpar" in filter_text
+        assert page.get_attribute(".ag-filter input[type='text']", "placeholder") == "Filtrar..."
+        assert_no_english(page)
+        page.close()
+    finally:
+        with conn.cursor() as cursor:
+            cursor.execute("DELETE FROM raw.terceirizados_quarentena WHERE periodo = '1990-01-01'")
+
+
+def cells(page, grid, column):
+    """(text, whole text visible) of the column's rendered cells."""
+    return page.evaluate("""([grid, column]) => [...document.querySelectorAll(
+        `${grid} .ag-center-cols-container .ag-cell[col-id="${column}"]`)].map(c =>
+        [c.innerText, c.scrollWidth <= c.clientWidth + 1 && c.scrollHeight <= c.clientHeight + 2])""", [grid, column])
+
+
+def cut_texts(page, grid, skip=()):
+    """Headers and cells of a grid whose text does not fit (ellipsis), but the ``skip`` columns."""
+    return page.evaluate("""([grid, skip]) => [...document.querySelectorAll(
+        `${grid} .ag-header-cell-text, ${grid} .ag-cell`)]
+        .filter(e => !skip.includes(e.getAttribute('col-id') || e.closest('[col-id]').getAttribute('col-id')))
+        .filter(e => e.scrollWidth > e.clientWidth + 1).map(e => e.innerText)""", [grid, list(skip)])
+
+
+def test_browser_logs_and_runs_show_whole_texts(filled, served, browser):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(served + "/logs")
+    page.wait_for_selector("#logs-grid .ag-row")
+    choose(page, "#log-level", "WARNING")
+    wait_text(page, "#logs-grid .ag-cell[col-id='nivel']", "WARNING")
+    levels = cells(page, "#logs-grid", "nivel")
+    [(warnings,)] = query(filled["conn"], "SELECT count(*) FROM logs.registros WHERE nivel = 'WARNING'")
+    assert len(levels) >= 5 and {tuple(level) for level in levels} == {("WARNING", True)}
+    assert page.inner_text("#logs-info").startswith(f"{integer(warnings)} registros mais recentes")
+
+    page.goto(served + "/execucoes")
+    page.wait_for_selector("#runs-grid .ag-row")
+    [(message,)] = query(filled["conn"], "SELECT mensagem FROM logs.execucoes WHERE estado_final = 'Failed'")
+    assert len(message) > 150  # longer than the column: it wraps
+    messages = dict(cells(page, "#runs-grid", "mensagem"))
+    assert messages[message] is True and len(messages) == 2  # the failed run's and "Concluído com sucesso."
+    # at 1400 px nothing else is cut either; the run id is the last column, reached by scrolling
+    assert cut_texts(page, "#runs-grid", skip=["id_execucao"]) == []
+    assert_no_english(page)
+    page.close()
+
+
+def tick_labels(page, chart, axis):
+    return page.locator(f"{chart} .{axis}tick text").all_text_contents()
+
+
+def test_browser_charts_axes_and_the_single_period_note(filled, served, browser):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(served + "/graficos")
+    page.wait_for_selector("#chart-totals .y2tick text")
+    for axis in ("y", "y2"):
+        labels = tick_labels(page, "#chart-totals", axis)
+        assert len(labels) >= 3 and len(set(labels)) == len(labels), labels
+    assert tick_labels(page, "#chart-totals", "y2")[0] == "R$ 0"
+    conn = filled["conn"]
+    with conn.cursor() as cursor:  # only the newest period left for the charts
+        cursor.execute("ALTER TABLE staging.historic_transformed RENAME TO historic_guardada")
+    try:
+        page.goto(served + "/graficos")
+        wait_text(page, "#chart-totals", "Só um período")
+        text = page.inner_text("#chart-totals")
+        assert "Só um período capturado (05/2024)" in text and ".venv/bin/python run/historic_capture.py" in text
+        for axis in ("y", "y2"):
+            labels = tick_labels(page, "#chart-totals", axis)
+            assert len(labels) >= 3 and len(set(labels)) == len(labels), labels
+        assert page.inner_text("#charts-info") == "Fonte: staging.transformed."
+    finally:
+        with conn.cursor() as cursor:
+            cursor.execute("ALTER TABLE staging.historic_guardada RENAME TO historic_transformed")
+    page.close()
+
+
+def test_browser_database_never_captured(settings, browser):
+    """A database that does not exist yet, and one without the pipeline's tables: not
+    "indisponível" (waiting will not help) but the two commands that capture; the charts
+    say there is no data instead of drawing empty axes; no English anywhere."""
+    import psycopg2
+    from psycopg2 import sql
+
+    missing, empty = settings.postgres_db + "_inexistente", settings.postgres_db + "_nada"
+    admin = psycopg2.connect(**settings.postgres_dsn("postgres"))
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        for name in (missing, empty):
+            cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(empty)))
+    try:
+        for name in (missing, empty):
+            app = create_app(load_settings({**os.environ, "POSTGRES_DB": name}))
+            export = app.server.test_client().get("/exportar.csv?tabela=staging.transformed")
+            if name == missing:
+                assert export.status_code == 404
+                assert export.get_data(as_text=True).startswith(f"Nada foi capturado ainda. O banco {name} em ")
+            else:
+                assert export.status_code == 400 and "vazia ou inexistente" in export.get_data(as_text=True)
+            with serve(app) as url:
+                page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                page.goto(url + "/tabelas")
+                page.wait_for_selector("#nothing-captured")
+                notice = page.inner_text("#nothing-captured")
+                assert notice.startswith("Nada foi capturado ainda. O banco " + name), notice
+                assert "./start.sh --amostra" in notice and ".venv/bin/python run/capture.py" in notice
+                wait_text(page, "#table-info", "ainda")  # nothing captured / no data for this table
+                assert page.locator("#db-down").count() == 0
+                assert "indisponível" not in page.inner_text("body")
+                assert_no_english(page)
+
+                page.goto(url + "/graficos")
+                # no database: nothing captured; no tables: no data for the charts
+                says = views.NOTHING_CAPTURED_MESSAGE if name == missing else views.EMPTY_TABLE_MESSAGE
+                wait_text(page, "#chart-salary", says)
+                for chart in ("#chart-totals", "#chart-agencies", "#chart-companies", "#chart-salary"):
+                    assert says in page.inner_text(chart), chart
+                    assert page.locator(f"{chart} .xtick").count() == 0 and page.locator(f"{chart} .ytick").count() == 0
+                assert "Período" in page.inner_text("#chart-period")
+                assert_no_english(page)
+
+                page.goto(url + "/execucoes")
+                page.wait_for_selector("#runs-grid .ag-overlay-no-rows-center")
+                assert page.inner_text("#runs-grid .ag-overlay-no-rows-center") == "Nenhuma linha para mostrar"
+                assert page.locator("#nothing-captured").count() == 1
+                assert_no_english(page)
+                page.close()
+    finally:
+        with admin.cursor() as cursor:
+            for name in (missing, empty):
+                cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        admin.close()
+
+
+def test_graphs_and_grids_carry_the_portuguese_locale():
+    from pipelines.results.app import charts_page, logs_page, runs_page, tables_page
+
+    def page_json(builder):
+        return json.dumps(builder().to_plotly_json(), default=lambda component: component.to_plotly_json())
+
+    assert page_json(charts_page).count('"locale": "pt-BR"') == 4
+    assert GRAPH_CONFIG["locales"]["pt-BR"]["format"] == {"decimal": ",", "thousands": "."}
+    for builder in (tables_page, logs_page, runs_page):
+        grids = page_json(builder)
+        assert '"noRowsToShow": "Nenhuma linha para mostrar"' in grids and '"thousandSeparator": "."' in grids
+
+
+# -- dbt documentation ----------------------------------------------------------------------
+
+def test_docs_before_generation_name_the_command(settings, tmp_path):
+    client = create_app(dataclasses.replace(settings, data_dir=tmp_path)).server.test_client()
+    redirect = client.get("/docs")
+    assert redirect.status_code == 308 and redirect.headers["Location"].endswith("/docs/")
+    response = client.get("/docs/")
+    assert response.status_code == 404 and response.mimetype == "text/html"
+    text = response.get_data(as_text=True)
+    assert "A documentação do dbt ainda não foi gerada." in text and ".venv/bin/python run/materialize.py" in text
+    assert client.get("/docs/segredo.txt").status_code == 404
+
+
+def test_browser_shows_the_dbt_docs(filled, settings, served, browser):
+    published = generate_docs(settings)
+    assert sorted(p.name for p in published.iterdir()) == ["catalog.json", "index.html", "manifest.json"]
+    with urllib.request.urlopen(served + "/docs/manifest.json", timeout=10) as response:
+        manifest = json.load(response)
+    chain, node = [], "model.terceirizados.historic_transformed"
+    while node:
+        chain.append(node)
+        node = next((p for p in manifest["parent_map"][node] if p.startswith(("model.", "source."))), None)
+    assert chain == ["model.terceirizados.historic_transformed", "model.terceirizados.historic_renamed",
+                     "model.terceirizados.historic_cleaned", "model.terceirizados.historic_raw",
+                     "source.terceirizados.raw.terceirizados"]
+
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(served + "/tabelas")
+    page.click("#nav-docs")
+    page.wait_for_url(served + "/docs/#!/overview")
+    wait_text(page, "body", "terceirizados")  # the project, loaded from manifest.json and catalog.json
+    page.goto(served + "/docs/#!/model/model.terceirizados.historic_transformed")
+    wait_text(page, "body", "Depends On")
+    text = page.inner_text("body")
+    assert "Código SIAFI da unidade gestora do terceirizado, com 6 dígitos" in text  # column descriptions
+    assert "unique_combination_historic_transformed_ano__mes__id_terceirizado" in text  # its tests
+    assert "historic_renamed" in text.split("Depends On", 1)[1]
+    screenshot(page, "resultados_docs.png")
+    page.goto(served + "/docs/#!/source/source.terceirizados.raw.terceirizados")
+    wait_text(page, "body", "Referenced By")
+    referenced = page.inner_text("body").split("Referenced By", 1)[1]
+    assert "historic_raw" in referenced
+    page.close()

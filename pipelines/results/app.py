@@ -4,28 +4,36 @@
 ``create_server`` is the WSGI entry point for a production server, as the container
 runs it: ``waitress-serve --call pipelines.results.app:create_server``.
 
-Every callback and the export tell three cases apart: a request the app cannot answer
+Every callback and the export tell four cases apart: a request the app cannot answer
 (a message in the page, or HTTP 400), the database not answering ("Banco de dados
-indisponível", or HTTP 503), and a query stopped by the statement timeout."""
+indisponível", or HTTP 503), a query stopped by the statement timeout, and a database
+the pipeline never wrote to ("Nada foi capturado ainda", with the commands that capture).
+
+Besides the Dash pages, the Flask server answers ``/exportar.csv`` (CSV export),
+``/saude`` (which process serves the app: start.sh checks it is the one it started) and
+``/docs/`` (the dbt documentation generated at the end of each materialization)."""
 
 from __future__ import annotations
 
 import itertools
 import json
+import os
 import sys
+from pathlib import Path
 
 import dash_ag_grid as dag
 import pandas as pd
 from dash import MATCH, Dash, Input, Output, ctx, dcc, html, no_update, set_props
-from flask import Flask, Response, request
+from flask import Flask, Response, jsonify, redirect, request, send_from_directory
 
 from pipelines.errors import ConfigError, first_line
 from pipelines.results import views
 from pipelines.results.export import csv_stream
+from pipelines.results.formatting import AG_GRID_LOCALE, GRAPH_CONFIG
 from pipelines.results.protocol import callback_request_problem
 from pipelines.results.queries import (
-    DATABASE_UNAVAILABLE, STATEMENT_TIMEOUT_SECONDS, InvalidRequestError, ResultsRepository, is_query_timeout,
-    make_engine,
+    DATABASE_UNAVAILABLE, STATEMENT_TIMEOUT_SECONDS, InvalidRequestError, ResultsRepository, is_missing_database,
+    is_query_timeout, make_engine,
 )
 from pipelines.settings import Settings, load_settings
 
@@ -35,13 +43,23 @@ RETRY_AFTER_SECONDS = 5
 TIMEOUT_MESSAGE = (f"A consulta passou do limite de {STATEMENT_TIMEOUT_SECONDS} s e foi cancelada; "
                    "refine os filtros e tente de novo.")
 GRID_STYLE = {"height": "560px", "width": "100%"}
-COLUMN_DEFAULTS = {"filter": True, "sortable": True, "resizable": True}  # logs and runs grids
-TOOLTIPS_AT_ONCE = {"tooltipShowDelay": 0}
+COLUMN_DEFAULTS = {"filter": True, "sortable": True, "resizable": True,  # logs and runs grids
+                   "wrapHeaderText": True, "autoHeaderHeight": True}
+# Every grid: AG Grid's own texts and number formats in Portuguese, tooltips at once.
+GRID_OPTIONS = {"localeText": AG_GRID_LOCALE, "tooltipShowDelay": 0}
+APP_NAME = "terceirizados-resultados"  # what /saude answers, with the serving process id
+DOCS_PATH = "/docs/"
 
 
 def _nav() -> html.Nav:
-    return html.Nav([dcc.Link(label, href=path, className="nav-link", id=f"nav-{path.strip('/')}")
-                     for path, label in PAGES], className="nav")
+    links = [dcc.Link(label, href=path, className="nav-link", id=f"nav-{path.strip('/')}") for path, label in PAGES]
+    # the dbt documentation is a page of its own (not a Dash page): a full page load
+    links.append(html.A("Documentação (dbt)", href=DOCS_PATH, className="nav-link", id="nav-docs"))
+    return html.Nav(links, className="nav")
+
+
+def _graph(graph_id: str) -> dcc.Graph:
+    return dcc.Graph(id=graph_id, config=GRAPH_CONFIG)
 
 
 def tables_page() -> html.Div:
@@ -56,8 +74,11 @@ def tables_page() -> html.Div:
         html.Div(id="grid-container"),
         html.H3("Dicionário de dados"),
         dag.AgGrid(id="dictionary", columnDefs=[
-            {"field": "coluna", "width": 260}, {"field": "tipo", "width": 200}, {"field": "descricao", "flex": 1}],
-            rowData=[], style={"height": "320px"}, dashGridOptions=TOOLTIPS_AT_ONCE),
+            {"field": "coluna", "headerName": "Coluna", "width": 260},
+            {"field": "tipo", "headerName": "Tipo", "width": 200},
+            {"field": "descricao", "headerName": "Descrição", "flex": 1, "wrapText": True, "autoHeight": True,
+             "cellStyle": {"lineHeight": "1.5", "paddingTop": "6px", "paddingBottom": "6px"}}],
+            rowData=[], style={"height": "420px"}, dashGridOptions=GRID_OPTIONS),
     ])
 
 
@@ -74,12 +95,12 @@ def logs_page() -> html.Div:
         dag.AgGrid(id="logs-grid", columnDefs=[
             {"field": "registrado_em", "headerName": "Registrado em (Brasília)", "width": 210},
             {"field": "nome_flow", "headerName": "Flow", "width": 300},
-            {"field": "nivel", "headerName": "Nível", "width": 100},
+            {"field": "nivel", "headerName": "Nível", "width": 130},
             {"field": "nome_task", "headerName": "Task", "width": 240},
             {"field": "mensagem", "headerName": "Mensagem", "flex": 1, "wrapText": False, "tooltipField": "mensagem"},
             {"field": "estado_execucao", "headerName": "Estado da execução", "width": 150},
         ], rowData=[], getRowStyle=views.FAILED_ROW_STYLE, style=GRID_STYLE,
-            dashGridOptions={"pagination": True, "paginationPageSize": 100, **TOOLTIPS_AT_ONCE},
+            dashGridOptions={"pagination": True, "paginationPageSize": 100, **GRID_OPTIONS},
             defaultColDef=COLUMN_DEFAULTS),
     ])
 
@@ -88,18 +109,22 @@ def runs_page() -> html.Div:
     return html.Div([
         html.H2("Execuções"),
         html.Div(id="runs-info", className="info"),
+        # fits 1400 px without cutting the message: the numeric headers wrap, and the message,
+        # the only long text, wraps inside its own width (the row grows)
         dag.AgGrid(id="runs-grid", columnDefs=[
-            {"field": "nome_flow", "headerName": "Flow", "width": 320},
-            {"field": "iniciado_em", "headerName": "Início (Brasília)", "width": 170},
-            {"field": "duracao", "headerName": "Duração", "width": 110},
-            {"field": "estado_final", "headerName": "Estado final", "width": 130},
-            {"field": "linhas_carregadas", "headerName": "Linhas carregadas", "width": 160},
-            {"field": "linhas_quarentena", "headerName": "Em quarentena", "width": 140},
-            {"field": "tentativas_agendadas", "headerName": "Novas tentativas", "width": 150},
-            {"field": "mensagem", "headerName": "Mensagem", "flex": 1, "minWidth": 320, "tooltipField": "mensagem"},
+            {"field": "nome_flow", "headerName": "Flow", "width": 305, "tooltipField": "id_execucao"},
+            {"field": "iniciado_em", "headerName": "Início (Brasília)", "width": 160},
+            {"field": "duracao", "headerName": "Duração", "width": 100},
+            {"field": "estado_final", "headerName": "Estado final", "width": 105},
+            {"field": "linhas_carregadas", "headerName": "Linhas carregadas", "width": 115, "type": "rightAligned"},
+            {"field": "linhas_quarentena", "headerName": "Em quarentena", "width": 120, "type": "rightAligned"},
+            {"field": "tentativas_agendadas", "headerName": "Novas tentativas", "width": 110, "type": "rightAligned"},
+            {"field": "mensagem", "headerName": "Mensagem", "flex": 1, "minWidth": 320, "wrapText": True,
+             "autoHeight": True, "cellStyle": {"lineHeight": "1.5", "paddingTop": "6px", "paddingBottom": "6px",
+                                               "wordBreak": "break-word"}},
             {"field": "id_execucao", "headerName": "Execução", "width": 300},
         ], rowData=[], getRowStyle=views.FAILED_ROW_STYLE, style=GRID_STYLE,
-            defaultColDef=COLUMN_DEFAULTS, dashGridOptions=TOOLTIPS_AT_ONCE),
+            defaultColDef=COLUMN_DEFAULTS, dashGridOptions=GRID_OPTIONS),
     ])
 
 
@@ -107,11 +132,11 @@ def charts_page() -> html.Div:
     return html.Div([
         html.H2("Gráficos"),
         html.Div(id="charts-info", className="info"),
-        dcc.Graph(id="chart-totals"),
-        html.Div([html.Label("Período:"), dcc.Dropdown(id="chart-period", clearable=False,
+        _graph("chart-totals"),
+        html.Div([html.Label("Período:"), dcc.Dropdown(id="chart-period", clearable=False, placeholder="Período",
                                                        style={"minWidth": "200px"})], className="toolbar"),
-        html.Div([dcc.Graph(id="chart-agencies"), dcc.Graph(id="chart-companies")], className="two-columns"),
-        dcc.Graph(id="chart-salary"),
+        html.Div([_graph("chart-agencies"), _graph("chart-companies")], className="two-columns"),
+        _graph("chart-salary"),
     ])
 
 
@@ -131,9 +156,27 @@ def db_down_banner(settings: Settings, error: Exception) -> html.Div:
         className="banner", id="db-down")
 
 
-def unavailable(error: Exception) -> str:
-    """The page's message for a database error (the red banner gives the details)."""
-    return TIMEOUT_MESSAGE if is_query_timeout(error) else views.DB_DOWN_MESSAGE
+def unavailable(error: Exception, database: str | None = None) -> str:
+    """The page's message for a database error (the banner above gives the details)."""
+    if is_query_timeout(error):
+        return TIMEOUT_MESSAGE
+    if database and is_missing_database(error, database):
+        return views.NOTHING_CAPTURED_MESSAGE
+    return views.DB_DOWN_MESSAGE
+
+
+def docs_missing_page(folder: Path) -> Response:
+    """/docs/ before the first materialization generated the documentation."""
+    body = f"""<!doctype html><html lang="pt-BR"><head><meta charset="utf-8">
+<title>Documentação do dbt · Terceirizados</title><link rel="stylesheet" href="/assets/style.css"></head>
+<body><header><h1>Terceirizados de Órgãos Federais</h1><nav class="nav"><a class="nav-link" href="/tabelas">Voltar
+aos resultados</a></nav></header><main><div class="empty" id="docs-missing">
+<p><strong>A documentação do dbt ainda não foi gerada.</strong></p>
+<p>Ela é gerada ao fim de cada materialização. Para gerá-la, rode:</p>
+<pre>.venv/bin/python run/materialize.py</pre>
+<p>(ou <code>./start.sh</code>, que captura e materializa o período mais recente). Os arquivos ficam em
+<code>{folder}</code>.</p></div></main></body></html>"""
+    return Response(body, status=404, mimetype="text/html")
 
 
 def _plain(text: str, status: int, **headers) -> Response:
@@ -170,10 +213,46 @@ def _guard_callback_requests(app: Dash) -> None:
         return _plain(f"Requisição inválida: {error}.", 400)
 
 
+def _serve_docs(app: Dash, settings: Settings) -> None:
+    """The dbt documentation (index.html, manifest.json, catalog.json) under /docs/. The
+    page fetches manifest.json and catalog.json relative to itself, so /docs redirects to
+    /docs/."""
+
+    @app.server.route("/docs")
+    def docs_without_slash():
+        return redirect(DOCS_PATH, code=308)
+
+    @app.server.route(DOCS_PATH, defaults={"name": "index.html"})
+    @app.server.route(DOCS_PATH + "<name>")
+    def docs(name):
+        from pipelines.dbt import DOCS_FILES, docs_path  # on first use: pipelines.dbt brings in prefect
+
+        if name not in DOCS_FILES:
+            return _plain("Arquivo inexistente na documentação do dbt.", 404)
+        where = docs_path(settings)
+        if not (where / "index.html").is_file():
+            return docs_missing_page(where)
+        response = send_from_directory(where, name, max_age=0)
+        response.headers["Cache-Control"] = "no-cache"  # a new materialization regenerates them
+        return response
+
+
 def create_app(settings: Settings, repo: ResultsRepository | None = None) -> Dash:
     repo = repo or ResultsRepository(make_engine(settings))
-    app = Dash(__name__, title="Terceirizados · resultados", suppress_callback_exceptions=True)
+    app = Dash(__name__, title="Terceirizados · resultados", update_title="Atualizando...",
+               suppress_callback_exceptions=True)
     _guard_callback_requests(app)
+    _serve_docs(app, settings)
+    where = f"{settings.postgres_db} em {settings.postgres_host}:{settings.postgres_port}"
+
+    def unavailable_here(error: Exception) -> str:
+        return unavailable(error, settings.postgres_db)
+
+    @app.server.route("/saude")
+    def health_check():
+        """Which process serves the app (start.sh checks that it is the one it started)."""
+        return jsonify(app=APP_NAME, pid=os.getpid())
+
     app.layout = html.Div([
         dcc.Location(id="url"),
         dcc.Interval(id="health-interval", interval=5000),
@@ -189,10 +268,12 @@ def create_app(settings: Settings, repo: ResultsRepository | None = None) -> Das
     @app.callback(Output("db-banner", "children"), Input("health-interval", "n_intervals"), Input("url", "pathname"))
     def health(_n, _path):
         try:
-            repo.ping()
+            captured = repo.captured_anything()
         except DB_DOWN as error:
+            if is_missing_database(error, settings.postgres_db):
+                return views.nothing_captured(where)
             return db_down_banner(settings, error)
-        return None
+        return None if captured else views.nothing_captured(where)
 
     @app.callback(Output("grid-container", "children"), Output("export-container", "children"),
                   Output("table-info", "children"), Output("dictionary", "rowData"), Input("table-select", "value"))
@@ -204,7 +285,7 @@ def create_app(settings: Settings, repo: ResultsRepository | None = None) -> Das
         except InvalidRequestError as error:
             return None, None, views.invalid_request(error), []
         except DB_DOWN as error:
-            return None, None, unavailable(error), []
+            return None, None, unavailable_here(error), []
         if not has_rows:
             return None, None, html.Div(views.EMPTY_TABLE_MESSAGE, className="empty", id="empty-table"), \
                 views.dictionary_rows(columns)
@@ -213,7 +294,9 @@ def create_app(settings: Settings, repo: ResultsRepository | None = None) -> Das
             id={"type": "grid", "table": key}, columnDefs=views.column_defs(columns), rowModelType="infinite",
             style=GRID_STYLE, className="ag-theme-alpine data-grid",
             dashGridOptions={"pagination": True, "paginationPageSize": 100, "cacheBlockSize": 100,
-                             "maxBlocksInCache": 10, "rowBuffer": 0, **TOOLTIPS_AT_ONCE},
+                             "maxBlocksInCache": 10, "rowBuffer": 0,
+                             # ~25 columns: render them all (cheap), so every cell is in the page
+                             "suppressColumnVirtualisation": True, **GRID_OPTIONS},
         )
         export = html.A("Exportar CSV (linhas filtradas)", id={"type": "export", "table": key},
                         href=views.export_href(key, None, None), className="button export-link")
@@ -232,7 +315,7 @@ def create_app(settings: Settings, repo: ResultsRepository | None = None) -> Das
             set_props("table-info", {"children": views.invalid_request(error)})
             return {"rowData": [], "rowCount": 0}, no_update
         except DB_DOWN as error:
-            set_props("table-info", {"children": unavailable(error)})
+            set_props("table-info", {"children": unavailable_here(error)})
             return {"rowData": [], "rowCount": 0}, no_update
         set_props("table-info", {"children": views.table_info(key)})  # clears an earlier message
         return response, href
@@ -258,10 +341,10 @@ def create_app(settings: Settings, repo: ResultsRepository | None = None) -> Das
         try:
             rows = views.log_rows(repo.log_records(flow, run_id, level))
         except DB_DOWN as error:
-            return [], unavailable(error)
+            return [], unavailable_here(error)
         if not rows:
             return [], html.Div("Nenhum registro de log ainda: rode um flow.", className="empty")
-        return rows, f"{len(rows)} registros mais recentes (execuções com falha em vermelho)."
+        return rows, views.logs_info(rows)
 
     @app.callback(Output("runs-grid", "rowData"), Output("runs-info", "children"), Input("url", "pathname"))
     def show_runs(pathname):
@@ -270,11 +353,10 @@ def create_app(settings: Settings, repo: ResultsRepository | None = None) -> Das
         try:
             rows = views.runs_rows(repo.runs())
         except DB_DOWN as error:
-            return [], unavailable(error)
-        failed = sum(1 for r in rows if r["estado_final"] == "Failed")
+            return [], unavailable_here(error)
         if not rows:
             return [], html.Div("Nenhuma execução registrada ainda.", className="empty")
-        return rows, f"{len(rows)} execuções, {failed} com falha."
+        return rows, views.runs_info(rows)
 
     @app.callback(Output("chart-totals", "figure"), Output("chart-period", "options"), Output("chart-period", "value"),
                   Output("charts-info", "children"), Input("url", "pathname"))
@@ -284,11 +366,16 @@ def create_app(settings: Settings, repo: ResultsRepository | None = None) -> Das
         try:
             source = repo.chart_source()
             if source is None:
+                # no period to choose: the per-period charts say so too, instead of empty axes
+                for chart in ("chart-agencies", "chart-companies", "chart-salary"):
+                    set_props(chart, {"figure": views.empty_figure(views.EMPTY_TABLE_MESSAGE)})
                 empty = views.totals_figure(pd.DataFrame())
                 return empty, [], None, html.Div(views.EMPTY_TABLE_MESSAGE, className="empty")
             totals = repo.totals_by_period(source)
         except DB_DOWN as error:
-            return no_update, [], None, unavailable(error)
+            for chart in ("chart-agencies", "chart-companies", "chart-salary"):
+                set_props(chart, {"figure": views.empty_figure(unavailable_here(error))})
+            return views.empty_figure(unavailable_here(error)), [], None, unavailable_here(error)
         options = views.period_options(totals)
         return views.totals_figure(totals), options, options[0]["value"], f"Fonte: {source}."
 
@@ -310,7 +397,7 @@ def create_app(settings: Settings, repo: ResultsRepository | None = None) -> Das
             companies = repo.top_by_cost(source, "razao_social_empresa", year, month)
             salaries = repo.salary_by_education(source, year, month)
         except DB_DOWN as error:
-            set_props("charts-info", {"children": unavailable(error)})
+            set_props("charts-info", {"children": unavailable_here(error)})
             return no_update, no_update, no_update
         set_props("charts-info", {"children": f"Fonte: {source}."})
         label = f"{month:02d}/{year}"
@@ -331,6 +418,8 @@ def create_app(settings: Settings, repo: ResultsRepository | None = None) -> Das
         except InvalidRequestError as error:
             return _plain(f"Exportação inválida: {error}.", 400)
         except DB_DOWN as error:
+            if is_missing_database(error, settings.postgres_db):
+                return _plain(views.nothing_captured_text(where), 404)
             text = TIMEOUT_MESSAGE if is_query_timeout(error) else (
                 f"{db_down_text(settings, error)}. Tente a exportação de novo em instantes.")
             return _plain(text, 503, **{"Retry-After": str(RETRY_AFTER_SECONDS)})

@@ -34,6 +34,15 @@ TABLES = [
       for model in c.LATEST_MODELS[:-1] + c.HISTORIC_MODELS[:-1]),
 ]
 ALLOWED = {(schema, name) for schema, name, _ in TABLES}
+# Row keys of the relations without a unique index (views and intermediate tables): a
+# page order must be total, or LIMIT/OFFSET pages repeat and skip rows.
+FALLBACK_KEYS = {
+    **{(c.STAGING_SCHEMA, model): ("periodo", "linha_origem")
+       for model in ("raw", "cleaned", "historic_raw", "historic_cleaned")},
+    **{(c.STAGING_SCHEMA, model): ("ano", "mes", "id_terceirizado") for model in ("renamed", "historic_renamed")},
+}
+# The table every capture writes first: without it, nothing was ever captured here.
+PIPELINE_TABLE = f"{c.RAW_SCHEMA}.{c.RAW_TABLE}"
 NUMERIC_TYPES = {"integer", "smallint", "bigint", "numeric", "double precision", "real"}
 MAX_EXPORT_ROWS = 2_000_000
 STATEMENT_TIMEOUT_SECONDS = 30
@@ -56,6 +65,14 @@ class UnknownTableError(InvalidRequestError):
 def is_query_timeout(error: Exception) -> bool:
     """Whether a database error is a statement cancelled by statement_timeout."""
     return getattr(getattr(error, "orig", None), "pgcode", None) == QUERY_CANCELED
+
+
+def is_missing_database(error: Exception, database: str) -> bool:
+    """Whether a connection failed because the database itself does not exist yet (the
+    server answered; the first capture creates it). psycopg2 gives no SQLSTATE for
+    connection errors, so the server's message is read, in English or Portuguese."""
+    text = str(getattr(error, "orig", None) or error)
+    return f'"{database}"' in text and ("does not exist" in text or "não existe" in text)
 
 
 @dataclass(frozen=True)
@@ -90,6 +107,10 @@ class ResultsRepository:
         with self.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
 
+    def captured_anything(self) -> bool:
+        """Whether the pipeline ever wrote here (its raw table exists)."""
+        return self.table_exists(c.RAW_SCHEMA, c.RAW_TABLE)
+
     # -- catalog -----------------------------------------------------------------
     def columns(self, schema: str, table: str) -> list[Column]:
         """Columns, types and comments (dbt docs) of an allowed table; [] if it does not exist."""
@@ -105,6 +126,27 @@ class ResultsRepository:
             rows = conn.execute(query, {"schema": schema, "table": table}).all()
         return [Column(name, type_, description) for name, type_, description in rows]
 
+    def key_columns(self, schema: str, table: str) -> tuple[str, ...]:
+        """Columns that identify a row of an allowed table, for a stable page order: the
+        primary key, else a unique index on NOT NULL columns, else the table's known key."""
+        if (schema, table) not in ALLOWED:
+            raise UnknownTableError(f"Tabela não permitida: {schema}.{table}")
+        query = text("""
+            SELECT array_agg(a.attname ORDER BY k.position)
+            FROM pg_index i
+            JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+            CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, position)
+            JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
+            WHERE n.nspname = :schema AND c.relname = :table AND i.indisunique AND i.indisvalid
+              AND i.indpred IS NULL AND i.indexprs IS NULL
+            GROUP BY i.indexrelid, i.indisprimary
+            HAVING bool_and(a.attnotnull)
+            ORDER BY i.indisprimary DESC, count(*), i.indexrelid
+            LIMIT 1""")
+        with self.engine.connect() as conn:
+            found = conn.execute(query, {"schema": schema, "table": table}).scalar()
+        return tuple(found) if found else FALLBACK_KEYS.get((schema, table), ())
+
     def relation(self, schema: str, table: str) -> str:
         if (schema, table) not in ALLOWED:
             raise UnknownTableError(f"Tabela não permitida: {schema}.{table}")
@@ -119,7 +161,7 @@ class ResultsRepository:
         if not columns:
             return [], 0
         where, params = filter_sql(filter_model, columns, self.quote)
-        order = order_sql(sort_model, columns, self.quote)
+        order = order_sql(sort_model, columns, self.quote, self._page_key(schema, table, columns))
         relation = self.relation(schema, table)
         limit = max(min(end - start, 1000), 0)
         with self.engine.connect() as conn:
@@ -138,12 +180,17 @@ class ResultsRepository:
         if not columns:
             raise UnknownTableError(f"Tabela vazia ou inexistente: {schema}.{table}")
         where, params = filter_sql(filter_model, columns, self.quote)
-        order = order_sql(sort_model, columns, self.quote)
+        order = order_sql(sort_model, columns, self.quote, self._page_key(schema, table, columns))
         statement = text(f"SELECT * FROM {self.relation(schema, table)}{where}{order} LIMIT {MAX_EXPORT_ROWS}")
         yield list(columns)
         with self.engine.connect().execution_options(stream_results=True, max_row_buffer=5000) as conn:
             for row in conn.execute(statement, params):
                 yield list(row)
+
+    def _page_key(self, schema: str, table: str, columns: dict[str, Column]) -> tuple[str, ...]:
+        """The key that makes the page order total (every column when a table has none)."""
+        key = tuple(name for name in self.key_columns(schema, table) if name in columns)
+        return key or tuple(columns)
 
     # -- logs and runs ---------------------------------------------------------------
     def frame(self, query: str, params: dict | None = None) -> pd.DataFrame:
@@ -366,13 +413,16 @@ def filter_sql(filter_model: dict | None, columns: dict[str, Column], quote) -> 
     return (" WHERE " + " AND ".join(clauses), params) if clauses else ("", params)
 
 
-def order_sql(sort_model: list | None, columns: dict[str, Column], quote) -> str:
-    """AG Grid sortModel -> ' ORDER BY ...' (a stable page order needs one)."""
-    parts = []
+def order_sql(sort_model: list | None, columns: dict[str, Column], quote, key: tuple[str, ...] = ()) -> str:
+    """AG Grid sortModel -> ' ORDER BY ...', then the row ``key`` as the tie-breaker: pages
+    taken with LIMIT/OFFSET only follow each other when the order is total."""
+    parts, sorted_by = [], set()
     for item in check_sort_model(sort_model):
         name = item.get("colId")
         if name not in columns:
             raise UnknownTableError(f"Coluna desconhecida: {name}")
         direction = "DESC" if item.get("sort") == "desc" else "ASC"
         parts.append(f"{quote(name)} {direction} NULLS LAST")
+        sorted_by.add(name)
+    parts += [quote(name) for name in key if name not in sorted_by]
     return " ORDER BY " + ", ".join(parts) if parts else ""
