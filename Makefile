@@ -5,7 +5,7 @@ REQUIREMENTS := requirements/start.txt requirements/results.txt requirements/tes
 
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: venv tools test capture
+.PHONY: venv tools lint test capture
 
 $(VENV)/.installed: $(REQUIREMENTS)
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 não encontrado ($(PYTHON))."; exit 1; }
@@ -24,7 +24,12 @@ tools:
 	  if [ -n "$$missing" ]; then echo "Instalando do Debian:$$missing"; \
 	    $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing >/dev/null; fi
 
-test: venv tools
+# Lint and formatting, with the rules chosen in pyproject.toml.
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: venv tools lint
 	$(VENV)/bin/python -m pytest
 
 capture: venv

@@ -37,23 +37,87 @@ HEADER = [
 
 # (sg_orgao_sup_tabela_ug, cd_ug_gestora, nm_ug_tabela_ug, sg_ug_gestora, sg_orgao, nm_orgao, siafi, siape)
 AGENCIES = [
-    ("MCOM", "413007", "AGENCIA NACIONAL DE TELECOMUNICACOES PE", "ANATEL-PE", "ANATEL",
-     "AGENCIA NACIONAL DE TELECOMUNICACOES", "41231", "41231"),
-    ("MEC", "153061", "UNIVERSIDADE FEDERAL DE JUIZ DE FORA", "UFJF", "UFJF",
-     "UNIVERSIDADE FEDERAL DE JUIZ DE FORA", "26237", "26237"),
-    ("MEC", "153115", "UNIVERSIDADE FEDERAL DO ESTADO DO RIO DE JANEIRO", "UFRJ", "UFRJ",
-     "UNIVERSIDADE FEDERAL DO RIO DE JANEIRO", "26245", "26245"),
-    ("MEC", "153079", "UNIVERSIDADE FEDERAL DO PARANA", "UFPR", "UFPR", "UNIVERSIDADE FEDERAL DO PARANA",
-     "26241", "26241"),
-    ("MDSA", "511325", "GERENCIA EXECUTIVA SAO PAULO CENTRO", "GEX/SP-CENTRO", "INSS",
-     "INSTITUTO NACIONAL DO SEGURO SOCIAL", "37202", "57202"),
-    ("MAPA", "130005", "COORDENACAO-GERAL DE RECURSOS LOGISTICOS", "CGOEF/DA/SE/MAPA", "MIN.AGRICULTURA",
-     "MINIST. DA AGRICUL.,PECUARIA E ABASTECIMENTO", "22000", "13000"),
-    ("MDA", "490011", "MINISTERIO DO DESENVOLVIMENTO AGRARIO - ADMINISTRACAO DIRETA", "MDA-ADM. DIRETA", "MDA",
-     "MINISTERIO DO DESENVOLVIMENTO AGRARIO", "49000", "42000"),
+    (
+        "MCOM",
+        "413007",
+        "AGENCIA NACIONAL DE TELECOMUNICACOES PE",
+        "ANATEL-PE",
+        "ANATEL",
+        "AGENCIA NACIONAL DE TELECOMUNICACOES",
+        "41231",
+        "41231",
+    ),
+    (
+        "MEC",
+        "153061",
+        "UNIVERSIDADE FEDERAL DE JUIZ DE FORA",
+        "UFJF",
+        "UFJF",
+        "UNIVERSIDADE FEDERAL DE JUIZ DE FORA",
+        "26237",
+        "26237",
+    ),
+    (
+        "MEC",
+        "153115",
+        "UNIVERSIDADE FEDERAL DO ESTADO DO RIO DE JANEIRO",
+        "UFRJ",
+        "UFRJ",
+        "UNIVERSIDADE FEDERAL DO RIO DE JANEIRO",
+        "26245",
+        "26245",
+    ),
+    (
+        "MEC",
+        "153079",
+        "UNIVERSIDADE FEDERAL DO PARANA",
+        "UFPR",
+        "UFPR",
+        "UNIVERSIDADE FEDERAL DO PARANA",
+        "26241",
+        "26241",
+    ),
+    (
+        "MDSA",
+        "511325",
+        "GERENCIA EXECUTIVA SAO PAULO CENTRO",
+        "GEX/SP-CENTRO",
+        "INSS",
+        "INSTITUTO NACIONAL DO SEGURO SOCIAL",
+        "37202",
+        "57202",
+    ),
+    (
+        "MAPA",
+        "130005",
+        "COORDENACAO-GERAL DE RECURSOS LOGISTICOS",
+        "CGOEF/DA/SE/MAPA",
+        "MIN.AGRICULTURA",
+        "MINIST. DA AGRICUL.,PECUARIA E ABASTECIMENTO",
+        "22000",
+        "13000",
+    ),
+    (
+        "MDA",
+        "490011",
+        "MINISTERIO DO DESENVOLVIMENTO AGRARIO - ADMINISTRACAO DIRETA",
+        "MDA-ADM. DIRETA",
+        "MDA",
+        "MINISTERIO DO DESENVOLVIMENTO AGRARIO",
+        "49000",
+        "42000",
+    ),
     ("MT", "393033", "SUPERINTENDENCIA REGIONAL NO ESTADO DO PARANA", "", "<N/I>", "<N/I>", "-2", "-2"),
-    ("MS", "020001", "FUNDACAO NACIONAL DE SAUDE - SEDE", "FUNASA", "FUNASA", "FUNDACAO NACIONAL DE SAUDE",
-     "36211", "36211"),
+    (
+        "MS",
+        "020001",
+        "FUNDACAO NACIONAL DE SAUDE - SEDE",
+        "FUNASA",
+        "FUNASA",
+        "FUNDACAO NACIONAL DE SAUDE",
+        "36211",
+        "36211",
+    ),
     ("ME", "170013", "SECRETARIA DO TESOURO NACIONAL", "STN", "ME", "MINISTERIO DA ECONOMIA", "<N/I>", "-1"),
 ]
 COMPANIES = [
@@ -68,56 +132,107 @@ COMPANIES = [
     ("50400407000184", "PROVAC TERCEIRIZACAO DE MAO DE OBRA LTDA"),
 ]
 CATEGORIES = [
-    ("517330 - VIGILANTE", 342), ("514320 - FAXINEIRO", 330), ("VIGILANTE", 277), ("SERVENTE", 102),
-    ("AUXILIAR DE SERVICOS GERAIS", 101), ("422105 - RECEPCIONISTA, EM GERAL", 98),
-    ("411010 - ASSISTENTE ADMINISTRATIVO", 79), ("411005 - AUXILIAR DE ESCRITORIO", 77), ("RECEPCIONISTA", 75),
-    ("517410 - PORTEIRO DE EDIFICIOS", 43), ("782305 - MOTORISTA DE CARRO DE PASSEIO", 23),
-    ("5173 - VIGILANTES E GUARDAS DE SEGURANCA", 17), ("252105 - ADMINISTRADOR", 17),
+    ("517330 - VIGILANTE", 342),
+    ("514320 - FAXINEIRO", 330),
+    ("VIGILANTE", 277),
+    ("SERVENTE", 102),
+    ("AUXILIAR DE SERVICOS GERAIS", 101),
+    ("422105 - RECEPCIONISTA, EM GERAL", 98),
+    ("411010 - ASSISTENTE ADMINISTRATIVO", 79),
+    ("411005 - AUXILIAR DE ESCRITORIO", 77),
+    ("RECEPCIONISTA", 75),
+    ("517410 - PORTEIRO DE EDIFICIOS", 43),
+    ("782305 - MOTORISTA DE CARRO DE PASSEIO", 23),
+    ("5173 - VIGILANTES E GUARDAS DE SEGURANCA", 17),
+    ("252105 - ADMINISTRADOR", 17),
 ]
 EDUCATION = [
-    ("ENSINO MEDIO COMPLETO", 33270), ("ENSINO FUNDAMENTAL COMPLETO", 16754), ("SUPERIOR COMPLETO", 7598),
-    ("ENSINO FUNDAMENTAL INCOMPLETO", 6216), ("SEM EXIGENCIA", 5546), ("CURSO TECNICO COMPLETO", 1603),
-    ("SUPERIOR INCOMPLETO", 992), ("ENSINO MEDIO INCOMPLETO", 883), ("ALFABETIZADO", 799),
-    ("POS GRADUACAO", 53), ("ESPECIALIZACAO/RESIDENCIA", 27), ("NAO SABE LER/ESCREVER", 20),
-    ("MESTRADO", 8), ("DOUTORADO", 8), ("14", 12), ("26", 6), ("37", 2), ("52", 1),
+    ("ENSINO MEDIO COMPLETO", 33270),
+    ("ENSINO FUNDAMENTAL COMPLETO", 16754),
+    ("SUPERIOR COMPLETO", 7598),
+    ("ENSINO FUNDAMENTAL INCOMPLETO", 6216),
+    ("SEM EXIGENCIA", 5546),
+    ("CURSO TECNICO COMPLETO", 1603),
+    ("SUPERIOR INCOMPLETO", 992),
+    ("ENSINO MEDIO INCOMPLETO", 883),
+    ("ALFABETIZADO", 799),
+    ("POS GRADUACAO", 53),
+    ("ESPECIALIZACAO/RESIDENCIA", 27),
+    ("NAO SABE LER/ESCREVER", 20),
+    ("MESTRADO", 8),
+    ("DOUTORADO", 8),
+    ("14", 12),
+    ("26", 6),
+    ("37", 2),
+    ("52", 1),
 ]
-HOURS = [("44", 41412), ("40", 11494), ("30", 7840), ("41", 5929), ("36", 4152), ("48", 1636), ("20", 556),
-         ("22", 339), ("NI", 5), ("NI  ", 3)]
+HOURS = [
+    ("44", 41412),
+    ("40", 11494),
+    ("30", 7840),
+    ("41", 5929),
+    ("36", 4152),
+    ("48", 1636),
+    ("20", 556),
+    ("22", 339),
+    ("NI", 5),
+    ("NI  ", 3),
+]
 FIRST = ["MARIA", "JOSE", "ANA", "JOAO", "ANTONIO", "FRANCISCA", "CARLOS", "PAULO", "LUCIA", "TIAGO", "CILENE"]
 LAST = ["SILVA", "SANTOS", "OLIVEIRA", "SOUZA", "LIMA", "PEREIRA", "FERREIRA", "ALVES", "MARTINS", "ROCHA"]
 ACCENTED_FIRST = ["JOSÉ", "CONCEIÇÃO", "JOÃO", "LÚCIA"]
 # row index -> (column position, value): rare values every generated file must contain
 FORCED_VALUES = {
-    9: (12, "NI"), 10: (12, "NI  "), 11: (11, "14"), 12: (10, "5173 - VIGILANTES E GUARDAS DE SEGURANCA"),
-    13: (10, "SERVENTE"), 14: (10, "517330 - VIGILANTE"), 15: (10, "422105 - RECEPCIONISTA, EM GERAL"),
+    9: (12, "NI"),
+    10: (12, "NI  "),
+    11: (11, "14"),
+    12: (10, "5173 - VIGILANTES E GUARDAS DE SEGURANCA"),
+    13: (10, "SERVENTE"),
+    14: (10, "517330 - VIGILANTE"),
+    15: (10, "422105 - RECEPCIONISTA, EM GERAL"),
 }
 
 # Value-fidelity quirks (issue 11), only with ``build_portal(..., fidelity=True)``, for the
 # oracle test: row index -> {column position: value}. "{m}" is a money value in the
 # period's own style (decimal comma, decimal point or an XLSX number).
 FIDELITY_VALUES = {
-    20: {13: "\u00a0SEDE\u00a0"},                  # NBSP padding
-    21: {13: "\tSEDE", 7: "AJ SERVICOS LTDA\r"},    # tab and CR padding
-    22: {12: "NI\u00a0"},                          # a sentinel with NBSP: no value
+    20: {13: "\u00a0SEDE\u00a0"},  # NBSP padding
+    21: {13: "\tSEDE", 7: "AJ SERVICOS LTDA\r"},  # tab and CR padding
+    22: {12: "NI\u00a0"},  # a sentinel with NBSP: no value
     23: {4: " \u2003UFJF\u3000", 9: "\u202fMARIA SILVA\u205f"},  # other Unicode spaces
-    24: {14: "{overflow}", 15: "{overflow}"},       # rounds to 10^10: does not fit numeric(12,2)
-    25: {14: "{grouped}"},                          # thousands and decimal separators: 1234.56
-    26: {14: "{ambiguous}"},                        # 1.234 / 1,234: thousands or decimals? NULL
-    27: {15: "{negative}"},                         # -0.50
-    28: {14: "{long}"},                             # 1234567.891 -> 1234567.89
-    29: {11: " 14\u00a0"},                          # numeric education with padding: NULL
-    30: {6: "\u00a019.232.342/0001-65"},            # formatted CNPJ with NBSP
-    31: {2: "20001 "},                              # UG code that lost its zero, with a space
-    32: {21: "\u2002-2\u2002"},                     # SIAFI sentinel with en spaces
-    33: {9: "NULL\u00a0"},                          # NULL sentinel with NBSP
+    24: {14: "{overflow}", 15: "{overflow}"},  # rounds to 10^10: does not fit numeric(12,2)
+    25: {14: "{grouped}"},  # thousands and decimal separators: 1234.56
+    26: {14: "{ambiguous}"},  # 1.234 / 1,234: thousands or decimals? NULL
+    27: {15: "{negative}"},  # -0.50
+    28: {14: "{long}"},  # 1234567.891 -> 1234567.89
+    29: {11: " 14\u00a0"},  # numeric education with padding: NULL
+    30: {6: "\u00a019.232.342/0001-65"},  # formatted CNPJ with NBSP
+    31: {2: "20001 "},  # UG code that lost its zero, with a space
+    32: {21: "\u2002-2\u2002"},  # SIAFI sentinel with en spaces
+    33: {9: "NULL\u00a0"},  # NULL sentinel with NBSP
 }
 FIDELITY_MONEY = {  # style -> the text of each money quirk
-    "comma": {"overflow": "9999999999,995", "grouped": "1.234,56", "ambiguous": "1.234", "negative": "-0,5",
-              "long": "1.234.567,891"},
-    "point": {"overflow": "9999999999.995", "grouped": "1,234.56", "ambiguous": "1,234", "negative": "-0.5",
-              "long": "1,234,567.891"},
-    "xlsx": {"overflow": 9999999999.995, "grouped": "1.234,56", "ambiguous": "1.234", "negative": -0.5,
-             "long": 1234567.891},
+    "comma": {
+        "overflow": "9999999999,995",
+        "grouped": "1.234,56",
+        "ambiguous": "1.234",
+        "negative": "-0,5",
+        "long": "1.234.567,891",
+    },
+    "point": {
+        "overflow": "9999999999.995",
+        "grouped": "1,234.56",
+        "ambiguous": "1,234",
+        "negative": "-0.5",
+        "long": "1,234,567.891",
+    },
+    "xlsx": {
+        "overflow": 9999999999.995,
+        "grouped": "1.234,56",
+        "ambiguous": "1.234",
+        "negative": -0.5,
+        "long": 1234567.891,
+    },
 }
 # CSV lines only: a ';' at the end of the line (also with the CADE organ of the issue) and a
 # stray ';' between two fields; all three are repaired by dropping the empty field.
@@ -177,8 +292,7 @@ def sample_periods() -> list[PeriodSpec]:
     """The offline demo's portal (bench/sample_portal): every format and quirk, including the
     period linked under two file names (2019-09), and the newest period in XLSX."""
     by_label = {s.label: s for s in default_periods()}
-    return [by_label[label] for label in ("2019-01", "2019-09", "2021-01", "2022-05", "2023-09", "2024-01",
-                                          "2024-05")]
+    return [by_label[label] for label in ("2019-01", "2019-09", "2021-01", "2022-05", "2023-09", "2024-01", "2024-05")]
 
 
 def _weighted(rng: random.Random, pairs):
@@ -217,11 +331,29 @@ def generate_rows(spec: PeriodSpec, count: int, seed: int) -> list[list]:
         if spec.encoding == "cp1252" and index % 11 == 0:
             contract = f"Nº {contract}"
         row = [
-            base_id + index, agency[0], agency[1], agency[2], agency[3], contract, cnpj, company, _cpf(rng),
-            f"{rng.choice(first_names)} {rng.choice(LAST)} {rng.choice(LAST)}", category(), education(), hours(),
+            base_id + index,
+            agency[0],
+            agency[1],
+            agency[2],
+            agency[3],
+            contract,
+            cnpj,
+            company,
+            _cpf(rng),
+            f"{rng.choice(first_names)} {rng.choice(LAST)} {rng.choice(LAST)}",
+            category(),
+            education(),
+            hours(),
             rng.choice(["SEDE", "CAMPUS CENTRO", "GERENCIA REGIONAL", ""]) if index % 23 else "",
-            _money(salary, spec), _money(cost, spec), spec.month, MONTH_NAMES[spec.month], load_year,
-            agency[4], agency[5], agency[6], agency[7],
+            _money(salary, spec),
+            _money(cost, spec),
+            spec.month,
+            MONTH_NAMES[spec.month],
+            load_year,
+            agency[4],
+            agency[5],
+            agency[6],
+            agency[7],
         ]
         if index % 53 == 7:
             row[5] = "NULL"
@@ -254,7 +386,7 @@ class PeriodExpectation:
     loaded_rows: int
     repaired_rows: int
     quarantined_lines: list[int]
-    sum_custo: str             # sum of vl_mensal_custo over loaded rows, as a decimal string
+    sum_custo: str  # sum of vl_mensal_custo over loaded rows, as a decimal string
     loaded: list[list[str]] = field(default_factory=list, repr=False)  # raw text rows, small portals only
 
 
@@ -262,8 +394,9 @@ def _as_decimal(text: str) -> Decimal:
     return Decimal(text.replace(",", "."))
 
 
-def write_period(spec: PeriodSpec, directory: Path, count: int, seed: int, keep_rows: bool,
-                 fidelity: bool = False) -> PeriodExpectation:
+def write_period(
+    spec: PeriodSpec, directory: Path, count: int, seed: int, keep_rows: bool, fidelity: bool = False
+) -> PeriodExpectation:
     rows = generate_rows(spec, count, seed)
     if fidelity:
         _apply_fidelity_values(rows, spec)
@@ -291,14 +424,14 @@ def write_period(spec: PeriodSpec, directory: Path, count: int, seed: int, keep_
         offset = 2 if spec.header else 1
         for index, row in enumerate(expected_text):
             fields = list(row)
-            if spec.quirk_rows and index == 2:      # ';' inside the company name: repairable
+            if spec.quirk_rows and index == 2:  # ';' inside the company name: repairable
                 fields[7] = fields[7].split(" ")[0] + "; FILIAL DF"
                 repaired += 1
                 kept.append(fields)
-            elif spec.quirk_rows and index == 4:    # ';' inside the worker name: ambiguous
+            elif spec.quirk_rows and index == 4:  # ';' inside the worker name: ambiguous
                 fields[9] = fields[9].replace(" ", "; ", 1)
                 quarantined.append(index + offset)
-            elif spec.quirk_rows and index == 6:    # truncated line
+            elif spec.quirk_rows and index == 6:  # truncated line
                 fields = fields[:15]
                 quarantined.append(index + offset)
             elif fidelity and (index in FIDELITY_TRAILING or index in FIDELITY_STRAY_AT):
@@ -307,24 +440,41 @@ def write_period(spec: PeriodSpec, directory: Path, count: int, seed: int, keep_
                 if index in FIDELITY_TRAILING:
                     fields = fields + [""]
                 else:
-                    fields = fields[:FIDELITY_STRAY_AT[index]] + [""] + fields[FIDELITY_STRAY_AT[index]:]
+                    fields = fields[: FIDELITY_STRAY_AT[index]] + [""] + fields[FIDELITY_STRAY_AT[index] :]
             else:
                 kept.append(fields)
             lines.append(";".join(fields))
         newline = "\r\n" if spec.crlf else "\n"
         path.write_bytes((newline.join(lines) + newline).encode(spec.encoding))
-    total_cost = sum((_as_decimal(r[15]) for r in kept
-                      if not (fidelity and r[15] in (FIDELITY_MONEY["comma"]["overflow"],
-                                                     FIDELITY_MONEY["point"]["overflow"]))), Decimal("0"))
+    total_cost = sum(
+        (
+            _as_decimal(r[15])
+            for r in kept
+            if not (fidelity and r[15] in (FIDELITY_MONEY["comma"]["overflow"], FIDELITY_MONEY["point"]["overflow"]))
+        ),
+        Decimal("0"),
+    )
     return PeriodExpectation(
-        label=spec.label, file_name=spec.file_name, format=spec.format, data_rows=count,
-        loaded_rows=len(kept), repaired_rows=repaired, quarantined_lines=quarantined,
-        sum_custo=str(total_cost), loaded=kept if keep_rows else [],
+        label=spec.label,
+        file_name=spec.file_name,
+        format=spec.format,
+        data_rows=count,
+        loaded_rows=len(kept),
+        repaired_rows=repaired,
+        quarantined_lines=quarantined,
+        sum_custo=str(total_cost),
+        loaded=kept if keep_rows else [],
     )
 
 
-def build_portal(root: Path, specs: list[PeriodSpec] | None = None, rows: int = 60, seed: int = 1,
-                 keep_rows: bool = True, fidelity: bool = False) -> Portal:
+def build_portal(
+    root: Path,
+    specs: list[PeriodSpec] | None = None,
+    rows: int = 60,
+    seed: int = 1,
+    keep_rows: bool = True,
+    fidelity: bool = False,
+) -> Portal:
     """Write the files of a synthetic portal under ``root`` (the page is rendered when served).
 
     ``fidelity`` adds the value-fidelity quirks (``FIDELITY_VALUES``, ``FIDELITY_TRAILING``,
@@ -348,8 +498,9 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--no-serve", action="store_true", help="só gera os arquivos")
     args = parser.parse_args()
-    portal = build_portal(args.directory, default_periods() if args.all_periods else sample_periods(),
-                          rows=args.rows, keep_rows=False)
+    portal = build_portal(
+        args.directory, default_periods() if args.all_periods else sample_periods(), rows=args.rows, keep_rows=False
+    )
     if args.no_serve:
         print(f"Portal sintético gerado em {args.directory}")
         return

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pipelines import database, storage
 from pipelines.download import DownloadedFile, HttpLimits, download_file, fetch_page
-from pipelines.errors import CaptureRefusedError, TransientDownloadError
+from pipelines.errors import CaptureRefusedError
 from pipelines.parse import ParsedFile, parse_file
 from pipelines.portal import PortalListing, PublishedFile, parse_portal_page
 from pipelines.settings import Settings
@@ -17,8 +17,7 @@ from pipelines.settings import Settings
 logger = logging.getLogger("pipelines.capture")
 
 
-def discover_published_files(settings: Settings, url: str | None = None,
-                             allow_unplaced: bool = False) -> PortalListing:
+def discover_published_files(settings: Settings, url: str | None = None, allow_unplaced: bool = False) -> PortalListing:
     """The page's files, newest first. A link the page does not place in a period fails
     the discovery (the newest period is then unknown) unless ``allow_unplaced``: the
     historic capture loads the others and reports them in ``.unplaced``."""
@@ -27,7 +26,10 @@ def discover_published_files(settings: Settings, url: str | None = None,
     files = parse_portal_page(html, page_url, allowed_hosts=settings.portal_allowed_hosts)
     logger.info(
         "%d links para dados brutos capturados do portal de Dados Abertos da Controladoria Geral da União "
-        "(mais recente: %s, mais antigo: %s; %d link(s) não usado(s)).", len(files), files[0].label, files[-1].label,
+        "(mais recente: %s, mais antigo: %s; %d link(s) não usado(s)).",
+        len(files),
+        files[0].label,
+        files[-1].label,
         len(files.unplaced),
     )
     if not allow_unplaced:
@@ -40,8 +42,13 @@ def parse_downloaded(downloaded: DownloadedFile) -> ParsedFile:
     parsed = parse_file(downloaded.content, published.format, published.file_name)
     logger.info(
         "Arquivo %s (%s, codificação %s): %d linhas de dados, %d carregáveis (%d reparadas), %d em quarentena.",
-        published.file_name, published.label, parsed.encoding, parsed.data_rows, parsed.loaded_rows,
-        parsed.repaired_rows, len(parsed.quarantine),
+        published.file_name,
+        published.label,
+        parsed.encoding,
+        parsed.data_rows,
+        parsed.loaded_rows,
+        parsed.repaired_rows,
+        len(parsed.quarantine),
     )
     for note in parsed.notes:
         logger.warning("Arquivo %s: %s.", published.file_name, note)
@@ -50,8 +57,9 @@ def parse_downloaded(downloaded: DownloadedFile) -> ParsedFile:
     return parsed
 
 
-def load_parsed(settings: Settings, csv_file: Path, parsed: ParsedFile, downloaded: DownloadedFile,
-                run_id: str | None) -> dict:
+def load_parsed(
+    settings: Settings, csv_file: Path, parsed: ParsedFile, downloaded: DownloadedFile, run_id: str | None
+) -> dict:
     """Load one period atomically and return its reconciliation summary."""
     published = downloaded.published
     record = database.CaptureRecord(
@@ -103,13 +111,17 @@ def implausibility(parsed: ParsedFile, file_name: str, max_quarantine_share: flo
         return f"o arquivo {file_name} não tem linhas de dados (vazio ou só o cabeçalho)"
     if parsed.loaded_rows == 0:
         example = parsed.quarantine[0].reason if parsed.quarantine else ""
-        return (f"nenhuma das {parsed.data_rows} linhas de {file_name} pôde ser carregada, todas ficaram em "
-                f"quarentena (o separador ou o formato do arquivo mudou? primeira: {example})")
+        return (
+            f"nenhuma das {parsed.data_rows} linhas de {file_name} pôde ser carregada, todas ficaram em "
+            f"quarentena (o separador ou o formato do arquivo mudou? primeira: {example})"
+        )
     share = quarantined / parsed.data_rows
     if share > max_quarantine_share:
-        return (f"{quarantined} de {parsed.data_rows} linhas ({share * 100:.1f}%".replace(".", ",")
-                + f") de {file_name} ficaram em quarentena, acima do limite "
-                f"MAX_QUARANTINE_PERCENT={max_quarantine_share * 100:g}")
+        return (
+            f"{quarantined} de {parsed.data_rows} linhas ({share * 100:.1f}%".replace(".", ",")
+            + f") de {file_name} ficaram em quarentena, acima do limite "
+            f"MAX_QUARANTINE_PERCENT={max_quarantine_share * 100:g}"
+        )
     return None
 
 
@@ -129,13 +141,16 @@ def capture_period(settings: Settings, published: PublishedFile, force: bool, ru
     # conditional request only for the same file: a renamed file must be downloaded
     same_file = previous is not None and previous["url"] == published.url
     downloaded = download_file(
-        published, HttpLimits.from_settings(settings),
+        published,
+        HttpLimits.from_settings(settings),
         etag=previous["etag"] if same_file else None,
         last_modified=previous["last_modified"] if same_file else None,
     )
     if downloaded is None or (previous and downloaded.sha256 == previous["sha256"]):
-        logger.info("Período %s ignorado: arquivo inalterado desde a última captura (use --forcar para recarregar).",
-                    published.label)
+        logger.info(
+            "Período %s ignorado: arquivo inalterado desde a última captura (use --forcar para recarregar).",
+            published.label,
+        )
         return {"periodo": published.label, "situacao": "inalterado"}
     storage.save_raw_file(settings.data_dir, downloaded)
     parsed = parse_downloaded(downloaded)
@@ -156,11 +171,20 @@ def summarize_periods(files: list[PublishedFile], results: list) -> tuple[list[d
     logger.info(
         "Captura histórica: %d período(s) carregado(s), %d inalterado(s), %d com falha; %d linhas carregadas, "
         "%d reparadas, %d em quarentena.",
-        len(loaded), len(done) - len(loaded), len(failed), sum(r["linhas_carregadas"] for r in loaded),
-        sum(r["linhas_reparadas"] for r in loaded), sum(r["linhas_quarentena"] for r in loaded),
+        len(loaded),
+        len(done) - len(loaded),
+        len(failed),
+        sum(r["linhas_carregadas"] for r in loaded),
+        sum(r["linhas_reparadas"] for r in loaded),
+        sum(r["linhas_quarentena"] for r in loaded),
     )
     for result in loaded:
-        logger.info("  %s: %d linhas no arquivo = %d carregadas (%d reparadas) + %d em quarentena.",
-                    result["periodo"], result["linhas_arquivo"], result["linhas_carregadas"],
-                    result["linhas_reparadas"], result["linhas_quarentena"])
+        logger.info(
+            "  %s: %d linhas no arquivo = %d carregadas (%d reparadas) + %d em quarentena.",
+            result["periodo"],
+            result["linhas_arquivo"],
+            result["linhas_carregadas"],
+            result["linhas_reparadas"],
+            result["linhas_quarentena"],
+        )
     return done, failed

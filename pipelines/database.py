@@ -62,8 +62,9 @@ DDL = [
     # The database itself refuses a second copy of a source line, whatever code path loads
     # it: (periodo, linha_origem) is unique. The B-tree also finds a period's rows for the
     # replace-by-period DELETE (it replaced a BRIN index, which could not be unique).
-    sql.SQL("CREATE UNIQUE INDEX IF NOT EXISTS terceirizados_periodo_linha_key ON {} (periodo, linha_origem)")
-    .format(RAW),
+    sql.SQL("CREATE UNIQUE INDEX IF NOT EXISTS terceirizados_periodo_linha_key ON {} (periodo, linha_origem)").format(
+        RAW
+    ),
     sql.SQL("DROP INDEX IF EXISTS {}.terceirizados_periodo_brin").format(sql.Identifier(c.RAW_SCHEMA)),
     sql.SQL(
         """CREATE TABLE IF NOT EXISTS {quarantine} (
@@ -102,14 +103,35 @@ DDL = [
     # The latest attempt at each period, loaded or refused: a refused file (no loadable row,
     # too many quarantined lines) leaves the loaded columns above, and the data, untouched.
     # A period whose first attempt was refused has a row with the loaded columns empty.
-    *[sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(CAPTURES, sql.Identifier(name), sql.SQL(kind))
-      for name, kind in (("tentativa_em", "timestamptz"), ("tentativa_situacao", "text"),
-                         ("tentativa_motivo", "text"), ("tentativa_sha256", "text"),
-                         ("tentativa_linhas_arquivo", "integer"), ("tentativa_linhas_carregaveis", "integer"),
-                         ("tentativa_linhas_quarentena", "integer"), ("tentativa_id_execucao", "text"))],
-    *[sql.SQL("ALTER TABLE {} ALTER COLUMN {} DROP NOT NULL").format(CAPTURES, sql.Identifier(name))
-      for name in ("arquivo_origem", "url_origem", "formato", "codificacao", "sha256_arquivo", "tamanho_bytes",
-                   "linhas_arquivo", "linhas_carregadas", "linhas_reparadas", "linhas_quarentena", "capturado_em")],
+    *[
+        sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(CAPTURES, sql.Identifier(name), sql.SQL(kind))
+        for name, kind in (
+            ("tentativa_em", "timestamptz"),
+            ("tentativa_situacao", "text"),
+            ("tentativa_motivo", "text"),
+            ("tentativa_sha256", "text"),
+            ("tentativa_linhas_arquivo", "integer"),
+            ("tentativa_linhas_carregaveis", "integer"),
+            ("tentativa_linhas_quarentena", "integer"),
+            ("tentativa_id_execucao", "text"),
+        )
+    ],
+    *[
+        sql.SQL("ALTER TABLE {} ALTER COLUMN {} DROP NOT NULL").format(CAPTURES, sql.Identifier(name))
+        for name in (
+            "arquivo_origem",
+            "url_origem",
+            "formato",
+            "codificacao",
+            "sha256_arquivo",
+            "tamanho_bytes",
+            "linhas_arquivo",
+            "linhas_carregadas",
+            "linhas_reparadas",
+            "linhas_quarentena",
+            "capturado_em",
+        )
+    ],
     sql.SQL("ALTER TABLE {} DROP CONSTRAINT IF EXISTS capturas_carga_completa").format(CAPTURES),
     sql.SQL("""ALTER TABLE {} ADD CONSTRAINT capturas_carga_completa CHECK (
         (capturado_em IS NULL AND sha256_arquivo IS NULL AND linhas_carregadas IS NULL)
@@ -118,8 +140,10 @@ DDL = [
             AND tamanho_bytes IS NOT NULL AND linhas_arquivo IS NOT NULL AND linhas_carregadas IS NOT NULL
             AND linhas_reparadas IS NOT NULL AND linhas_quarentena IS NOT NULL))""").format(CAPTURES),
     sql.SQL("ALTER TABLE {} DROP CONSTRAINT IF EXISTS capturas_tentativa_situacao").format(CAPTURES),
-    sql.SQL("ALTER TABLE {} ADD CONSTRAINT capturas_tentativa_situacao "
-            "CHECK (tentativa_situacao IN ('carregada', 'recusada'))").format(CAPTURES),
+    sql.SQL(
+        "ALTER TABLE {} ADD CONSTRAINT capturas_tentativa_situacao "
+        "CHECK (tentativa_situacao IN ('carregada', 'recusada'))"
+    ).format(CAPTURES),
     sql.SQL(
         """CREATE TABLE IF NOT EXISTS {runs} (
             id_execucao text PRIMARY KEY,
@@ -158,9 +182,12 @@ DDL = [
 # What ensure_schema checks before running any DDL: when every relation and column is there,
 # no DDL runs, so starting a flow never takes a lock that waits for another run's load.
 REQUIRED_RELATIONS = (
-    f"{c.RAW_SCHEMA}.{c.RAW_TABLE}", f"{c.RAW_SCHEMA}.terceirizados_periodo_linha_key",
-    f"{c.RAW_SCHEMA}.{c.QUARANTINE_TABLE}", f"{c.RAW_SCHEMA}.{c.CAPTURES_TABLE}",
-    f"{c.LOGS_SCHEMA}.{c.RUNS_TABLE}", f"{c.LOGS_SCHEMA}.{c.LOG_RECORDS_TABLE}",
+    f"{c.RAW_SCHEMA}.{c.RAW_TABLE}",
+    f"{c.RAW_SCHEMA}.terceirizados_periodo_linha_key",
+    f"{c.RAW_SCHEMA}.{c.QUARANTINE_TABLE}",
+    f"{c.RAW_SCHEMA}.{c.CAPTURES_TABLE}",
+    f"{c.LOGS_SCHEMA}.{c.RUNS_TABLE}",
+    f"{c.LOGS_SCHEMA}.{c.LOG_RECORDS_TABLE}",
     f"{c.LOGS_SCHEMA}.registros_id_execucao_idx",
 )
 REQUIRED_COLUMNS = (
@@ -180,9 +207,18 @@ RUN_LOCK_NAMESPACE = 731_503
 
 # Driver messages that mean "the server is not answering now" rather than a wrong setting.
 _UNAVAILABLE_MARKERS = (
-    "connection refused", "the database system is", "server closed the connection", "timeout expired",
-    "terminating connection", "connection already closed", "could not receive data", "could not send data",
-    "no connection to the server", "ssl syscall error", "server conn crashed", "connection timed out",
+    "connection refused",
+    "the database system is",
+    "server closed the connection",
+    "timeout expired",
+    "terminating connection",
+    "connection already closed",
+    "could not receive data",
+    "could not send data",
+    "no connection to the server",
+    "ssl syscall error",
+    "server conn crashed",
+    "connection timed out",
 )
 
 
@@ -192,7 +228,7 @@ _EXPLAINED = {
     "CrashShutdown": "o PostgreSQL caiu e está se recuperando",
     "CannotConnectNow": "o PostgreSQL está iniciando ou desligando",
     "server closed the connection unexpectedly": "o servidor encerrou a conexão inesperadamente (PostgreSQL "
-                                                 "reiniciado ou parado, ou a conexão foi terminada)",
+    "reiniciado ou parado, ou a conexão foi terminada)",
 }
 
 
@@ -217,8 +253,9 @@ def describe_database_error(error: BaseException) -> str:
 
 def is_unavailable(error: BaseException) -> bool:
     """True for errors that mean the server is down or restarting, not misconfigured."""
-    if isinstance(error, (psycopg2.errors.AdminShutdown, psycopg2.errors.CrashShutdown,
-                          psycopg2.errors.CannotConnectNow)):
+    if isinstance(
+        error, (psycopg2.errors.AdminShutdown, psycopg2.errors.CrashShutdown, psycopg2.errors.CannotConnectNow)
+    ):
         return True
     if isinstance(error, (psycopg2.OperationalError, psycopg2.InterfaceError)):
         text = str(error).lower()
@@ -227,8 +264,10 @@ def is_unavailable(error: BaseException) -> bool:
 
 
 def _coordinates(settings: Settings, database: str | None) -> str:
-    return (f"POSTGRES_HOST={settings.postgres_host} POSTGRES_PORT={settings.postgres_port} "
-            f"POSTGRES_USER={settings.postgres_user} POSTGRES_DB={database or settings.postgres_db}")
+    return (
+        f"POSTGRES_HOST={settings.postgres_host} POSTGRES_PORT={settings.postgres_port} "
+        f"POSTGRES_USER={settings.postgres_user} POSTGRES_DB={database or settings.postgres_db}"
+    )
 
 
 def connect(settings: Settings, database: str | None = None, wait_seconds: float = 0.0):
@@ -244,12 +283,14 @@ def connect(settings: Settings, database: str | None = None, wait_seconds: float
         except psycopg2.OperationalError as exc:
             detail = first_line(exc)
             if not is_unavailable(exc):
-                raise ConfigError(f"Não foi possível conectar ao PostgreSQL em {_coordinates(settings, database)}: "
-                                  f"{detail}") from exc
+                raise ConfigError(
+                    f"Não foi possível conectar ao PostgreSQL em {_coordinates(settings, database)}: {detail}"
+                ) from exc
             if time.monotonic() + delay > deadline:
                 raise DatabaseUnavailableError(
                     f"O PostgreSQL está indisponível em {_coordinates(settings, database)}"
-                    + (f" (esperados {wait_seconds:g} s)" if wait_seconds else "") + f": {detail}"
+                    + (f" (esperados {wait_seconds:g} s)" if wait_seconds else "")
+                    + f": {detail}"
                 ) from exc
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
@@ -380,11 +421,19 @@ def hold_raw_data(settings: Settings, name: str):
         with conn.cursor() as cursor:
             cursor.execute("SELECT pg_try_advisory_lock(%s)", (RAW_DATA_LOCK_KEY,))
             if not cursor.fetchone()[0]:
-                logger.info("Materialização %s aguardando outra execução terminar (captura ou materialização "
-                            "em andamento).", name)
+                logger.info(
+                    "Materialização %s aguardando outra execução terminar (captura ou materialização em andamento).",
+                    name,
+                )
                 conn.autocommit = False
-                _lock_wait(cursor, settings, "SELECT pg_advisory_lock(%s)", (RAW_DATA_LOCK_KEY,),
-                           f"a materialização {name}", "captura ou materialização")
+                _lock_wait(
+                    cursor,
+                    settings,
+                    "SELECT pg_advisory_lock(%s)",
+                    (RAW_DATA_LOCK_KEY,),
+                    f"a materialização {name}",
+                    "captura ou materialização",
+                )
                 conn.commit()  # the session-level lock outlives the transaction
                 conn.autocommit = True
     except BaseException:
@@ -433,7 +482,6 @@ class CaptureRecord:
     files_host: str | None = None
 
 
-
 def load_period(settings: Settings, csv_file: Path, quarantine: list, record: CaptureRecord) -> int:
     """Replace one period in ``raw.terceirizados`` (and its quarantine and capture
     record) in a single transaction. On any error nothing changes.
@@ -443,18 +491,30 @@ def load_period(settings: Settings, csv_file: Path, quarantine: list, record: Ca
     the unique index on (periodo, linha_origem) refuses a second copy even without it."""
     columns = sql.SQL(", ").join(sql.Identifier(n) for n in c.RAW_COLUMNS)
     copy = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv, HEADER true, DELIMITER {}, ENCODING 'UTF8')").format(
-        RAW, columns, sql.Literal(c.CSV_DELIMITER))
+        RAW, columns, sql.Literal(c.CSV_DELIMITER)
+    )
     label = record.period.strftime("%Y-%m")
     with transaction(settings, f"a carga do período {label}") as conn:
         with conn.cursor() as cursor:
-            _lock_wait(cursor, settings, "SELECT pg_advisory_xact_lock_shared(%s)", (RAW_DATA_LOCK_KEY,),
-                       f"a carga do período {label}", "materialização")
+            _lock_wait(
+                cursor,
+                settings,
+                "SELECT pg_advisory_xact_lock_shared(%s)",
+                (RAW_DATA_LOCK_KEY,),
+                f"a carga do período {label}",
+                "materialização",
+            )
             cursor.execute("SELECT pg_try_advisory_xact_lock(%s, %s)", (LOAD_LOCK_NAMESPACE, period_key(record.period)))
             if not cursor.fetchone()[0]:
                 logger.info("Período %s: aguardando outra carga do mesmo período terminar.", label)
-                _lock_wait(cursor, settings, "SELECT pg_advisory_xact_lock(%s, %s)",
-                           (LOAD_LOCK_NAMESPACE, period_key(record.period)), f"a carga do período {label}",
-                           f"carga do período {label}")
+                _lock_wait(
+                    cursor,
+                    settings,
+                    "SELECT pg_advisory_xact_lock(%s, %s)",
+                    (LOAD_LOCK_NAMESPACE, period_key(record.period)),
+                    f"a carga do período {label}",
+                    f"carga do período {label}",
+                )
             cursor.execute(sql.SQL("DELETE FROM {} WHERE periodo = %s").format(RAW), (record.period,))
             replaced = cursor.rowcount
             # newline="": a carriage return inside a quoted value must reach COPY unchanged
@@ -471,17 +531,30 @@ def load_period(settings: Settings, csv_file: Path, quarantine: list, record: Ca
                 sql.SQL(
                     "INSERT INTO {} (periodo, arquivo_origem, url_origem, sha256_arquivo, linha_origem, "
                     "motivo, linha_bruta, capturado_em) VALUES %s"
-                ).format(QUARANTINE).as_string(conn),
+                )
+                .format(QUARANTINE)
+                .as_string(conn),
                 [
-                    (record.period, record.file_name, record.url, record.sha256, q.line_number, q.reason,
-                     q.raw_line, record.captured_at)
+                    (
+                        record.period,
+                        record.file_name,
+                        record.url,
+                        record.sha256,
+                        q.line_number,
+                        q.reason,
+                        q.raw_line,
+                        record.captured_at,
+                    )
                     for q in quarantine
                 ],
             )
             _upsert_capture(cursor, record)
     logger.info(
         "Período %s: %d linhas carregadas em raw.terceirizados (%d substituídas), %d em quarentena.",
-        label, copied, replaced, len(quarantine),
+        label,
+        copied,
+        replaced,
+        len(quarantine),
     )
     return copied
 
@@ -508,24 +581,49 @@ def record_refused_capture(settings: Settings, record: CaptureRecord, reason: st
                        tentativa_linhas_quarentena = EXCLUDED.tentativa_linhas_quarentena,
                        tentativa_id_execucao = EXCLUDED.tentativa_id_execucao"""
             ).format(CAPTURES),
-            (record.period, record.captured_at, reason, record.sha256, record.data_rows, record.loaded_rows,
-             record.quarantined_rows, record.run_id),
+            (
+                record.period,
+                record.captured_at,
+                reason,
+                record.sha256,
+                record.data_rows,
+                record.loaded_rows,
+                record.quarantined_rows,
+                record.run_id,
+            ),
         )
 
 
 # raw.capturas columns, in the order of a CaptureRecord's fields
 CAPTURE_COLUMNS = (
-    "periodo", "arquivo_origem", "url_origem", "formato", "codificacao", "sha256_arquivo", "etag", "last_modified",
-    "tamanho_bytes", "linhas_arquivo", "linhas_carregadas", "linhas_reparadas", "linhas_quarentena",
-    "observacoes", "capturado_em", "id_execucao", "host_arquivos",
+    "periodo",
+    "arquivo_origem",
+    "url_origem",
+    "formato",
+    "codificacao",
+    "sha256_arquivo",
+    "etag",
+    "last_modified",
+    "tamanho_bytes",
+    "linhas_arquivo",
+    "linhas_carregadas",
+    "linhas_reparadas",
+    "linhas_quarentena",
+    "observacoes",
+    "capturado_em",
+    "id_execucao",
+    "host_arquivos",
 )
 
 
 # the latest-attempt columns, set from the same record when a load succeeds
 ATTEMPT_COLUMNS = (
-    ("tentativa_em", "capturado_em"), ("tentativa_sha256", "sha256_arquivo"),
-    ("tentativa_linhas_arquivo", "linhas_arquivo"), ("tentativa_linhas_carregaveis", "linhas_carregadas"),
-    ("tentativa_linhas_quarentena", "linhas_quarentena"), ("tentativa_id_execucao", "id_execucao"),
+    ("tentativa_em", "capturado_em"),
+    ("tentativa_sha256", "sha256_arquivo"),
+    ("tentativa_linhas_arquivo", "linhas_arquivo"),
+    ("tentativa_linhas_carregaveis", "linhas_carregadas"),
+    ("tentativa_linhas_quarentena", "linhas_quarentena"),
+    ("tentativa_id_execucao", "id_execucao"),
 )
 
 
@@ -535,12 +633,16 @@ CAPTURE_FIELDS = dict(zip(CAPTURE_COLUMNS, (f.name for f in fields(CaptureRecord
 
 def _upsert_capture(cursor, record: CaptureRecord) -> None:
     assignments = [sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(name)) for name in CAPTURE_COLUMNS[1:]]
-    assignments += [sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(attempt), sql.Identifier(loaded))
-                    for attempt, loaded in ATTEMPT_COLUMNS]
+    assignments += [
+        sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(attempt), sql.Identifier(loaded))
+        for attempt, loaded in ATTEMPT_COLUMNS
+    ]
     assignments += [sql.SQL("tentativa_situacao = 'carregada'"), sql.SQL("tentativa_motivo = NULL")]
     cursor.execute(
-        sql.SQL("INSERT INTO {} ({}, {}, tentativa_situacao) VALUES ({}, 'carregada') "
-                "ON CONFLICT (periodo) DO UPDATE SET {}").format(
+        sql.SQL(
+            "INSERT INTO {} ({}, {}, tentativa_situacao) VALUES ({}, 'carregada') "
+            "ON CONFLICT (periodo) DO UPDATE SET {}"
+        ).format(
             CAPTURES,
             sql.SQL(", ").join(map(sql.Identifier, CAPTURE_COLUMNS)),
             sql.SQL(", ").join(sql.Identifier(attempt) for attempt, _ in ATTEMPT_COLUMNS),
@@ -555,8 +657,10 @@ def last_capture(settings: Settings, period: date) -> dict | None:
     """The capture record of a period, or None if it was never captured."""
     with connection(settings) as conn, conn.cursor() as cursor:
         cursor.execute(
-            sql.SQL("SELECT sha256_arquivo, etag, last_modified, url_origem FROM {} WHERE periodo = %s")
-            .format(CAPTURES), (period,),
+            sql.SQL("SELECT sha256_arquivo, etag, last_modified, url_origem FROM {} WHERE periodo = %s").format(
+                CAPTURES
+            ),
+            (period,),
         )
         row = cursor.fetchone()
     if row is None:
@@ -588,8 +692,7 @@ def start_run(settings: Settings, run_id: str, flow_name: str, started_at: datet
                     "INSERT INTO {} (id_execucao, nome_flow, iniciado_em, estado_final, parametros, host, pid) "
                     "VALUES (%s, %s, %s, 'Running', %s, %s, %s) ON CONFLICT (id_execucao) DO NOTHING"
                 ).format(RUNS),
-                (run_id, flow_name, started_at, json.dumps(parameters, default=str), socket.gethostname(),
-                 os.getpid()),
+                (run_id, flow_name, started_at, json.dumps(parameters, default=str), socket.gethostname(), os.getpid()),
             )
     except BaseException:
         conn.close()
@@ -654,8 +757,13 @@ def mark_interrupted_runs(settings: Settings) -> list[tuple[str, str]]:
     conn.autocommit = True
     try:
         with conn.cursor() as cursor:
-            cursor.execute(sql.SQL("SELECT id_execucao, nome_flow, host, pid FROM {} WHERE estado_final = 'Running' "
-                                   "AND NOT (id_execucao = ANY(%s))").format(RUNS), (list(_LEASES),))
+            cursor.execute(
+                sql.SQL(
+                    "SELECT id_execucao, nome_flow, host, pid FROM {} WHERE estado_final = 'Running' "
+                    "AND NOT (id_execucao = ANY(%s))"
+                ).format(RUNS),
+                (list(_LEASES),),
+            )
             for run_id, flow_name, host, pid in cursor.fetchall():
                 cursor.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))", _run_key(run_id))
                 if not cursor.fetchone()[0]:
@@ -665,10 +773,16 @@ def mark_interrupted_runs(settings: Settings) -> list[tuple[str, str]]:
                         continue
                     where = f"host {host}, pid {pid}" if host else "processo desconhecido"
                     cursor.execute(
-                        sql.SQL("UPDATE {} SET estado_final = %s, finalizado_em = now(), mensagem = %s "
-                                "WHERE id_execucao = %s AND estado_final = 'Running'").format(RUNS),
-                        (INTERRUPTED, f"Interrompida: o processo da execução ({where}) terminou sem registrar o fim "
-                                      "(kill -9, queda da máquina ou do PostgreSQL). Conta como falha.", run_id),
+                        sql.SQL(
+                            "UPDATE {} SET estado_final = %s, finalizado_em = now(), mensagem = %s "
+                            "WHERE id_execucao = %s AND estado_final = 'Running'"
+                        ).format(RUNS),
+                        (
+                            INTERRUPTED,
+                            f"Interrompida: o processo da execução ({where}) terminou sem registrar o fim "
+                            "(kill -9, queda da máquina ou do PostgreSQL). Conta como falha.",
+                            run_id,
+                        ),
                     )
                     if cursor.rowcount:
                         marked.append((run_id, flow_name))
@@ -683,16 +797,18 @@ def mark_interrupted_runs(settings: Settings) -> list[tuple[str, str]]:
 def run_states(settings: Settings, run_ids: list[str]) -> dict[str, str]:
     """Final state of each of the given runs that is recorded."""
     with connection(settings) as conn, conn.cursor() as cursor:
-        cursor.execute(sql.SQL("SELECT id_execucao, estado_final FROM {} WHERE id_execucao = ANY(%s)").format(RUNS),
-                       (run_ids,))
+        cursor.execute(
+            sql.SQL("SELECT id_execucao, estado_final FROM {} WHERE id_execucao = ANY(%s)").format(RUNS), (run_ids,)
+        )
         return dict(cursor.fetchall())
 
 
 def set_run_rows(settings: Settings, run_id: str, rows: int) -> None:
     """Record how many rows a run produced (materialize flows: rows of the final table)."""
     with connection(settings) as conn, conn, conn.cursor() as cursor:
-        cursor.execute(sql.SQL("UPDATE {} SET linhas_carregadas = %s WHERE id_execucao = %s").format(RUNS),
-                       (rows, run_id))
+        cursor.execute(
+            sql.SQL("UPDATE {} SET linhas_carregadas = %s WHERE id_execucao = %s").format(RUNS), (rows, run_id)
+        )
 
 
 def count_rows(settings: Settings, schema: str, name: str) -> int:
@@ -722,8 +838,12 @@ def scheduler_attempts(settings: Settings, flow_name: str) -> list[tuple[str, da
     """(cycle, started at, final state) of every attempt the scheduler recorded."""
     with connection(settings) as conn, conn.cursor() as cursor:
         cursor.execute(
-            sql.SQL("SELECT parametros->>'ciclo', iniciado_em, estado_final FROM {} WHERE nome_flow = %s "
-                    "AND parametros ? 'ciclo' ORDER BY iniciado_em").format(RUNS), (flow_name,))
+            sql.SQL(
+                "SELECT parametros->>'ciclo', iniciado_em, estado_final FROM {} WHERE nome_flow = %s "
+                "AND parametros ? 'ciclo' ORDER BY iniciado_em"
+            ).format(RUNS),
+            (flow_name,),
+        )
         return cursor.fetchall()
 
 
@@ -740,12 +860,14 @@ def newest_period_materialized(settings: Settings, period: date) -> bool:
                     SELECT 1 FROM {transformed} t
                     WHERE t.ano = extract(year FROM c.periodo) AND t.mes = extract(month FROM c.periodo)
                       AND t.capturado_em = c.capturado_em))""").format(
-                captures=CAPTURES, transformed=table(c.STAGING_SCHEMA, c.LATEST_MODELS[-1])), (period,))
+                captures=CAPTURES, transformed=table(c.STAGING_SCHEMA, c.LATEST_MODELS[-1])
+            ),
+            (period,),
+        )
         return cursor.fetchone()[0]
 
 
-def insert_log_records(settings: Settings, records: list[dict], wait_seconds: float = 0.0,
-                       replace: bool = True) -> int:
+def insert_log_records(settings: Settings, records: list[dict], wait_seconds: float = 0.0, replace: bool = True) -> int:
     """Load structured log records. ``replace``: a run's records are replaced if loaded
     twice; otherwise only records not in the table yet are added (recovery of a file that
     may be partly loaded). ``wait_seconds``: how long to retry while the database is down."""
@@ -757,9 +879,13 @@ def insert_log_records(settings: Settings, records: list[dict], wait_seconds: fl
         if replace:
             cursor.execute(sql.SQL("DELETE FROM {} WHERE id_execucao = ANY(%s)").format(LOG_RECORDS), (run_ids,))
         else:
-            cursor.execute(sql.SQL("CREATE TEMPORARY TABLE registros_recuperados ON COMMIT DROP AS SELECT nome_flow, "
-                                   "id_execucao, registrado_em, nivel, nome_task, logger, mensagem, evento FROM {} "
-                                   "WITH NO DATA").format(LOG_RECORDS))
+            cursor.execute(
+                sql.SQL(
+                    "CREATE TEMPORARY TABLE registros_recuperados ON COMMIT DROP AS SELECT nome_flow, "
+                    "id_execucao, registrado_em, nivel, nome_task, logger, mensagem, evento FROM {} "
+                    "WITH NO DATA"
+                ).format(LOG_RECORDS)
+            )
             # the file's order, kept through the anti-join below (which may sort)
             cursor.execute("ALTER TABLE registros_recuperados ADD COLUMN ordem bigserial")
             target = sql.Identifier("registros_recuperados")
@@ -768,25 +894,37 @@ def insert_log_records(settings: Settings, records: list[dict], wait_seconds: fl
             sql.SQL(
                 "INSERT INTO {} (nome_flow, id_execucao, registrado_em, nivel, nome_task, logger, mensagem, evento) "
                 "VALUES %s"
-            ).format(target).as_string(conn),
+            )
+            .format(target)
+            .as_string(conn),
             [
-                (r["nome_flow"], r["id_execucao"], r["registrado_em"], r["nivel"], r.get("nome_task"),
-                 r["logger"], r["mensagem"], r.get("evento"))
+                (
+                    r["nome_flow"],
+                    r["id_execucao"],
+                    r["registrado_em"],
+                    r["nivel"],
+                    r.get("nome_task"),
+                    r["logger"],
+                    r["mensagem"],
+                    r.get("evento"),
+                )
                 for r in records
             ],
             page_size=1000,
         )
         if not replace:
-            cursor.execute(sql.SQL(
-                """INSERT INTO {records} (nome_flow, id_execucao, registrado_em, nivel, nome_task, logger, mensagem,
+            cursor.execute(
+                sql.SQL(
+                    """INSERT INTO {records} (nome_flow, id_execucao, registrado_em, nivel, nome_task, logger, mensagem,
                                          evento)
                    SELECT n.nome_flow, n.id_execucao, n.registrado_em, n.nivel, n.nome_task, n.logger, n.mensagem,
                           n.evento
                    FROM registros_recuperados n WHERE NOT EXISTS (
                        SELECT 1 FROM {records} o WHERE o.id_execucao = n.id_execucao
                        AND o.registrado_em = n.registrado_em AND o.mensagem = n.mensagem)
-                   ORDER BY n.ordem""").format(
-                records=LOG_RECORDS))
+                   ORDER BY n.ordem"""
+                ).format(records=LOG_RECORDS)
+            )
             return cursor.rowcount
     return len(records)
 
@@ -806,11 +944,28 @@ class LogSink:
                     self.conn = connect(self.settings)
                     self.conn.autocommit = True
                 with self.conn.cursor() as cursor:
-                    execute_values(cursor, sql.SQL(
-                        "INSERT INTO {} (nome_flow, id_execucao, registrado_em, nivel, nome_task, logger, mensagem, "
-                        "evento) VALUES %s").format(LOG_RECORDS).as_string(self.conn),
-                        [(r["nome_flow"], r["id_execucao"], r["registrado_em"], r["nivel"], r.get("nome_task"),
-                          r["logger"], r["mensagem"], r.get("evento")) for r in records])
+                    execute_values(
+                        cursor,
+                        sql.SQL(
+                            "INSERT INTO {} (nome_flow, id_execucao, registrado_em, nivel, nome_task, logger, "
+                            "mensagem, evento) VALUES %s"
+                        )
+                        .format(LOG_RECORDS)
+                        .as_string(self.conn),
+                        [
+                            (
+                                r["nome_flow"],
+                                r["id_execucao"],
+                                r["registrado_em"],
+                                r["nivel"],
+                                r.get("nome_task"),
+                                r["logger"],
+                                r["mensagem"],
+                                r.get("evento"),
+                            )
+                            for r in records
+                        ],
+                    )
                 return
             except psycopg2.Error:
                 self.conn = None

@@ -27,7 +27,7 @@ import time
 import zipfile
 import zlib
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from urllib.parse import urlparse
 
 import requests
@@ -186,6 +186,7 @@ class _WatchedAdapter(HTTPAdapter):
 
 # -- one request --------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class _Reply:
     status: int
@@ -236,7 +237,9 @@ def _check_status(status: int, url: str) -> None:
 def _declared_length(headers) -> int | None:
     """The Content-Length of an uncompressed, unchunked body (None otherwise)."""
     if headers.get("Transfer-Encoding") or headers.get("Content-Encoding", "identity").strip().lower() not in (
-            "", "identity"):
+        "",
+        "identity",
+    ):
         return None
     value = headers.get("Content-Length", "").strip()
     return int(value) if value.isdigit() else None
@@ -309,8 +312,12 @@ def _name_not_resolved(exc: BaseException) -> bool:
             return True
         nested = [a for a in getattr(exc, "args", ()) if isinstance(a, BaseException)]
         reason = getattr(exc, "reason", None)
-        exc = exc.__cause__ or exc.__context__ or (reason if isinstance(reason, BaseException) else None) \
+        exc = (
+            exc.__cause__
+            or exc.__context__
+            or (reason if isinstance(reason, BaseException) else None)
             or (nested[0] if nested else None)
+        )
     return False
 
 
@@ -320,14 +327,16 @@ def _failure(exc: Exception, clock: _Clock) -> DownloadError:
         return clock.too_slow()
     cause = exc.args[0] if exc.args else None
     if isinstance(exc, (requests.exceptions.Timeout, TimeoutError)) or isinstance(
-            cause, urllib3.exceptions.TimeoutError):
+        cause, urllib3.exceptions.TimeoutError
+    ):
         return TransientDownloadError(f"Tempo esgotado ({timeout:g} s sem resposta) ao acessar {url}: {exc}")
     if isinstance(exc, requests.exceptions.ChunkedEncodingError) or "IncompleteRead" in str(exc):
         return TransientDownloadError(f"Download truncado de {url}: {exc}")
     if _name_not_resolved(exc):  # no internet or no DNS: retrying in seconds will not help
         host = urlparse(url).hostname
-        return DownloadError(f"O nome do servidor {host} não pôde ser resolvido (sem internet ou sem DNS?): "
-                             f"{url} não foi acessado.")
+        return DownloadError(
+            f"O nome do servidor {host} não pôde ser resolvido (sem internet ou sem DNS?): {url} não foi acessado."
+        )
     if isinstance(exc, (requests.exceptions.ConnectionError, OSError, urllib3.exceptions.HTTPError)):
         return TransientDownloadError(f"Falha de conexão ao acessar {url}: {exc}")
     return DownloadError(f"Requisição inválida para {url}: {exc}")
@@ -340,19 +349,28 @@ def _get(url: str, limits: HttpLimits, headers: dict | None = None) -> _Reply:
         adapter = _WatchedAdapter()
         session.mount("http://", adapter)
         session.mount("https://", adapter)
-        request_headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity", "Connection": "close",
-                           **(headers or {})}
+        request_headers = {
+            "User-Agent": USER_AGENT,
+            "Accept-Encoding": "identity",
+            "Connection": "close",
+            **(headers or {}),
+        }
         try:
             with session.get(url, stream=True, timeout=limits.timeout, headers=request_headers) as response:
                 _check_status(response.status_code, url)
                 body = b"" if response.status_code == 304 else _read_body(response, clock)
                 return _Reply(response.status_code, CaseInsensitiveDict(response.headers), body)
-        except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException,
-                OSError) as exc:
+        except (
+            requests.exceptions.RequestException,
+            urllib3.exceptions.HTTPError,
+            http.client.HTTPException,
+            OSError,
+        ) as exc:
             raise _failure(exc, clock) from exc
 
 
 # -- public functions --------------------------------------------------------------------
+
 
 def fetch_page(url: str, limits: HttpLimits | float) -> str:
     """Return the HTML of the portal page."""
@@ -380,12 +398,12 @@ def _inflated_size(content: bytes, member: zipfile.ZipInfo, url: str) -> int:
     member declaring 1 KB may inflate to gigabytes. Only Python's zipfile stops at the
     declared size, so the declared total alone does not bound what parsing will inflate."""
     offset = member.header_offset
-    header = content[offset:offset + 30]
+    header = content[offset : offset + 30]
     if len(header) < 30 or not header.startswith(XLSX_MAGIC):
         raise _corrupt_xlsx(url, f"cabeçalho local ausente para {member.filename}")
     name_length, extra_length = struct.unpack("<HH", header[26:30])
     start = offset + 30 + name_length + extra_length
-    data = memoryview(content)[start:start + member.compress_size]
+    data = memoryview(content)[start : start + member.compress_size]
     if len(data) < member.compress_size:
         raise _corrupt_xlsx(url, f"{member.filename} termina antes do fim")
     if member.compress_type == zipfile.ZIP_STORED:
@@ -395,7 +413,7 @@ def _inflated_size(content: bytes, member: zipfile.ZipInfo, url: str) -> int:
     inflater, produced = zlib.decompressobj(-15), 0
     try:
         for position in range(0, len(data), CHUNK_SIZE):
-            pending = data[position:position + CHUNK_SIZE]
+            pending = data[position : position + CHUNK_SIZE]
             while pending:
                 produced += len(inflater.decompress(pending, CHUNK_SIZE))
                 if produced > member.file_size:
@@ -436,8 +454,9 @@ def check_xlsx_archive(content: bytes, url: str, max_uncompressed: int) -> None:
             raise _corrupt_xlsx(url, f"{member.filename} não tem o tamanho declarado")
 
 
-def download_file(published: PublishedFile, limits: HttpLimits | float, etag: str | None = None,
-                  last_modified: str | None = None) -> DownloadedFile | None:
+def download_file(
+    published: PublishedFile, limits: HttpLimits | float, etag: str | None = None, last_modified: str | None = None
+) -> DownloadedFile | None:
     """Download one published file into memory and check that it is whole and a data file.
 
     With ``etag``/``last_modified`` of a previous download the request is conditional,
@@ -476,5 +495,5 @@ def download_file(published: PublishedFile, limits: HttpLimits | float, etag: st
         sha256=digest,
         etag=reply.headers.get("ETag"),
         last_modified=reply.headers.get("Last-Modified"),
-        downloaded_at=datetime.now(timezone.utc),
+        downloaded_at=datetime.now(UTC),
     )

@@ -53,12 +53,20 @@ class StorageError(PipelineError):
     """A local folder (DATA_DIR, LOG_DIR) cannot be written: read-only, full, missing."""
 
 
-_OS_REASONS = {28: "disco cheio", 30: "sistema de arquivos somente leitura", 13: "permissão negada",
-               2: "pasta inexistente", 20: "o caminho não é uma pasta", 122: "cota de disco excedida"}
+_OS_REASONS = {
+    28: "disco cheio",
+    30: "sistema de arquivos somente leitura",
+    13: "permissão negada",
+    2: "pasta inexistente",
+    20: "o caminho não é uma pasta",
+    122: "cota de disco excedida",
+}
 
 
 def storage_error(variable: str, path, error: OSError) -> StorageError:
     """A failure to write ``path`` under the folder named by ``variable``, said plainly."""
     reason = _OS_REASONS.get(error.errno, error.strerror or str(error))
-    return StorageError(f"Não foi possível gravar em {path} (pasta de {variable}): {reason} [Errno {error.errno}]. "
-                        f"Libere espaço ou aponte {variable} no .env para uma pasta gravável.")
+    return StorageError(
+        f"Não foi possível gravar em {path} (pasta de {variable}): {reason} [Errno {error.errno}]. "
+        f"Libere espaço ou aponte {variable} no .env para uma pasta gravável."
+    )

@@ -48,8 +48,10 @@ def check_cluster(settings: Settings, timeout: float = 30) -> None:
                 client.wait_for_workers(1, timeout=timeout)
             answers = client.run(worker_fingerprint)
     except (OSError, TimeoutError, distributed.TimeoutError) as exc:
-        raise ConfigError(f"O cluster Dask em DASK_SCHEDULER_ADDRESS={address} não respondeu (ou não tem "
-                          f"workers) em {timeout:g} s: {exc}") from exc
+        raise ConfigError(
+            f"O cluster Dask em DASK_SCHEDULER_ADDRESS={address} não respondeu (ou não tem "
+            f"workers) em {timeout:g} s: {exc}"
+        ) from exc
     local = source_fingerprint()
     broken = {worker: answer for worker, answer in answers.items() if answer.startswith("erro")}
     if broken:
@@ -57,11 +59,14 @@ def check_cluster(settings: Settings, timeout: float = 30) -> None:
             f"Os workers do cluster Dask em {address} não conseguem importar o projeto (pacote pipelines): "
             + "; ".join(f"{w}: {a}" for w, a in sorted(broken.items()))
             + ". Instale o projeto e suas dependências em cada worker (veja o README, Captura histórica num "
-              "cluster Dask).")
+            "cluster Dask)."
+        )
     different = sorted(worker for worker, answer in answers.items() if answer != local)
     if different:
-        raise ConfigError(f"Os workers {', '.join(different)} do cluster Dask em {address} têm outra versão do "
-                          "projeto: atualize-os para o mesmo código desta máquina.")
+        raise ConfigError(
+            f"Os workers {', '.join(different)} do cluster Dask em {address} têm outra versão do "
+            "projeto: atualize-os para o mesmo código desta máquina."
+        )
     logger.info("Cluster Dask em %s: %d worker(s) com o projeto na mesma versão.", address, len(answers))
 
 

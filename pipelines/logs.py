@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import prefect
@@ -33,7 +33,7 @@ def structured(record: logging.LogRecord, flow_name: str, run_id: str) -> dict:
     return {
         "nome_flow": flow_name,
         "id_execucao": run_id,
-        "registrado_em": datetime.fromtimestamp(record.created, timezone.utc).isoformat(),
+        "registrado_em": datetime.fromtimestamp(record.created, UTC).isoformat(),
         "nivel": record.levelname,
         "nome_task": getattr(record, "nome_task", None) or current_task_name(),
         "logger": record.name,
@@ -86,8 +86,7 @@ class DatabaseLogHandler(logging.Handler):
             self.handleError(record)
 
 
-def attach_database_handler(sink, flow_name: str, run_id: str,
-                            loggers: tuple[str, ...] = CAPTURED_LOGGERS) -> None:
+def attach_database_handler(sink, flow_name: str, run_id: str, loggers: tuple[str, ...] = CAPTURED_LOGGERS) -> None:
     """Route this process's loggers to the database for the run (idempotent)."""
     for name in loggers:
         target = logging.getLogger(name)

@@ -96,7 +96,8 @@ class ParsedFile:
             values = csv.reader((text for text, _, _ in self.records), delimiter=CSV_DELIMITER)
             frame = pd.DataFrame(
                 [[*row, line_number, note] for row, (_, line_number, note) in zip(values, self.records)],
-                columns=list(PARSED_COLUMNS), dtype=object,
+                columns=list(PARSED_COLUMNS),
+                dtype=object,
             )
             frame["linha_origem"] = frame["linha_origem"].astype("Int64")
             self._frame = frame
@@ -123,7 +124,7 @@ def _decode_lines(content: bytes) -> tuple[list[str], str]:
     """
     encoding = "utf-8"
     if content.startswith(BOM):
-        content, encoding = content[len(BOM):], "utf-8-sig"
+        content, encoding = content[len(BOM) :], "utf-8-sig"
     try:
         text = content.decode("utf-8")
     except UnicodeDecodeError:
@@ -243,8 +244,7 @@ def _readings(fields: list[str], columns: list[str], organ_filled: bool) -> list
                         options.append((value, end, j + 1, ("glue", j, i, end)))
         for value, next_field, next_column, step in options:
             for values, how in solve(next_field, next_column):
-                found.setdefault(values if value is None else (value,) + values,
-                                 how if step is None else (step,) + how)
+                found.setdefault(values if value is None else (value,) + values, how if step is None else (step,) + how)
                 if len(found) >= 2:
                     break
             if len(found) >= 2:
@@ -289,14 +289,15 @@ def repair_shifted(fields: list[str], columns: list[str]) -> tuple[list[str], st
     extra = len(fields) - len(columns)
     if extra <= 0 or extra > MAX_EXTRA_FIELDS:
         return None
-    readings = [reading for organ_filled in (True, False)
-                for reading in _readings(fields, columns, organ_filled)][:2]
+    readings = [reading for organ_filled in (True, False) for reading in _readings(fields, columns, organ_filled)][:2]
     if len(readings) != 1:
         return None
-    (values, how), = readings
+    ((values, how),) = readings
     for step in how:
-        if step[0] == "glue" and any(piece.strip() in TEXT_SENTINELS - {""} or _CODE.fullmatch(piece.strip())
-                                     for piece in fields[step[2]:step[3]]):
+        if step[0] == "glue" and any(
+            piece.strip() in TEXT_SENTINELS - {""} or _CODE.fullmatch(piece.strip())
+            for piece in fields[step[2] : step[3]]
+        ):
             return None
     return list(values), _repair_note(how, columns)
 
@@ -360,9 +361,14 @@ def _parse_records(source_rows, file_name: str, can_repair: bool, lines_are_valu
             if has_header:
                 continue
         data_rows += 1
-        if plain_separators is not None and raw_line.count(SOURCE_DELIMITER) == plain_separators \
-                and '"' not in raw_line and "\x00" not in raw_line \
-                and "\r" not in raw_line and raw_line.replace(SOURCE_DELIMITER, "").strip():
+        if (
+            plain_separators is not None
+            and raw_line.count(SOURCE_DELIMITER) == plain_separators
+            and '"' not in raw_line
+            and "\x00" not in raw_line
+            and "\r" not in raw_line
+            and raw_line.replace(SOURCE_DELIMITER, "").strip()
+        ):
             kept.append((raw_line, line_number, None))
             continue
         if fields is None:
@@ -377,8 +383,11 @@ def _parse_records(source_rows, file_name: str, can_repair: bool, lines_are_valu
         if len(fields) > len(columns):
             repaired = repair_shifted(fields, columns) if can_repair else None
             if repaired is None:
-                reject(line_number, raw_line,
-                       f"{len(fields)} campos em vez de {len(columns)}: sobram campos e não há reparo inequívoco")
+                reject(
+                    line_number,
+                    raw_line,
+                    f"{len(fields)} campos em vez de {len(columns)}: sobram campos e não há reparo inequívoco",
+                )
                 continue
             fields, note = repaired
         elif len(fields) < len(columns):
@@ -396,8 +405,9 @@ def _parse_records(source_rows, file_name: str, can_repair: bool, lines_are_valu
 def parse_csv(content: bytes, file_name: str) -> ParsedFile:
     lines, encoding = _decode_lines(content)
     numbered = ((number, line, None) for number, line in enumerate(lines, start=1))
-    kept, quarantine, data_rows, has_header = _parse_records(numbered, file_name, can_repair=True,
-                                                             lines_are_values=True)
+    kept, quarantine, data_rows, has_header = _parse_records(
+        numbered, file_name, can_repair=True, lines_are_values=True
+    )
     notes = [] if has_header else ["arquivo sem cabeçalho: ordem padrão das 23 colunas assumida"]
     return ParsedFile(kept, quarantine, data_rows, encoding, has_header, notes)
 
@@ -427,14 +437,17 @@ def parse_xlsx(content: bytes, file_name: str) -> ParsedFile:
     def rows_fields():
         for number, cells in enumerate(sheet_rows, start=1):
             # inline fast paths for the two common cell types (strings, integral floats)
-            fields = [c if type(c) is str else str(int(c)) if type(c) is float and c.is_integer() else cell_text(c)
-                      for c in cells]
+            fields = [
+                c if type(c) is str else str(int(c)) if type(c) is float and c.is_integer() else cell_text(c)
+                for c in cells
+            ]
             while len(fields) > EXPECTED and fields[-1] == "":
                 fields.pop()  # empty cells right of the table
             yield number, SOURCE_DELIMITER.join(fields).rstrip(SOURCE_DELIMITER), fields
 
-    kept, quarantine, data_rows, has_header = _parse_records(rows_fields(), file_name, can_repair=False,
-                                                             lines_are_values=False)
+    kept, quarantine, data_rows, has_header = _parse_records(
+        rows_fields(), file_name, can_repair=False, lines_are_values=False
+    )
     if not has_header:
         raise SourceFormatError(f"O XLSX {file_name} não tem a linha de cabeçalho esperada.")
     return ParsedFile(kept, quarantine, data_rows, "xlsx", has_header)
@@ -460,4 +473,3 @@ def parse_file(content: bytes, file_format: str, file_name: str) -> ParsedFile:
         raise SourceFormatError(f"Formato de arquivo não suportado: {file_format} ({file_name}).")
     with _gc_paused():
         return parsers[file_format](content, file_name)
-

@@ -96,8 +96,7 @@ class PortalListing(list):
     A list so that code that maps over or indexes the files keeps working; its
     attributes survive pickling (Dask workers)."""
 
-    def __init__(self, files: Iterable[PublishedFile] = (), unplaced: Iterable[UnplacedLink] = (),
-                 page_url: str = ""):
+    def __init__(self, files: Iterable[PublishedFile] = (), unplaced: Iterable[UnplacedLink] = (), page_url: str = ""):
         super().__init__(files)
         self.unplaced = list(unplaced)
         self.page_url = page_url
@@ -162,8 +161,10 @@ def _address_problem(href: str, url: str, page_host: str, allowed_hosts: frozens
     if not host:
         return "o endereço não tem host"
     if host != page_host and host not in allowed_hosts:
-        return (f"o link aponta para o host '{printable(host)}', que não é o do portal ({page_host}) nem está em "
-                "PORTAL_ALLOWED_HOSTS")
+        return (
+            f"o link aponta para o host '{printable(host)}', que não é o do portal ({page_host}) nem está em "
+            "PORTAL_ALLOWED_HOSTS"
+        )
     name = unquote(parsed.path)
     if CONTROL_CHARACTERS.search(name) or "\\" in name:
         return "o nome do arquivo contém caracteres de controle (como o byte nulo) ou barra invertida"
@@ -180,8 +181,9 @@ def _period_problem(year: int, month: int, today: date) -> str | None:
     return None
 
 
-def parse_portal_page(html: str, page_url: str, allowed_hosts: Iterable[str] = (),
-                      today: date | None = None) -> PortalListing:
+def parse_portal_page(
+    html: str, page_url: str, allowed_hosts: Iterable[str] = (), today: date | None = None
+) -> PortalListing:
     """Return the unique published periods, newest first, with the links that could not be placed.
 
     ``allowed_hosts``: hosts besides the page's own whose links may be followed
@@ -196,9 +198,7 @@ def parse_portal_page(html: str, page_url: str, allowed_hosts: Iterable[str] = (
     soup = BeautifulSoup(html, "html.parser")
     year_headings = [h for h in soup.find_all("h3") if YEAR_PATTERN.search(h.get_text(" ", strip=True))]
     if not year_headings:
-        raise PortalStructureError(
-            f"A estrutura da página mudou: nenhum título <h3> com ano encontrado em {page_url}."
-        )
+        raise PortalStructureError(f"A estrutura da página mudou: nenhum título <h3> com ano encontrado em {page_url}.")
 
     by_period: dict[tuple[int, int], PublishedFile] = {}
     unplaced: list[UnplacedLink] = []
@@ -225,15 +225,18 @@ def parse_portal_page(html: str, page_url: str, allowed_hosts: Iterable[str] = (
         found = PublishedFile(year=year, month=month, url=url, format=_file_format(url))
         named = FILE_PERIOD_PATTERN.search(found.file_name)
         if named and (int(named.group(1)), int(named.group(2))) != (year, month):
-            logger.warning("O arquivo %s está listado em %s na página; vale o período da página.",
-                           found.file_name, found.label)
+            logger.warning(
+                "O arquivo %s está listado em %s na página; vale o período da página.", found.file_name, found.label
+            )
         previous = by_period.get((year, month))
         if previous is None:
             by_period[(year, month)] = found
         elif previous.url != found.url:
             logger.warning(
                 "Período %s publicado em dois links; mantido o primeiro (%s), ignorado %s.",
-                found.label, previous.url, found.url,
+                found.label,
+                previous.url,
+                found.url,
             )
 
     if not by_period:

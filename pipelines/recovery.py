@@ -25,6 +25,5 @@ def recover_runs(settings: Settings) -> list[str]:
         records = [r for r in logs.read_pending(path) if r.get("id_execucao") == run_id]
         added = database.insert_log_records(settings, records, replace=False)
         path.unlink(missing_ok=True)
-        logger.info("%d registro(s) de log da execução %s (%s) recuperados de %s.", added, run_id,
-                    states[run_id], path)
+        logger.info("%d registro(s) de log da execução %s (%s) recuperados de %s.", added, run_id, states[run_id], path)
     return interrupted

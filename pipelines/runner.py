@@ -10,9 +10,9 @@ import uuid
 from pipelines import database
 from pipelines.errors import ConfigError, DatabaseUnavailableError, DownloadError, PortalStructureError
 from pipelines.executors import parallel_executor
-from pipelines.settings import Settings, load_settings
 from pipelines.logs import log_paths
 from pipelines.sample_portal import SAMPLE_OPTION
+from pipelines.settings import Settings, load_settings
 from pipelines.tasks import SETTINGS_KEY, configure_retries, failed_task_errors, failure_causes
 
 
@@ -23,8 +23,11 @@ def prepare() -> Settings:
         database.ensure_schema(settings)
     except DatabaseUnavailableError as exc:
         print(f"PostgreSQL indisponível: {exc}", file=sys.stderr)
-        print("Confira se o servidor está no ar e se POSTGRES_HOST/POSTGRES_PORT do .env apontam para ele "
-              "(modelo em .env.example).", file=sys.stderr)
+        print(
+            "Confira se o servidor está no ar e se POSTGRES_HOST/POSTGRES_PORT do .env apontam para ele "
+            "(modelo em .env.example).",
+            file=sys.stderr,
+        )
         raise SystemExit(2) from None
     except ConfigError as exc:
         print(f"Erro de configuração: {exc}", file=sys.stderr)
@@ -71,9 +74,11 @@ def failure_report(flow_name: str, run_id: str, state, settings: Settings) -> st
     text_log, _ = log_paths(settings.log_dir, flow_name, run_id)
     lines.append(f"Detalhes (com os tracebacks) no log: {text_log}")
     if any(isinstance(error, (DownloadError, PortalStructureError)) for error in errors):
-        lines += ["Sem acesso ao portal da CGU (sem internet, portal fora do ar ou mudado)? Para testar com o "
-                  "portal de exemplo do repositório (dados sintéticos):",
-                  f"  python {' '.join(sys.argv[:1] or ['run/capture.py'])} {SAMPLE_OPTION}"]
+        lines += [
+            "Sem acesso ao portal da CGU (sem internet, portal fora do ar ou mudado)? Para testar com o "
+            "portal de exemplo do repositório (dados sintéticos):",
+            f"  python {' '.join(sys.argv[:1] or ['run/capture.py'])} {SAMPLE_OPTION}",
+        ]
     return "\n".join(lines)
 
 

@@ -36,13 +36,13 @@ class PeriodSpec:
     year: int
     month: int
     file_name: str
-    format: str = "csv"          # csv | xlsx
-    encoding: str = "utf-8"      # utf-8 | utf-8-sig | cp1252
+    format: str = "csv"  # csv | xlsx
+    encoding: str = "utf-8"  # utf-8 | utf-8-sig | cp1252
     header: bool = True
     decimal_comma: bool = False
     crlf: bool = False
-    quirk_rows: bool = True      # shifted/short rows (CSV) or a stray cell (XLSX)
-    rows: int | None = None      # overrides the portal's rows per period
+    quirk_rows: bool = True  # shifted/short rows (CSV) or a stray cell (XLSX)
+    rows: int | None = None  # overrides the portal's rows per period
 
     @property
     def label(self) -> str:
@@ -70,13 +70,16 @@ def render_page(specs: list[PeriodSpec], base_url: str) -> str:
             href = f"{FILES_PATH}/{spec.file_name}" if year == 2019 else f"{base_url}{FILES_PATH}/{spec.file_name}"
             parts.append(f"<li><a class='internal-link' href='{href}'>{MONTH_NAMES[spec.month].title()}</a></li>")
             if spec.label == "2019-09":  # the same period under a second file name
-                parts.append(f"<li><a class='internal-link' href='{FILES_PATH}/terceirizados201909.csv'>"
-                             "Setembro</a></li>")
+                parts.append(
+                    f"<li><a class='internal-link' href='{FILES_PATH}/terceirizados201909.csv'>Setembro</a></li>"
+                )
         parts.append("</ul>")
         if position == len(years) - 1:  # a year block repeated
-            parts.append(f"<h3>{year}</h3><ul><li><a class='internal-link' "
-                         f"href='{FILES_PATH}/{by_year[year][0].file_name}'>"
-                         f"{MONTH_NAMES[by_year[year][0].month].title()}</a></li></ul>")
+            parts.append(
+                f"<h3>{year}</h3><ul><li><a class='internal-link' "
+                f"href='{FILES_PATH}/{by_year[year][0].file_name}'>"
+                f"{MONTH_NAMES[by_year[year][0].month].title()}</a></li></ul>"
+            )
     parts.append("</div></body></html>")
     return "\n".join(parts)
 
@@ -166,7 +169,7 @@ class PortalServer(ThreadingHTTPServer):
     def page_html(self) -> str:
         return self.page_override if self.page_override is not None else render_page(self.portal.specs, self.base_url)
 
-    def start(self) -> "PortalServer":
+    def start(self) -> PortalServer:
         threading.Thread(target=self.serve_forever, daemon=True).start()
         return self
 
@@ -178,8 +181,12 @@ def load_portal(root: Path) -> Portal:
 
 
 def add_sample_option(parser) -> None:
-    parser.add_argument(SAMPLE_OPTION, action="store_true", dest="amostra",
-                        help="usa o portal de exemplo do repositório, servido em 127.0.0.1 (sem internet)")
+    parser.add_argument(
+        SAMPLE_OPTION,
+        action="store_true",
+        dest="amostra",
+        help="usa o portal de exemplo do repositório, servido em 127.0.0.1 (sem internet)",
+    )
 
 
 def serve_sample_if_asked(args, port: int = 0) -> PortalServer | None:

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from datetime import datetime
-from typing import Callable
 
 from prefect.engine.state import State
 
@@ -39,8 +39,11 @@ def run_pipeline(settings: Settings, scheduled_time: datetime, manual: bool = Fa
     """One local run of the scheduled pipeline for ``scheduled_time``: (final state, run id)."""
     configure_retries(pipeline_flow, settings)
     run_id = str(uuid.uuid4())
-    state = pipeline_flow.run(parameters={"manual": manual}, run_on_schedule=False,
-                              context={"flow_run_id": run_id, SCHEDULED_TIME_KEY: scheduled_time})
+    state = pipeline_flow.run(
+        parameters={"manual": manual},
+        run_on_schedule=False,
+        context={"flow_run_id": run_id, SCHEDULED_TIME_KEY: scheduled_time},
+    )
     return state, run_id
 
 
@@ -58,8 +61,13 @@ class LocalScheduler:
     """Runs ``run(scheduled_time, manual)`` at start-up and at every time of the schedule,
     waking at least every ``tick_seconds``; never raises out of a run."""
 
-    def __init__(self, clock: Clock, run: RunPipeline, tick_seconds: float = DEFAULT_TICK_SECONDS,
-                 after_run: Callable[[], None] = lambda: None):
+    def __init__(
+        self,
+        clock: Clock,
+        run: RunPipeline,
+        tick_seconds: float = DEFAULT_TICK_SECONDS,
+        after_run: Callable[[], None] = lambda: None,
+    ):
         self.clock, self.run, self.tick_seconds, self.after_run = clock, run, tick_seconds, after_run
 
     def run_once(self, scheduled_time: datetime, manual: bool = False) -> State | None:
@@ -68,8 +76,13 @@ class LocalScheduler:
         try:
             state, run_id = self.run(scheduled_time, manual)
         except Exception as exc:  # a crashing run is a failed run, not a dead scheduler
-            logger.error("Falha ao executar o pipeline agendado de %s: %s: %s. Nova tentativa em %g s.",
-                         when, type(exc).__name__, exc, self.tick_seconds)
+            logger.error(
+                "Falha ao executar o pipeline agendado de %s: %s: %s. Nova tentativa em %g s.",
+                when,
+                type(exc).__name__,
+                exc,
+                self.tick_seconds,
+            )
             state = None
         else:
             if state.is_skipped():
@@ -79,8 +92,13 @@ class LocalScheduler:
             elif decision_taken(state):
                 logger.warning("Execução %s de %s falhou: %s", run_id, when, state.message)
             else:
-                logger.error("Execução %s de %s não chegou a decidir: %s. Nova tentativa em %g s.",
-                             run_id, when, state.message, self.tick_seconds)
+                logger.error(
+                    "Execução %s de %s não chegou a decidir: %s. Nova tentativa em %g s.",
+                    run_id,
+                    when,
+                    state.message,
+                    self.tick_seconds,
+                )
         try:
             self.after_run()
         except Exception as exc:

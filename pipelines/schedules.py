@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from enum import Enum
 from datetime import datetime
+from enum import StrEnum
 from typing import Protocol
 
 import pendulum
@@ -88,12 +88,12 @@ class Attempt:
     succeeded: bool
 
 
-class Action(str, Enum):
+class Action(StrEnum):
     RUN = "run"
     WAIT = "wait"
 
 
-class Reason(str, Enum):
+class Reason(StrEnum):
     """Why the pipeline runs or waits. The values are what users read: they are stored as
     the attempt's ``tipo`` in ``logs.execucoes``."""
 
@@ -101,7 +101,7 @@ class Reason(str, Enum):
     RETRY = "repeticao"
     DONE = "concluida"
     WAITING_RETRY = "aguardando_repeticao"
-    MANUAL = "manual"             # an attempt asked for now (--agora), counted for the cycle
+    MANUAL = "manual"  # an attempt asked for now (--agora), counted for the cycle
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,7 @@ class Decision:
     action: Action
     reason: Reason
     cycle: datetime
-    wake_at: datetime        # when there is work again (== now for Action.RUN)
+    wake_at: datetime  # when there is work again (== now for Action.RUN)
     last_attempt: datetime | None = None
 
     @property
@@ -123,14 +123,20 @@ class Decision:
         if self.reason is Reason.SCHEDULED:
             return f"Execução agendada do ciclo de {cycle}: captura e materialização do período mais recente."
         if self.reason is Reason.RETRY:
-            return (f"Repetição diária do ciclo de {cycle}: a última tentativa "
-                    f"({pendulum.instance(self.last_attempt).in_timezone(TIMEZONE).format('DD/MM/YYYY HH:mm')}) "
-                    "não teve sucesso.")
+            return (
+                f"Repetição diária do ciclo de {cycle}: a última tentativa "
+                f"({pendulum.instance(self.last_attempt).in_timezone(TIMEZONE).format('DD/MM/YYYY HH:mm')}) "
+                "não teve sucesso."
+            )
         if self.reason is Reason.DONE:
-            return (f"Nada a fazer hoje: o ciclo de {cycle} já foi concluído com sucesso. "
-                    f"Próxima execução agendada: {format_time(self.wake_at)}.")
-        return (f"Nada a fazer agora: a última tentativa do ciclo de {cycle} não teve sucesso. "
-                f"Nova tentativa (repetição diária) em {format_time(self.wake_at)}.")
+            return (
+                f"Nada a fazer hoje: o ciclo de {cycle} já foi concluído com sucesso. "
+                f"Próxima execução agendada: {format_time(self.wake_at)}."
+            )
+        return (
+            f"Nada a fazer agora: a última tentativa do ciclo de {cycle} não teve sucesso. "
+            f"Nova tentativa (repetição diária) em {format_time(self.wake_at)}."
+        )
 
 
 def decide(now: datetime, attempts: list[Attempt]) -> Decision:
@@ -173,11 +179,14 @@ class PostgresAttemptStore:
         self.settings = settings
 
     def attempts(self) -> list[Attempt]:
-        return [Attempt(pendulum.parse(cycle).in_timezone(TIMEZONE), started, state == "Success")
-                for cycle, started, state in database.scheduler_attempts(self.settings, SCHEDULER_FLOW)]
+        return [
+            Attempt(pendulum.parse(cycle).in_timezone(TIMEZONE), started, state == "Success")
+            for cycle, started, state in database.scheduler_attempts(self.settings, SCHEDULER_FLOW)
+        ]
 
-    def start(self, attempt_id: str, cycle: datetime, reason: str, started_at: datetime,
-              run_id: str | None = None) -> None:
+    def start(
+        self, attempt_id: str, cycle: datetime, reason: str, started_at: datetime, run_id: str | None = None
+    ) -> None:
         parameters = {"ciclo": pendulum.instance(cycle).isoformat(), "tipo": reason}
         if run_id:
             parameters["execucao"] = run_id  # the pipeline's flow run (its logs in logs.registros)

@@ -17,9 +17,7 @@ from pipelines.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
-DEFAULT_PORTAL_URL = (
-    "https://www.gov.br/cgu/pt-br/acesso-a-informacao/dados-abertos/arquivos/terceirizados"
-)
+DEFAULT_PORTAL_URL = "https://www.gov.br/cgu/pt-br/acesso-a-informacao/dados-abertos/arquivos/terceirizados"
 
 
 @dataclass(frozen=True)
@@ -97,18 +95,14 @@ def _url(env: dict, name: str, default: str) -> str:
     raw = _text(env, name, default)
     parsed = urlparse(raw)
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise ConfigError(
-            f"{name}={raw!r} não é uma URL válida (esperado http:// ou https:// seguido do host)."
-        )
+        raise ConfigError(f"{name}={raw!r} não é uma URL válida (esperado http:// ou https:// seguido do host).")
     return raw
 
 
 def _identifier(env: dict, name: str, default: str) -> str:
     raw = _text(env, name, default)
     if not raw.replace("_", "").isalnum() or len(raw) > 63:
-        raise ConfigError(
-            f"{name}={raw!r} inválido: use só letras, números e '_' (até 63 caracteres)."
-        )
+        raise ConfigError(f"{name}={raw!r} inválido: use só letras, números e '_' (até 63 caracteres).")
     return raw
 
 

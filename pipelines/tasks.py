@@ -7,7 +7,7 @@ import logging
 import os
 import socket
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pendulum
@@ -88,20 +88,27 @@ def where_this_runs() -> str:
 
 # -- flow state handler: the runs table -------------------------------------------------
 
+
 def failure_causes(state) -> list[str]:
     """'task: message' for each task that failed itself (not the ones skipped because of it)."""
     task_states = state.result if isinstance(state.result, dict) else {}
-    return [f"{task.name}: {task_state.result if isinstance(task_state.result, BaseException) else task_state.message}"
-            for task, task_state in task_states.items()
-            if task_state.is_failed() and not isinstance(task_state, TriggerFailed)]
+    return [
+        f"{task.name}: {task_state.result if isinstance(task_state.result, BaseException) else task_state.message}"
+        for task, task_state in task_states.items()
+        if task_state.is_failed() and not isinstance(task_state, TriggerFailed)
+    ]
 
 
 def failed_task_errors(state) -> list[BaseException]:
     """The exceptions of the tasks that failed themselves."""
     task_states = state.result if isinstance(state.result, dict) else {}
-    return [task_state.result for task_state in task_states.values()
-            if task_state.is_failed() and not isinstance(task_state, TriggerFailed)
-            and isinstance(task_state.result, BaseException)]
+    return [
+        task_state.result
+        for task_state in task_states.values()
+        if task_state.is_failed()
+        and not isinstance(task_state, TriggerFailed)
+        and isinstance(task_state.result, BaseException)
+    ]
 
 
 def run_message(state) -> str:
@@ -118,7 +125,7 @@ def record_run(flow, old_state, new_state):
     try:
         settings = load_settings()
         run_id = current_run_id()
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         if new_state.is_running():
             settings = prefect.context.get(SETTINGS_KEY) or settings
             prefect.context.update(**{SETTINGS_KEY: settings, FLOW_PROCESS_KEY: this_process()})
@@ -136,9 +143,11 @@ def record_run(flow, old_state, new_state):
             settings = prefect.context.get(SETTINGS_KEY) or settings
             lost, error = logs.write_failures(run_id)
             if lost and not new_state.is_failed():
-                new_state = Failed(message=f"{lost} registro(s) de log da execução não puderam ser gravados: "
-                                           f"{storage_error('LOG_DIR', settings.log_dir, error)}",
-                                   result=new_state.result)
+                new_state = Failed(
+                    message=f"{lost} registro(s) de log da execução não puderam ser gravados: "
+                    f"{storage_error('LOG_DIR', settings.log_dir, error)}",
+                    result=new_state.result,
+                )
             database.finish_run(settings, run_id, type(new_state).__name__, run_message(new_state), now)
             upload_flow_log(settings, flow.name, run_id)
     except Exception as exc:  # never turn a good run into a crash because of bookkeeping
@@ -163,13 +172,18 @@ def exponential_backoff(task, old_state, new_state):
         new_state.start_time = pendulum.now("utc") + delay
         logger.warning(
             "Falha transitória em %s (%s). Nova tentativa %d de %d agendada em %d s.",
-            task.name, new_state.message, attempt, task.max_retries, delay.total_seconds(),
+            task.name,
+            new_state.message,
+            attempt,
+            task.max_retries,
+            delay.total_seconds(),
             extra={"evento": EVENT_RETRY},
         )
     return new_state
 
 
 # -- tasks -----------------------------------------------------------------------------
+
 
 @task(name="setup_log_file")
 def setup_log_file(flow_name: str) -> str:
@@ -183,8 +197,13 @@ def setup_log_file(flow_name: str) -> str:
     return current_run_id()
 
 
-@task(name="discover_published_files", max_retries=3, retry_delay=DEFAULT_RETRY_DELAY,
-      retry_on={TransientDownloadError}, state_handlers=[exponential_backoff])
+@task(
+    name="discover_published_files",
+    max_retries=3,
+    retry_delay=DEFAULT_RETRY_DELAY,
+    retry_on={TransientDownloadError},
+    state_handlers=[exponential_backoff],
+)
 def discover_published_files(url: str | None = None) -> PortalListing:
     # unplaced links travel in ``.unplaced``: select_newest_period fails on them,
     # the historic capture loads the other periods and names them in its summary
@@ -199,8 +218,13 @@ def select_newest_period(files: PortalListing) -> PublishedFile:
     return newest
 
 
-@task(name="download_cgu_terceirizados_data", max_retries=3, retry_delay=DEFAULT_RETRY_DELAY,
-      retry_on={TransientDownloadError}, state_handlers=[exponential_backoff])
+@task(
+    name="download_cgu_terceirizados_data",
+    max_retries=3,
+    retry_delay=DEFAULT_RETRY_DELAY,
+    retry_on={TransientDownloadError},
+    state_handlers=[exponential_backoff],
+)
 def download_data(published: PublishedFile) -> DownloadedFile:
     return download_file(published, HttpLimits.from_settings(task_settings()))
 
@@ -269,8 +293,13 @@ def record_materialized_rows(model: str) -> int:
     return rows
 
 
-@task(name="capture_period", max_retries=3, retry_delay=DEFAULT_RETRY_DELAY,
-      retry_on={TransientDownloadError}, state_handlers=[exponential_backoff])
+@task(
+    name="capture_period",
+    max_retries=3,
+    retry_delay=DEFAULT_RETRY_DELAY,
+    retry_on={TransientDownloadError},
+    state_handlers=[exponential_backoff],
+)
 def capture_period(published: PublishedFile, force: bool = False) -> dict:
     """One period of the historic capture (mapped): download, parse, save and load it."""
     settings = task_settings()
@@ -294,8 +323,10 @@ def summarize_historic_capture(files: list[PublishedFile], results: list) -> lis
     unplaced = getattr(files, "unplaced", [])
     problems = [f"{len(failed)} período(s) com falha: " + "; ".join(failed)] if failed else []
     if unplaced:
-        problems.append(f"{len(unplaced)} link(s) da página não atribuído(s) a um período, não carregado(s): "
-                        + describe_unplaced(unplaced))
+        problems.append(
+            f"{len(unplaced)} link(s) da página não atribuído(s) a um período, não carregado(s): "
+            + describe_unplaced(unplaced)
+        )
     if problems:
         raise PipelineError(". ".join(problems))
     return done
@@ -311,8 +342,7 @@ def upload_logs_to_database(flow_name: str) -> int:
     logger.info("Carregando os registros de log da execução %s no PostgreSQL.", run_id)
     records = logs.read_records(settings.log_dir, flow_name, run_id)
     try:
-        count = database.insert_log_records(settings, records, wait_seconds=LOG_UPLOAD_WAIT_SECONDS,
-                                            replace=False)
+        count = database.insert_log_records(settings, records, wait_seconds=LOG_UPLOAD_WAIT_SECONDS, replace=False)
     except DatabaseUnavailableError as exc:
         raise DatabaseUnavailableError(
             f"{exc} Os registros de log ficam em {logs.pending_path(settings.log_dir, flow_name, run_id)} e serão "
@@ -322,8 +352,10 @@ def upload_logs_to_database(flow_name: str) -> int:
     lost, error = logs.write_failures(run_id)
     if lost:
         cause = storage_error("LOG_DIR", settings.log_dir, error)
-        raise StorageError(f"{lost} registro(s) de log desta execução não puderam ser gravados. {cause} "
-                           "A execução não é dada como concluída sem o seu log.")
+        raise StorageError(
+            f"{lost} registro(s) de log desta execução não puderam ser gravados. {cause} "
+            "A execução não é dada como concluída sem o seu log."
+        )
     return count
 
 
@@ -389,8 +421,11 @@ def skip_if_already_materialized(newest: PublishedFile) -> PublishedFile:
 def _attempt_outcome(steps: dict) -> tuple[bool, str]:
     """(succeeded, message) of an attempt from the results of its steps: a failed step's
     exception, a SKIP (nothing to do), or the values of steps that all ran."""
-    failures = [f"{name}: {first_line(value)}" for name, value in steps.items()
-                if isinstance(value, BaseException) and not isinstance(value, (signals.TRIGGERFAIL, signals.SKIP))]
+    failures = [
+        f"{name}: {first_line(value)}"
+        for name, value in steps.items()
+        if isinstance(value, BaseException) and not isinstance(value, (signals.TRIGGERFAIL, signals.SKIP))
+    ]
     if failures:
         return False, " | ".join(sorted(failures))
     skipped = [value for value in steps.values() if isinstance(value, signals.SKIP)]
@@ -415,11 +450,16 @@ def finish_scheduled_run(attempt, **steps) -> str:
     succeeded, message = _attempt_outcome(steps)
     PostgresAttemptStore(task_settings()).finish(attempt["id"], succeeded, message, pendulum.now(TIMEZONE))
     if not succeeded:
-        logger.error("Tentativa %s do ciclo de %s falhou: %s Nova tentativa no dia seguinte.", attempt["id"],
-                     format_date(attempt["ciclo"]), message)
+        logger.error(
+            "Tentativa %s do ciclo de %s falhou: %s Nova tentativa no dia seguinte.",
+            attempt["id"],
+            format_date(attempt["ciclo"]),
+            message,
+        )
         raise signals.FAIL(message)
-    logger.info("Tentativa %s do ciclo de %s concluída com sucesso: %s", attempt["id"], format_date(attempt["ciclo"]),
-                message)
+    logger.info(
+        "Tentativa %s do ciclo de %s concluída com sucesso: %s", attempt["id"], format_date(attempt["ciclo"]), message
+    )
     return message
 
 

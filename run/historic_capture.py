@@ -15,8 +15,13 @@ from pipelines.sample_portal import add_sample_option, serve_sample_if_asked
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", help="página do portal (padrão: CGU_TERCEIRIZADOS_URL do .env)")
-    parser.add_argument("--forcar", "--force", action="store_true", dest="force",
-                        help="recarrega também os períodos inalterados (--force é o nome antigo)")
+    parser.add_argument(
+        "--forcar",
+        "--force",
+        action="store_true",
+        dest="force",
+        help="recarrega também os períodos inalterados (--force é o nome antigo)",
+    )
     add_sample_option(parser)
     args = parser.parse_args()
     serve_sample_if_asked(args)

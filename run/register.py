@@ -40,9 +40,12 @@ def main() -> int:
             configure_retries(flow, settings)  # DOWNLOAD_MAX_RETRIES/DELAY, as in a local run
             flow.register(project_name=PROJECT_NAME, labels=LABELS, add_default_labels=False)
     except Exception as exc:  # no server: say so instead of a stack trace
-        print(f"Não foi possível registrar os flows no Prefect Server: {exc}\n"
-              "Suba o servidor com ./start.sh (precisa de Docker) ou rode os flows localmente "
-              "(python run/scheduler.py, python run/capture.py ...).", file=sys.stderr)
+        print(
+            f"Não foi possível registrar os flows no Prefect Server: {exc}\n"
+            "Suba o servidor com ./start.sh (precisa de Docker) ou rode os flows localmente "
+            "(python run/scheduler.py, python run/capture.py ...).",
+            file=sys.stderr,
+        )
         return 1
     print(f"Flows registrados no projeto {PROJECT_NAME}: " + ", ".join(f.name for f in flows_to_register()) + ".")
     return 0

@@ -42,11 +42,19 @@ def positive_seconds(text: str) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--uma-vez", action="store_true", help="decide uma vez e sai")
-    parser.add_argument("--agora", action="store_true",
-                        help="executa uma tentativa agora, fora do calendário, e sai (conta para o ciclo atual)")
-    parser.add_argument("--intervalo", type=positive_seconds, default=DEFAULT_TICK_SECONDS, metavar="SEGUNDOS",
-                        help=f"de quanto em quanto tempo o agendador verifica o relógio e repete uma execução "
-                             f"que não conseguiu decidir (padrão: {DEFAULT_TICK_SECONDS} s)")
+    parser.add_argument(
+        "--agora",
+        action="store_true",
+        help="executa uma tentativa agora, fora do calendário, e sai (conta para o ciclo atual)",
+    )
+    parser.add_argument(
+        "--intervalo",
+        type=positive_seconds,
+        default=DEFAULT_TICK_SECONDS,
+        metavar="SEGUNDOS",
+        help=f"de quanto em quanto tempo o agendador verifica o relógio e repete uma execução "
+        f"que não conseguiu decidir (padrão: {DEFAULT_TICK_SECONDS} s)",
+    )
     add_sample_option(parser)
     args = parser.parse_args()
     serve_sample_if_asked(args)
@@ -72,8 +80,9 @@ def main() -> int:
     def upload_logs() -> None:
         database.insert_log_records(settings, logs.read_records(settings.log_dir, SCHEDULER_FLOW, session_id))
 
-    scheduler = LocalScheduler(SystemClock(), functools.partial(run_pipeline, settings), args.intervalo,
-                               after_run=upload_logs)
+    scheduler = LocalScheduler(
+        SystemClock(), functools.partial(run_pipeline, settings), args.intervalo, after_run=upload_logs
+    )
     if args.agora:
         return 0 if scheduler.run_now() else 1
     if args.uma_vez:

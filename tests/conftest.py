@@ -23,8 +23,8 @@ import pytest  # noqa: E402
 
 from bench.portal_generator import PortalServer, build_portal  # noqa: E402
 from pipelines import database  # noqa: E402
-from pipelines.settings import load_settings  # noqa: E402
 from pipelines.runner import execute  # noqa: E402
+from pipelines.settings import load_settings  # noqa: E402
 
 
 @pytest.fixture(scope="session")

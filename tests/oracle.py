@@ -16,28 +16,83 @@ import io
 import re
 import unicodedata
 from dataclasses import dataclass, field
-from decimal import ROUND_HALF_UP, Decimal
 from datetime import date, datetime
+from decimal import ROUND_HALF_UP, Decimal
 
 COLUMNS = (
-    "id_terc", "sg_orgao_sup_tabela_ug", "cd_ug_gestora", "nm_ug_tabela_ug", "sg_ug_gestora", "nr_contrato",
-    "nr_cnpj", "nm_razao_social", "nr_cpf", "nm_terceirizado", "nm_categoria_profissional", "nm_escolaridade",
-    "nr_jornada", "nm_unidade_prestacao", "vl_mensal_salario", "vl_mensal_custo", "num_mes_carga", "mes_carga",
-    "ano_carga", "sg_orgao", "nm_orgao", "cd_orgao_siafi", "cd_orgao_siape",
+    "id_terc",
+    "sg_orgao_sup_tabela_ug",
+    "cd_ug_gestora",
+    "nm_ug_tabela_ug",
+    "sg_ug_gestora",
+    "nr_contrato",
+    "nr_cnpj",
+    "nm_razao_social",
+    "nr_cpf",
+    "nm_terceirizado",
+    "nm_categoria_profissional",
+    "nm_escolaridade",
+    "nr_jornada",
+    "nm_unidade_prestacao",
+    "vl_mensal_salario",
+    "vl_mensal_custo",
+    "num_mes_carga",
+    "mes_carga",
+    "ano_carga",
+    "sg_orgao",
+    "nm_orgao",
+    "cd_orgao_siafi",
+    "cd_orgao_siape",
 )
 TYPED_COLUMNS = (
-    "ano", "mes", "id_terceirizado", "sigla_orgao_superior_unidade_gestora", "id_unidade_gestora",
-    "sigla_unidade_gestora", "nome_unidade_gestora", "id_orgao_siafi", "id_orgao_siape", "sigla_orgao", "nome_orgao",
-    "nome_unidade_prestacao", "id_contrato", "cnpj_empresa", "razao_social_empresa", "cpf", "nome", "cbo_2002",
-    "categoria_profissional", "nivel_escolaridade", "quantidade_horas_semanais", "valor_salario_mensal",
+    "ano",
+    "mes",
+    "id_terceirizado",
+    "sigla_orgao_superior_unidade_gestora",
+    "id_unidade_gestora",
+    "sigla_unidade_gestora",
+    "nome_unidade_gestora",
+    "id_orgao_siafi",
+    "id_orgao_siape",
+    "sigla_orgao",
+    "nome_orgao",
+    "nome_unidade_prestacao",
+    "id_contrato",
+    "cnpj_empresa",
+    "razao_social_empresa",
+    "cpf",
+    "nome",
+    "cbo_2002",
+    "categoria_profissional",
+    "nivel_escolaridade",
+    "quantidade_horas_semanais",
+    "valor_salario_mensal",
     "valor_custo_mensal",
 )
 
 # --- values -----------------------------------------------------------------------------
 
 # Unicode White_Space: what trimming removes at both ends of every value.
-WHITESPACE = "".join(chr(c) for c in (0x09, 0x0A, 0x0B, 0x0C, 0x0D, 0x20, 0x85, 0xA0, 0x1680, *range(0x2000, 0x200B),
-                                      0x2028, 0x2029, 0x202F, 0x205F, 0x3000))
+WHITESPACE = "".join(
+    chr(c)
+    for c in (
+        0x09,
+        0x0A,
+        0x0B,
+        0x0C,
+        0x0D,
+        0x20,
+        0x85,
+        0xA0,
+        0x1680,
+        *range(0x2000, 0x200B),
+        0x2028,
+        0x2029,
+        0x202F,
+        0x205F,
+        0x3000,
+    )
+)
 NO_VALUE = {"", "<N/I>", "NI", "NULL"}
 NO_CODE = {"-1", "-2"}
 CENT = Decimal("0.01")
@@ -138,33 +193,72 @@ def money(value: str):
 def typed_row(year: int, month: int, raw: dict[str, str]) -> dict:
     """The row of staging.historic_transformed for one loaded source row (values may be Nulled)."""
     return {
-        "ano": year, "mes": month, "id_terceirizado": text(raw["id_terc"]),
+        "ano": year,
+        "mes": month,
+        "id_terceirizado": text(raw["id_terc"]),
         "sigla_orgao_superior_unidade_gestora": text(raw["sg_orgao_sup_tabela_ug"]),
-        "id_unidade_gestora": padded(raw["cd_ug_gestora"], 6), "sigla_unidade_gestora": text(raw["sg_ug_gestora"]),
-        "nome_unidade_gestora": text(raw["nm_ug_tabela_ug"]), "id_orgao_siafi": code(raw["cd_orgao_siafi"]),
-        "id_orgao_siape": code(raw["cd_orgao_siape"]), "sigla_orgao": text(raw["sg_orgao"]),
-        "nome_orgao": text(raw["nm_orgao"]), "nome_unidade_prestacao": text(raw["nm_unidade_prestacao"]),
-        "id_contrato": text(raw["nr_contrato"]), "cnpj_empresa": padded(raw["nr_cnpj"], 14),
-        "razao_social_empresa": text(raw["nm_razao_social"]), "cpf": text(raw["nr_cpf"]),
-        "nome": text(raw["nm_terceirizado"]), "cbo_2002": cbo_code(raw["nm_categoria_profissional"]),
+        "id_unidade_gestora": padded(raw["cd_ug_gestora"], 6),
+        "sigla_unidade_gestora": text(raw["sg_ug_gestora"]),
+        "nome_unidade_gestora": text(raw["nm_ug_tabela_ug"]),
+        "id_orgao_siafi": code(raw["cd_orgao_siafi"]),
+        "id_orgao_siape": code(raw["cd_orgao_siape"]),
+        "sigla_orgao": text(raw["sg_orgao"]),
+        "nome_orgao": text(raw["nm_orgao"]),
+        "nome_unidade_prestacao": text(raw["nm_unidade_prestacao"]),
+        "id_contrato": text(raw["nr_contrato"]),
+        "cnpj_empresa": padded(raw["nr_cnpj"], 14),
+        "razao_social_empresa": text(raw["nm_razao_social"]),
+        "cpf": text(raw["nr_cpf"]),
+        "nome": text(raw["nm_terceirizado"]),
+        "cbo_2002": cbo_code(raw["nm_categoria_profissional"]),
         "categoria_profissional": cbo_title(raw["nm_categoria_profissional"]),
-        "nivel_escolaridade": education(raw["nm_escolaridade"]), "quantidade_horas_semanais": hours(raw["nr_jornada"]),
-        "valor_salario_mensal": money(raw["vl_mensal_salario"]), "valor_custo_mensal": money(raw["vl_mensal_custo"]),
+        "nivel_escolaridade": education(raw["nm_escolaridade"]),
+        "quantidade_horas_semanais": hours(raw["nr_jornada"]),
+        "valor_salario_mensal": money(raw["vl_mensal_salario"]),
+        "valor_custo_mensal": money(raw["vl_mensal_custo"]),
     }
 
 
 # --- lines with extra fields --------------------------------------------------------------
 
-NAME_TEXT = {"sg_orgao_sup_tabela_ug", "nm_ug_tabela_ug", "sg_ug_gestora", "nm_razao_social", "nm_terceirizado",
-             "nm_categoria_profissional", "nm_unidade_prestacao", "sg_orgao", "nm_orgao"}
+NAME_TEXT = {
+    "sg_orgao_sup_tabela_ug",
+    "nm_ug_tabela_ug",
+    "sg_ug_gestora",
+    "nm_razao_social",
+    "nm_terceirizado",
+    "nm_categoria_profissional",
+    "nm_unidade_prestacao",
+    "sg_orgao",
+    "nm_orgao",
+}
 FREE_TEXT = {"nr_contrato", "nm_escolaridade"}
-MONTHS = {"JANEIRO", "FEVEREIRO", "MARCO", "ABRIL", "MAIO", "JUNHO", "JULHO", "AGOSTO", "SETEMBRO", "OUTUBRO",
-          "NOVEMBRO", "DEZEMBRO"}
+MONTHS = {
+    "JANEIRO",
+    "FEVEREIRO",
+    "MARCO",
+    "ABRIL",
+    "MAIO",
+    "JUNHO",
+    "JULHO",
+    "AGOSTO",
+    "SETEMBRO",
+    "OUTUBRO",
+    "NOVEMBRO",
+    "DEZEMBRO",
+}
 SENTINELS = NO_VALUE | NO_CODE
 KINDS = {
-    "id_terc": r"\d+", "cd_ug_gestora": r"\d+", "nr_cnpj": r"[\d./-]+", "nr_cpf": r"[\d*.\-]+",
-    "nr_jornada": r"\d+([.,]\d+)?", "vl_mensal_salario": r"-?[\d.,]+", "vl_mensal_custo": r"-?[\d.,]+",
-    "num_mes_carga": r"\d{1,2}(\.0)?", "ano_carga": r"\d{4}(\.0)?", "cd_orgao_siafi": r"-?\d+",
+    "id_terc": r"\d+",
+    "cd_ug_gestora": r"\d+",
+    "nr_cnpj": r"[\d./-]+",
+    "nr_cpf": r"[\d*.\-]+",
+    "nr_jornada": r"\d+([.,]\d+)?",
+    "vl_mensal_salario": r"-?[\d.,]+",
+    "vl_mensal_custo": r"-?[\d.,]+",
+    "num_mes_carga": r"\d{1,2}(\.0)?",
+    "ano_carga": r"\d{4}(\.0)?",
+    "cd_orgao_siafi": r"-?\d+",
     "cd_orgao_siape": r"-?\d+",
 }
 
@@ -178,11 +272,10 @@ def fits(name: str, value: str, organ_filled: bool) -> bool:
     """README: each column holds its kind of value in a reading of a shifted line."""
     stripped = value.strip()
     if name in ("sg_orgao", "nm_orgao"):
-        return (stripped not in NO_VALUE and any(c.isalpha() for c in value)) if organ_filled \
-            else stripped in NO_VALUE
-    if name in ("num_mes_carga", "mes_carga", "ano_carga") or (name == "cd_orgao_siape" and organ_filled):
-        if stripped == "":
-            return False
+        return (stripped not in NO_VALUE and any(c.isalpha() for c in value)) if organ_filled else stripped in NO_VALUE
+    never_empty = name in ("num_mes_carga", "mes_carga", "ano_carga") or (name == "cd_orgao_siape" and organ_filled)
+    if never_empty and stripped == "":
+        return False
     if name == "mes_carga":
         return stripped in SENTINELS or _month(value)
     if name in KINDS:
@@ -229,7 +322,7 @@ def repair(fields: list[str], columns: list[str]) -> list[str] | None:
             readings.setdefault(row, pieces)
     if len(readings) != 1:
         return None
-    (row, pieces), = readings.items()
+    ((row, pieces),) = readings.items()
     if any(re.fullmatch(r"-?\d+", p.strip()) or p.strip() in NO_VALUE - {""} for glued in pieces for p in glued):
         return None
     return list(row)
@@ -237,12 +330,13 @@ def repair(fields: list[str], columns: list[str]) -> list[str] | None:
 
 # --- files ----------------------------------------------------------------------------------
 
+
 @dataclass
 class Period:
     year: int
     month: int
     rows: list[dict[str, str]] = field(default_factory=list)  # loaded source rows, by column name
-    quarantined: list[int] = field(default_factory=list)      # line numbers
+    quarantined: list[int] = field(default_factory=list)  # line numbers
     data_rows: int = 0
 
 
@@ -303,8 +397,11 @@ def _read(records, period: Period, can_repair: bool) -> None:
             continue
         if len(fields) > len(columns):
             fields = repair(fields, columns) if can_repair else None
-        if fields is None or len(fields) < len(columns) or any(
-                fields[i].strip() for i, name in enumerate(columns) if name not in COLUMNS):
+        if (
+            fields is None
+            or len(fields) < len(columns)
+            or any(fields[i].strip() for i, name in enumerate(columns) if name not in COLUMNS)
+        ):
             period.quarantined.append(number)
             continue
         period.rows.append({name: value for name, value in zip(columns, fields) if name in COLUMNS})

@@ -1,5 +1,6 @@
 """The capture flow end to end: local portal -> raw.terceirizados in PostgreSQL."""
 
+from datetime import UTC
 from decimal import Decimal
 
 from pipelines.flows import capture_flow
@@ -21,23 +22,32 @@ def test_capture_loads_newest_period_exactly(db, fresh_portal):
     # XLSX numeric cells: the leading zero of the CNPJ is lost in raw, kept as text
     assert ("588541000182",) in query(db, "SELECT DISTINCT nr_cnpj FROM raw.terceirizados")
 
-    [capture] = query(db, "SELECT linhas_arquivo, linhas_carregadas, linhas_quarentena, formato, arquivo_origem "
-                          "FROM raw.capturas")
-    assert capture == (expected.data_rows, expected.loaded_rows, len(expected.quarantined_lines), "xlsx",
-                       "terceirizados202405.xlsx")
+    [capture] = query(
+        db, "SELECT linhas_arquivo, linhas_carregadas, linhas_quarentena, formato, arquivo_origem FROM raw.capturas"
+    )
+    assert capture == (
+        expected.data_rows,
+        expected.loaded_rows,
+        len(expected.quarantined_lines),
+        "xlsx",
+        "terceirizados202405.xlsx",
+    )
     assert query(db, "SELECT linha_origem FROM raw.terceirizados_quarentena ORDER BY 1") == [
         (n,) for n in expected.quarantined_lines
     ]
 
-    [run] = query(db, "SELECT nome_flow, estado_final, linhas_carregadas FROM logs.execucoes WHERE id_execucao = %s",
-                  (run_id,))
+    [run] = query(
+        db, "SELECT nome_flow, estado_final, linhas_carregadas FROM logs.execucoes WHERE id_execucao = %s", (run_id,)
+    )
     assert run == ("adm_cgu_terceirizados__capture", "Success", expected.loaded_rows)
     assert query(db, "SELECT mensagem FROM logs.execucoes WHERE id_execucao = %s", (run_id,)) == [
-        ("Concluído com sucesso.",)]
+        ("Concluído com sucesso.",)
+    ]
     messages = [m for (m,) in query(db, "SELECT mensagem FROM logs.registros WHERE id_execucao = %s", (run_id,))]
     assert any("linhas de dados" in m and f"{expected.loaded_rows} carregáveis" in m for m in messages)
-    tasks = {t for (t,) in query(db, "SELECT DISTINCT nome_task FROM logs.registros WHERE id_execucao = %s",
-                                 (run_id,)) if t}
+    tasks = {
+        t for (t,) in query(db, "SELECT DISTINCT nome_task FROM logs.registros WHERE id_execucao = %s", (run_id,)) if t
+    }
     assert {"download_cgu_terceirizados_data", "parse_data_into_dataframes", "upload_csv_to_database"} <= tasks
 
 
@@ -73,12 +83,12 @@ def test_failed_run_keeps_previous_data_and_still_loads_its_logs(db, fresh_porta
     assert state.is_failed()
     assert fresh_portal.hits[path] == 1 + 1 + 2  # the good run, then the first try and 2 retries
     assert query(db, "SELECT count(*) FROM raw.terceirizados") == [(expected.loaded_rows,)]
-    [(status, message)] = query(db, "SELECT estado_final, mensagem FROM logs.execucoes WHERE id_execucao = %s",
-                                (run_id,))
+    [(status, message)] = query(
+        db, "SELECT estado_final, mensagem FROM logs.execucoes WHERE id_execucao = %s", (run_id,)
+    )
     assert status == "Failed"
     assert message.startswith("Falhou: download_cgu_terceirizados_data:") and "HTTP 500" in message
-    levels = dict(query(db, "SELECT nivel, count(*) FROM logs.registros WHERE id_execucao = %s GROUP BY 1",
-                        (run_id,)))
+    levels = dict(query(db, "SELECT nivel, count(*) FROM logs.registros WHERE id_execucao = %s GROUP BY 1", (run_id,)))
     assert levels.get("ERROR", 0) >= 1 and levels["INFO"] >= 3
 
 
@@ -88,8 +98,9 @@ def test_not_found_fails_at_once_without_retries(db, fresh_portal):
     state, run_id = run_flow(capture_flow, url=fresh_portal.page_url)
     assert state.is_failed()
     assert fresh_portal.hits[path] == 1
-    messages = " ".join(m for (m,) in query(db, "SELECT mensagem FROM logs.registros WHERE id_execucao = %s",
-                                            (run_id,)))
+    messages = " ".join(
+        m for (m,) in query(db, "SELECT mensagem FROM logs.registros WHERE id_execucao = %s", (run_id,))
+    )
     assert "HTTP 404" in messages
 
 
@@ -97,8 +108,9 @@ def test_changed_page_fails_the_flow_with_a_clear_message(db, fresh_portal):
     fresh_portal.page_override = "<html><body><h2>Nova página</h2></body></html>"
     state, run_id = run_flow(capture_flow, url=fresh_portal.page_url)
     assert state.is_failed()
-    messages = " ".join(m for (m,) in query(db, "SELECT mensagem FROM logs.registros WHERE id_execucao = %s",
-                                            (run_id,)))
+    messages = " ".join(
+        m for (m,) in query(db, "SELECT mensagem FROM logs.registros WHERE id_execucao = %s", (run_id,))
+    )
     assert "estrutura da página mudou" in messages
     assert query(db, "SELECT estado_final FROM logs.execucoes WHERE id_execucao = %s", (run_id,)) == [("Failed",)]
 
@@ -117,11 +129,24 @@ def test_failure_inside_the_load_transaction_keeps_old_rows(db, fresh_portal, se
     lines[-1] = lines[-1].rsplit(";", 3)[0] + ";nao-e-numero;;2026-01-01T00:00:00+00:00"  # bad linha_origem
     broken.write_text("\n".join(lines) + "\n", encoding="utf-8")
     record = dataclasses.replace(
-        database.CaptureRecord(period=__import__("datetime").date(2024, 5, 1), file_name="x", url="u",
-                               file_format="csv", encoding="utf-8", sha256="0" * 64, etag=None,
-                               last_modified=None, size_bytes=1, data_rows=before, loaded_rows=before,
-                               repaired_rows=0, quarantined_rows=0, notes=None,
-                               captured_at=__import__("datetime").datetime.now(), run_id="broken"),
+        database.CaptureRecord(
+            period=__import__("datetime").date(2024, 5, 1),
+            file_name="x",
+            url="u",
+            file_format="csv",
+            encoding="utf-8",
+            sha256="0" * 64,
+            etag=None,
+            last_modified=None,
+            size_bytes=1,
+            data_rows=before,
+            loaded_rows=before,
+            repaired_rows=0,
+            quarantined_rows=0,
+            notes=None,
+            captured_at=__import__("datetime").datetime.now(),
+            run_id="broken",
+        ),
     )
     import psycopg2
     import pytest
@@ -146,8 +171,10 @@ def test_shifted_rows_are_repaired_or_quarantined_in_the_database(db, tmp_path):
     expected = built.expectations["2023-09"]
     assert query(db, "SELECT count(*) FROM raw.terceirizados") == [(expected.loaded_rows,)]
     [(line, note, company)] = query(
-        db, "SELECT linha_origem, observacao_reparo, nm_razao_social FROM raw.terceirizados "
-            "WHERE observacao_reparo IS NOT NULL")
+        db,
+        "SELECT linha_origem, observacao_reparo, nm_razao_social FROM raw.terceirizados "
+        "WHERE observacao_reparo IS NOT NULL",
+    )
     assert line == 4 and "nm_razao_social" in note and company.endswith("; FILIAL DF")
     quarantined = query(db, "SELECT linha_origem, motivo, linha_bruta FROM raw.terceirizados_quarentena ORDER BY 1")
     assert [q[0] for q in quarantined] == expected.quarantined_lines == [6, 8]
@@ -157,7 +184,7 @@ def test_shifted_rows_are_repaired_or_quarantined_in_the_database(db, tmp_path):
 
 def test_values_that_need_quoting_load_exactly(db, settings):
     import hashlib
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from bench.portal_generator import HEADER
     from pipelines import capture, storage
@@ -166,28 +193,59 @@ def test_values_that_need_quoting_load_exactly(db, settings):
     from pipelines.parse import parse_file
     from pipelines.portal import PublishedFile
 
-    row = ["7100000", "MCOM", "413007", "AGENCIA", "ANATEL-PE", "113/2016", "19232342000165", "EMPRESA",
-           "***.567.058-**", "ANTONIO", "517330 - VIGILANTE", "ENSINO MEDIO COMPLETO", "44", "ANATEL PE",
-           "2524,37", "5838,10", "5", "MAIO", "2024", "ANATEL", "AGENCIA NACIONAL", "41231", "41231"]
+    row = [
+        "7100000",
+        "MCOM",
+        "413007",
+        "AGENCIA",
+        "ANATEL-PE",
+        "113/2016",
+        "19232342000165",
+        "EMPRESA",
+        "***.567.058-**",
+        "ANTONIO",
+        "517330 - VIGILANTE",
+        "ENSINO MEDIO COMPLETO",
+        "44",
+        "ANATEL PE",
+        "2524,37",
+        "5838,10",
+        "5",
+        "MAIO",
+        "2024",
+        "ANATEL",
+        "AGENCIA NACIONAL",
+        "41231",
+        "41231",
+    ]
+
     def variant(id_terc, **values):
         return [id_terc if name == "id_terc" else values.get(name, value) for name, value in zip(SOURCE_COLUMNS, row)]
 
     bare_cr = ";".join(variant("7100001", nm_terceirizado="ANA\rMARIA", nm_unidade_prestacao="  SALA 1 "))
-    quoted = ";".join(f'"{v}"' if ";" in v or '"' in v else v for v in (
-        x.replace('"', '""') if '"' in x else x
-        for x in variant("7100002", nm_razao_social='EMPRESA "ALFA"', nm_unidade_prestacao="BLOCO A; SALA 2")))
+    quoted = ";".join(
+        f'"{v}"' if ";" in v or '"' in v else v
+        for v in (
+            x.replace('"', '""') if '"' in x else x
+            for x in variant("7100002", nm_razao_social='EMPRESA "ALFA"', nm_unidade_prestacao="BLOCO A; SALA 2")
+        )
+    )
     content = "\n".join([";".join(HEADER), ";".join(row), bare_cr, quoted, ""]).encode()
     published = PublishedFile(2024, 5, "http://h/terceirizados202405.csv", "csv")
-    downloaded = DownloadedFile(published, content, hashlib.sha256(content).hexdigest(), None, None,
-                                datetime.now(timezone.utc))
+    downloaded = DownloadedFile(published, content, hashlib.sha256(content).hexdigest(), None, None, datetime.now(UTC))
     parsed = parse_file(content, "csv", published.file_name)
     csv_file = storage.save_csv(settings.data_dir, parsed, downloaded)
     capture.load_parsed(settings, csv_file, parsed, downloaded, None)
-    loaded = query(db, "SELECT id_terc, nm_terceirizado, nm_razao_social, nm_unidade_prestacao, vl_mensal_salario "
-                       "FROM raw.terceirizados ORDER BY id_terc")
-    assert loaded == [("7100000", "ANTONIO", "EMPRESA", "ANATEL PE", "2524,37"),
-                      ("7100001", "ANA\rMARIA", "EMPRESA", "  SALA 1 ", "2524,37"),
-                      ("7100002", "ANTONIO", 'EMPRESA "ALFA"', "BLOCO A; SALA 2", "2524,37")]
+    loaded = query(
+        db,
+        "SELECT id_terc, nm_terceirizado, nm_razao_social, nm_unidade_prestacao, vl_mensal_salario "
+        "FROM raw.terceirizados ORDER BY id_terc",
+    )
+    assert loaded == [
+        ("7100000", "ANTONIO", "EMPRESA", "ANATEL PE", "2524,37"),
+        ("7100001", "ANA\rMARIA", "EMPRESA", "  SALA 1 ", "2524,37"),
+        ("7100002", "ANTONIO", 'EMPRESA "ALFA"', "BLOCO A; SALA 2", "2524,37"),
+    ]
 
 
 def test_retries_are_recorded_as_structured_events(db, fresh_portal):
@@ -195,6 +253,9 @@ def test_retries_are_recorded_as_structured_events(db, fresh_portal):
     fresh_portal.faults[fresh_portal.file_path("terceirizados202405.xlsx")] = ["500", "500"]
     state, run_id = run_flow(capture_flow, url=fresh_portal.page_url)
     assert state.is_successful()
-    assert query(db, "SELECT evento, nome_task, count(*) FROM logs.registros WHERE id_execucao = %s "
-                     "AND evento IS NOT NULL GROUP BY 1, 2", (run_id,)) == [
-        ("nova_tentativa", "download_cgu_terceirizados_data", 2)]
+    assert query(
+        db,
+        "SELECT evento, nome_task, count(*) FROM logs.registros WHERE id_execucao = %s "
+        "AND evento IS NOT NULL GROUP BY 1, 2",
+        (run_id,),
+    ) == [("nova_tentativa", "download_cgu_terceirizados_data", 2)]

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import psycopg2
@@ -27,8 +27,15 @@ def write_period_csv(path: Path, rows: int, tag: str) -> Path:
     lines = [";".join(RAW_COLUMNS)]
     for number in range(1, rows + 1):
         values = [f"{tag}{number}"] + [""] * 22
-        metadata = [PERIOD.isoformat(), "t.csv", "http://x/t.csv", "abc", str(number + 1), "",
-                    datetime(2031, 1, 2, tzinfo=timezone.utc).isoformat()]
+        metadata = [
+            PERIOD.isoformat(),
+            "t.csv",
+            "http://x/t.csv",
+            "abc",
+            str(number + 1),
+            "",
+            datetime(2031, 1, 2, tzinfo=UTC).isoformat(),
+        ]
         lines.append(";".join(values + metadata))
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
@@ -36,16 +43,33 @@ def write_period_csv(path: Path, rows: int, tag: str) -> Path:
 
 def record(rows: int, run_id: str) -> database.CaptureRecord:
     return database.CaptureRecord(
-        period=PERIOD, file_name="t.csv", url="http://x/t.csv", file_format="csv", encoding="utf-8",
-        sha256="abc", etag=None, last_modified=None, size_bytes=1, data_rows=rows, loaded_rows=rows,
-        repaired_rows=0, quarantined_rows=0, notes=None, captured_at=datetime.now(timezone.utc), run_id=run_id,
+        period=PERIOD,
+        file_name="t.csv",
+        url="http://x/t.csv",
+        file_format="csv",
+        encoding="utf-8",
+        sha256="abc",
+        etag=None,
+        last_modified=None,
+        size_bytes=1,
+        data_rows=rows,
+        loaded_rows=rows,
+        repaired_rows=0,
+        quarantined_rows=0,
+        notes=None,
+        captured_at=datetime.now(UTC),
+        run_id=run_id,
     )
 
 
 def waiting_backends(conn, pattern: str) -> int:
     """Backends of the test database waiting on a lock whose query matches ``pattern``."""
-    [(count,)] = query(conn, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                             "AND wait_event_type = 'Lock' AND query ILIKE %s", (pattern,))
+    [(count,)] = query(
+        conn,
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND wait_event_type = 'Lock' AND query ILIKE %s",
+        (pattern,),
+    )
     return count
 
 
@@ -86,17 +110,24 @@ def test_two_loads_of_one_period_at_once_leave_exactly_one_copy(db, settings, tm
     for thread in threads:
         thread.join(60)
     assert errors == []
-    rows = query(db, "SELECT left(id_terc, 1), count(*), count(DISTINCT linha_origem) FROM raw.terceirizados "
-                     "WHERE periodo = %s GROUP BY 1", (PERIOD,))
+    rows = query(
+        db,
+        "SELECT left(id_terc, 1), count(*), count(DISTINCT linha_origem) FROM raw.terceirizados "
+        "WHERE periodo = %s GROUP BY 1",
+        (PERIOD,),
+    )
     assert rows == [("B", 300, 300)]  # the second load replaced the first, whole
-    assert query(db, "SELECT id_execucao, linhas_carregadas FROM raw.capturas WHERE periodo = %s",
-                 (PERIOD,)) == [("run-b", 300)]
+    assert query(db, "SELECT id_execucao, linhas_carregadas FROM raw.capturas WHERE periodo = %s", (PERIOD,)) == [
+        ("run-b", 300)
+    ]
 
 
 def test_the_database_refuses_a_second_copy_of_a_row(db):
     """Even a code path that forgets the lock cannot duplicate (periodo, linha_origem)."""
-    insert = ("INSERT INTO raw.terceirizados (periodo, arquivo_origem, url_origem, sha256_arquivo, linha_origem, "
-              "capturado_em) VALUES (%s, 'f', 'u', 's', 2, now())")
+    insert = (
+        "INSERT INTO raw.terceirizados (periodo, arquivo_origem, url_origem, sha256_arquivo, linha_origem, "
+        "capturado_em) VALUES (%s, 'f', 'u', 's', 2, now())"
+    )
     with db.cursor() as cursor:
         cursor.execute(insert, (PERIOD,))
         with pytest.raises(psycopg2.errors.UniqueViolation):
@@ -114,8 +145,10 @@ def test_a_database_created_by_many_processes_at_once(settings):
     try:
         for _ in range(4):
             database.drop_database(settings, name)
-            processes = [subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env=env,
-                                          stderr=subprocess.PIPE, text=True) for _ in range(6)]
+            processes = [
+                subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+                for _ in range(6)
+            ]
             failures = [(p.wait(60), p.stderr.read()) for p in processes]
             assert [f for f in failures if f[0] != 0] == []
     finally:
@@ -126,8 +159,9 @@ def test_a_load_waits_while_a_materialization_holds_the_raw_data(db, settings, t
     csv_file = write_period_csv(tmp_path / "a.csv", 10, "A")
     done = threading.Event()
     with database.materialization_lock(settings, "teste"):
-        loader = threading.Thread(target=lambda: (database.load_period(settings, csv_file, [], record(10, "r")),
-                                                  done.set()))
+        loader = threading.Thread(
+            target=lambda: (database.load_period(settings, csv_file, [], record(10, "r")), done.set())
+        )
         loader.start()
         wait_until(lambda: waiting_backends(db, "%pg_advisory_xact_lock_shared%") == 1)
         assert not done.is_set()
@@ -152,9 +186,17 @@ def test_a_second_materialization_waits_then_fails_clearly_past_the_limit(db, se
 
 def run_processes(commands: list[list[str]], timeout: float = 240) -> list[tuple[int, str]]:
     """Start every command at once (real processes), wait for all; (exit code, output) each."""
-    processes = [subprocess.Popen([sys.executable, *command], cwd=ROOT, env=dict(os.environ),
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-                 for command in commands]
+    processes = [
+        subprocess.Popen(
+            [sys.executable, *command],
+            cwd=ROOT,
+            env=dict(os.environ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for command in commands
+    ]
     return [(p.wait(timeout), p.stdout.read()) for p in processes]
 
 
@@ -162,17 +204,27 @@ def test_captures_and_a_forced_historic_capture_at_once(db, fresh_portal):
     """Two run/capture.py and one run/historic_capture.py --forcar started together: every
     period ends with exactly one copy, and raw.capturas agrees with the table."""
     url = fresh_portal.page_url
-    outcomes = run_processes([["run/capture.py", "--url", url], ["run/capture.py", "--url", url],
-                              ["run/historic_capture.py", "--url", url, "--forcar"]])
+    outcomes = run_processes(
+        [
+            ["run/capture.py", "--url", url],
+            ["run/capture.py", "--url", url],
+            ["run/historic_capture.py", "--url", url, "--forcar"],
+        ]
+    )
     assert [code for code, _ in outcomes] == [0, 0, 0], outcomes
     expectations = fresh_portal.portal.expectations
-    loaded = query(db, "SELECT to_char(periodo, 'YYYY-MM'), count(*), count(DISTINCT linha_origem), "
-                       "count(DISTINCT capturado_em) FROM raw.terceirizados GROUP BY 1 ORDER BY 1")
+    loaded = query(
+        db,
+        "SELECT to_char(periodo, 'YYYY-MM'), count(*), count(DISTINCT linha_origem), "
+        "count(DISTINCT capturado_em) FROM raw.terceirizados GROUP BY 1 ORDER BY 1",
+    )
     assert loaded == [(label, e.loaded_rows, e.loaded_rows, 1) for label, e in sorted(expectations.items())]
-    assert query(db, "SELECT to_char(c.periodo, 'YYYY-MM'), c.linhas_carregadas, "
-                     "(SELECT count(*) FROM raw.terceirizados t WHERE t.periodo = c.periodo "
-                     " AND t.capturado_em = c.capturado_em) FROM raw.capturas c ORDER BY 1") == [
-        (label, e.loaded_rows, e.loaded_rows) for label, e in sorted(expectations.items())]
+    assert query(
+        db,
+        "SELECT to_char(c.periodo, 'YYYY-MM'), c.linhas_carregadas, "
+        "(SELECT count(*) FROM raw.terceirizados t WHERE t.periodo = c.periodo "
+        " AND t.capturado_em = c.capturado_em) FROM raw.capturas c ORDER BY 1",
+    ) == [(label, e.loaded_rows, e.loaded_rows) for label, e in sorted(expectations.items())]
 
 
 def test_two_materializations_at_once_both_succeed_one_after_the_other(db, fresh_portal):
@@ -185,6 +237,13 @@ def test_two_materializations_at_once_both_succeed_one_after_the_other(db, fresh
     assert [code for code, _ in outcomes] == [0, 0], outcomes
     expected = fresh_portal.portal.expectations["2024-05"].loaded_rows
     assert query(db, "SELECT count(*), count(DISTINCT id_terceirizado) FROM staging.transformed") == [
-        (expected, expected)]
-    assert query(db, "SELECT estado_final, linhas_carregadas FROM logs.execucoes "
-                     "WHERE nome_flow = 'adm_cgu_terceirizados__materialize'") == [("Success", expected)] * 2
+        (expected, expected)
+    ]
+    assert (
+        query(
+            db,
+            "SELECT estado_final, linhas_carregadas FROM logs.execucoes "
+            "WHERE nome_flow = 'adm_cgu_terceirizados__materialize'",
+        )
+        == [("Success", expected)] * 2
+    )

@@ -8,7 +8,7 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg2
@@ -30,12 +30,18 @@ def test_a_killed_run_is_marked_interrupted_and_its_logs_are_loaded(db, fresh_po
     'Interrompida' and loads the records the killed run had written."""
     path = fresh_portal.file_path("terceirizados202405.xlsx")
     fresh_portal.faults[path] = "timeout"  # the server hangs: the run is still downloading when killed
-    process = subprocess.Popen([sys.executable, "run/capture.py", "--url", fresh_portal.page_url], cwd=ROOT,
-                               env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "run/capture.py", "--url", fresh_portal.page_url],
+        cwd=ROOT,
+        env=dict(os.environ),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_until(lambda: fresh_portal.hits.get(path, 0) >= 1, 60)
-        [(killed_id, pid, host)] = query(db, "SELECT id_execucao, pid, host FROM logs.execucoes "
-                                             "WHERE estado_final = 'Running'")
+        [(killed_id, pid, host)] = query(
+            db, "SELECT id_execucao, pid, host FROM logs.execucoes WHERE estado_final = 'Running'"
+        )
         assert pid == process.pid and host
         process.send_signal(signal.SIGKILL)
         process.wait(10)
@@ -45,11 +51,13 @@ def test_a_killed_run_is_marked_interrupted_and_its_logs_are_loaded(db, fresh_po
     fresh_portal.faults.clear()
     state, next_id = run_flow(capture_flow, url=fresh_portal.page_url)
     assert state.is_successful(), state.message
-    [(status, message, finished)] = query(db, "SELECT estado_final, mensagem, finalizado_em FROM logs.execucoes "
-                                              "WHERE id_execucao = %s", (killed_id,))
+    [(status, message, finished)] = query(
+        db, "SELECT estado_final, mensagem, finalizado_em FROM logs.execucoes WHERE id_execucao = %s", (killed_id,)
+    )
     assert status == "Interrompida" and f"pid {process.pid}" in message and finished is not None
-    killed_messages = [m for (m,) in query(db, "SELECT mensagem FROM logs.registros WHERE id_execucao = %s",
-                                           (killed_id,))]
+    killed_messages = [
+        m for (m,) in query(db, "SELECT mensagem FROM logs.registros WHERE id_execucao = %s", (killed_id,))
+    ]
     assert any("Realizando o download" in m for m in killed_messages)
     # the next run's log is its own, complete, and the killed run's file is gone once loaded
     assert query(db, "SELECT count(*) > 0 FROM logs.registros WHERE id_execucao = %s", (next_id,)) == [(True,)]
@@ -57,17 +65,23 @@ def test_a_killed_run_is_marked_interrupted_and_its_logs_are_loaded(db, fresh_po
 
 
 def test_a_live_run_is_never_marked_interrupted(db, settings):
-    database.start_run(settings, "viva", "teste", datetime.now(timezone.utc), {})
+    database.start_run(settings, "viva", "teste", datetime.now(UTC), {})
     try:
         assert database.mark_interrupted_runs(load_settings()) == []
         # even seen from another process (the lease, not this process's memory, proves it alive)
-        script = ("from pipelines import database; from pipelines.settings import load_settings; "
-                  "print(database.mark_interrupted_runs(load_settings()))")
-        assert subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip() == "[]"
+        script = (
+            "from pipelines import database; from pipelines.settings import load_settings; "
+            "print(database.mark_interrupted_runs(load_settings()))"
+        )
+        assert (
+            subprocess.run(
+                [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True
+            ).stdout.strip()
+            == "[]"
+        )
         assert query(db, "SELECT estado_final FROM logs.execucoes WHERE id_execucao = 'viva'") == [("Running",)]
     finally:
-        database.finish_run(settings, "viva", "Success", None, datetime.now(timezone.utc))
+        database.finish_run(settings, "viva", "Success", None, datetime.now(UTC))
 
 
 def test_a_server_shutdown_during_a_load_is_named_and_changes_nothing(db, settings, tmp_path):
@@ -77,12 +91,16 @@ def test_a_server_shutdown_during_a_load_is_named_and_changes_nothing(db, settin
     with blocker.cursor() as cursor:
         cursor.execute("LOCK TABLE raw.terceirizados_quarentena IN ACCESS EXCLUSIVE MODE")
     errors = []
-    loader = threading.Thread(target=lambda: _capture(errors, database.load_period, settings, csv_file, [],
-                                                      record(20, "r")))
+    loader = threading.Thread(
+        target=lambda: _capture(errors, database.load_period, settings, csv_file, [], record(20, "r"))
+    )
     loader.start()
     wait_until(lambda: waiting_backends(db, "%terceirizados_quarentena%") == 1)
-    query(db, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
-              "AND wait_event_type = 'Lock' AND query ILIKE '%terceirizados_quarentena%'")
+    query(
+        db,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND wait_event_type = 'Lock' AND query ILIKE '%terceirizados_quarentena%'",
+    )
     loader.join(30)
     blocker.rollback()
     blocker.close()
@@ -90,7 +108,7 @@ def test_a_server_shutdown_during_a_load_is_named_and_changes_nothing(db, settin
     assert isinstance(error, DatabaseUnavailableError)
     assert "ficou indisponível durante a carga do período 2031-01" in str(error)
     # the driver reports the terminated backend as AdminShutdown or as a closed connection
-    assert ("AdminShutdown" in str(error) or "o servidor encerrou a conexão inesperadamente" in str(error))
+    assert "AdminShutdown" in str(error) or "o servidor encerrou a conexão inesperadamente" in str(error)
     assert "connection already closed" not in str(error)
     assert query(db, "SELECT count(*) FROM raw.terceirizados WHERE periodo = %s", (PERIOD,)) == [(0,)]
 
@@ -122,8 +140,17 @@ def test_log_upload_waits_out_a_short_outage(settings):
     proxy = Proxy(settings.postgres_port)
     proxied = load_settings({**os.environ, "POSTGRES_PORT": str(proxy.port)})
     proxy.cut()
-    records = [{"nome_flow": "teste", "id_execucao": "queda-curta", "registrado_em": "2026-01-01T00:00:00+00:00",
-                "nivel": "INFO", "nome_task": None, "logger": "pipelines", "mensagem": "depois da queda"}]
+    records = [
+        {
+            "nome_flow": "teste",
+            "id_execucao": "queda-curta",
+            "registrado_em": "2026-01-01T00:00:00+00:00",
+            "nivel": "INFO",
+            "nome_task": None,
+            "logger": "pipelines",
+            "mensagem": "depois da queda",
+        }
+    ]
     threading.Timer(1.5, lambda: setattr(proxy, "enabled", True)).start()
     assert database.insert_log_records(proxied, records, wait_seconds=20) == 1
 
@@ -139,20 +166,28 @@ def test_a_long_outage_is_reported_as_unavailable_not_as_configuration(settings)
 def test_the_command_line_says_unavailable_not_configuration(settings):
     proxy = Proxy(settings.postgres_port)
     proxy.cut()
-    done = subprocess.run([sys.executable, "run/materialize.py"], cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ, "POSTGRES_PORT": str(proxy.port)}, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "run/materialize.py"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "POSTGRES_PORT": str(proxy.port)},
+        timeout=120,
+    )
     assert done.returncode == 2
     assert "PostgreSQL indisponível" in done.stderr and "Erro de configuração" not in done.stderr
 
 
 # -- folders that cannot be written (a real tmpfs; skipped where mounting is not allowed) ---------
 
+
 @contextmanager
 def tiny_filesystem(tmp_path: Path, size: str = "256k", read_only: bool = False):
     target = tmp_path / "pequeno"
     target.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(target)],
-                             capture_output=True, text=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(target)], capture_output=True, text=True
+    )
     if mounted.returncode != 0:
         pytest.skip(f"não foi possível montar um tmpfs aqui: {mounted.stderr.strip()}")
     try:
@@ -193,8 +228,9 @@ def test_a_full_log_dir_never_ends_as_success(db, fresh_portal, tmp_path, monkey
         monkeypatch.setenv("LOG_DIR", str(full))
         state, run_id = run_flow(capture_flow, url=fresh_portal.page_url)
     assert state.is_failed()
-    [(status, message)] = query(db, "SELECT estado_final, mensagem FROM logs.execucoes WHERE id_execucao = %s",
-                                (run_id,))
+    [(status, message)] = query(
+        db, "SELECT estado_final, mensagem FROM logs.execucoes WHERE id_execucao = %s", (run_id,)
+    )
     assert status == "Failed"
     assert "upload_logs_to_database" in message and "pasta de LOG_DIR" in message and "disco cheio" in message
 

@@ -32,16 +32,50 @@ def bare_cluster(tmp_path):
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     env = {"PATH": f"{BIN}:/usr/bin:/bin", "PYTHONPATH": str(ROOT), "HOME": str(tmp_path)}
-    processes = [subprocess.Popen(["env", "-i", *[f"{k}={v}" for k, v in env.items()], str(BIN / "dask"),
-                                   "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
-                                  cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    processes = [
+        subprocess.Popen(
+            [
+                "env",
+                "-i",
+                *[f"{k}={v}" for k, v in env.items()],
+                str(BIN / "dask"),
+                "scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--no-dashboard",
+            ],
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    ]
     for number in range(2):
         workdir = tmp_path / f"worker{number}"
         workdir.mkdir()
-        processes.append(subprocess.Popen(
-            ["env", "-i", *[f"{k}={v}" for k, v in env.items()], str(BIN / "dask"), "worker", address,
-             "--nworkers", "1", "--nthreads", "1", "--no-dashboard", "--local-directory", str(workdir)],
-            cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        processes.append(
+            subprocess.Popen(
+                [
+                    "env",
+                    "-i",
+                    *[f"{k}={v}" for k, v in env.items()],
+                    str(BIN / "dask"),
+                    "worker",
+                    address,
+                    "--nworkers",
+                    "1",
+                    "--nthreads",
+                    "1",
+                    "--no-dashboard",
+                    "--local-directory",
+                    str(workdir),
+                ],
+                cwd=workdir,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
     import distributed
 
     deadline = time.monotonic() + 60
@@ -73,18 +107,25 @@ def test_historic_capture_on_workers_without_configuration(db, fresh_portal, bar
     assert state.is_successful(), state.message
     expectations = fresh_portal.portal.expectations
     assert query(db, "SELECT to_char(periodo, 'YYYY-MM'), count(*) FROM raw.terceirizados GROUP BY 1 ORDER BY 1") == [
-        (label, e.loaded_rows) for label, e in sorted(expectations.items())]
+        (label, e.loaded_rows) for label, e in sorted(expectations.items())
+    ]
     # every mapped task's records reached the run's log, whatever process ran it
-    per_task = dict(query(db, "SELECT nome_task, count(*) FROM logs.registros WHERE id_execucao = %s "
-                              "GROUP BY 1", (run_id,)))
-    downloads = query(db, "SELECT count(*) FROM logs.registros WHERE id_execucao = %s AND mensagem LIKE "
-                          "'Realizando o download%%'", (run_id,))
+    per_task = dict(
+        query(db, "SELECT nome_task, count(*) FROM logs.registros WHERE id_execucao = %s GROUP BY 1", (run_id,))
+    )
+    downloads = query(
+        db,
+        "SELECT count(*) FROM logs.registros WHERE id_execucao = %s AND mensagem LIKE 'Realizando o download%%'",
+        (run_id,),
+    )
     assert downloads == [(len(expectations),)]
     assert per_task.get("capture_period", 0) >= 3 * len(expectations) or any(
-        name and name.startswith("capture_period") for name in per_task)
+        name and name.startswith("capture_period") for name in per_task
+    )
     # which host saved the files is recorded
     assert query(db, "SELECT count(*) FROM raw.capturas WHERE host_arquivos = %s", (socket.gethostname(),)) == [
-        (len(expectations),)]
+        (len(expectations),)
+    ]
 
 
 def test_workers_that_cannot_import_the_project_are_named(tmp_path, monkeypatch):
@@ -97,10 +138,18 @@ def test_workers_that_cannot_import_the_project_are_named(tmp_path, monkeypatch)
     (tmp_path / "vazio" / "pipelines" / "__init__.py").write_text("raise ImportError('não é este projeto')\n")
     env = ["env", "-i", f"PATH={BIN}:/usr/bin:/bin", f"HOME={tmp_path}", f"PYTHONPATH={tmp_path / 'vazio'}"]
     processes = [
-        subprocess.Popen([*env, str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
-                          "--no-dashboard"], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
-        subprocess.Popen([*env, str(BIN / "dask"), "worker", address, "--nworkers", "1", "--no-dashboard"],
-                         cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+        subprocess.Popen(
+            [*env, str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        ),
+        subprocess.Popen(
+            [*env, str(BIN / "dask"), "worker", address, "--nworkers", "1", "--no-dashboard"],
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        ),
     ]
     try:
         from pipelines.errors import ConfigError

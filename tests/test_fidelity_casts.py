@@ -16,9 +16,12 @@ from psycopg2.extras import execute_values
 
 from tests import oracle
 
-FIDELITY = settings(max_examples=60, deadline=None, database=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                           HealthCheck.function_scoped_fixture])
+FIDELITY = settings(
+    max_examples=60,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture],
+)
 
 # The staging steps of the models, on a temporary table: cleaned (cleaning macros on the raw
 # text), typed (casting macros on the cleaned text, as transformed does on renamed).
@@ -93,15 +96,30 @@ def check(run, values: list[str]) -> None:
     rows, counted = run(values)
     assert len(rows) == len(values)
     nulled = dict.fromkeys(("education", "ug", "cnpj", "hours", "amount"), 0)
-    for (index, text_value, code_value, education, amount_text, cbo, title, ug, cnpj, hours, amount) in rows:
+    for index, text_value, code_value, education, amount_text, cbo, title, ug, cnpj, hours, amount in rows:
         value = values[index]
         expected = {
-            "text": oracle.text(value), "code": oracle.code(value), "education": oracle.education(value),
-            "cbo": oracle.cbo_code(value), "title": oracle.cbo_title(value), "ug": oracle.padded(value, 6),
-            "cnpj": oracle.padded(value, 14), "hours": oracle.hours(value), "amount": oracle.money(value),
+            "text": oracle.text(value),
+            "code": oracle.code(value),
+            "education": oracle.education(value),
+            "cbo": oracle.cbo_code(value),
+            "title": oracle.cbo_title(value),
+            "ug": oracle.padded(value, 6),
+            "cnpj": oracle.padded(value, 14),
+            "hours": oracle.hours(value),
+            "amount": oracle.money(value),
         }
-        got = {"text": text_value, "code": code_value, "education": education, "cbo": cbo, "title": title,
-               "ug": ug, "cnpj": cnpj, "hours": hours, "amount": amount}
+        got = {
+            "text": text_value,
+            "code": code_value,
+            "education": education,
+            "cbo": cbo,
+            "title": title,
+            "ug": ug,
+            "cnpj": cnpj,
+            "hours": hours,
+            "amount": amount,
+        }
         for column, reference in expected.items():
             assert got[column] == plain(reference), (column, value, got[column], reference, amount_text)
             if isinstance(reference, oracle.Nulled):
@@ -135,13 +153,70 @@ def padded_with_spaces(draw_or_choice, value: str) -> str:
     return left + value + right
 
 
-FIXED = ["", " ", "<N/I>", "NI", "NI  ", "NULL", "-1", "-2", "\u00a0NI\u00a0", "\tNULL", "\u2003<N/I>\u3000",
-         "9999999999,995", "9999999999,994", "-9999999999,995", "9999999999.99", "99999999999", "0,005", "-0,005",
-         "1,234.56", "1.234,56", "1.234", "1,234", "12.345", "123,456", "1234.567", "0.123", "01.234", "1.234.567",
-         "1,234,567", "1.234.567,891", "1,2,3", "1.2,3", ",5", "5,", "-", "--1", "+1", "1e5", "R$ 1,00", "１２３",
-         "١٤", "44", "44.0", "44,00", "14", "\u00a044\u00a0", "517330 - VIGILANTE", "5173 - VIGILANTES", "SERVENTE",
-         "19.232.342/0001-65", "20001", "020001", "1234567", "0." + "0" * 150 + "1", "1" * 40, "-" + "9" * 12,
-         "\u00a0SEDE\u00a0", "\tSEDE", "SEDE\r\n", "\u202fUFJF\u205f", "\u0085X\u0085", "\u200bSEDE"]
+FIXED = [
+    "",
+    " ",
+    "<N/I>",
+    "NI",
+    "NI  ",
+    "NULL",
+    "-1",
+    "-2",
+    "\u00a0NI\u00a0",
+    "\tNULL",
+    "\u2003<N/I>\u3000",
+    "9999999999,995",
+    "9999999999,994",
+    "-9999999999,995",
+    "9999999999.99",
+    "99999999999",
+    "0,005",
+    "-0,005",
+    "1,234.56",
+    "1.234,56",
+    "1.234",
+    "1,234",
+    "12.345",
+    "123,456",
+    "1234.567",
+    "0.123",
+    "01.234",
+    "1.234.567",
+    "1,234,567",
+    "1.234.567,891",
+    "1,2,3",
+    "1.2,3",
+    ",5",
+    "5,",
+    "-",
+    "--1",
+    "+1",
+    "1e5",
+    "R$ 1,00",
+    "１２３",
+    "١٤",
+    "44",
+    "44.0",
+    "44,00",
+    "14",
+    "\u00a044\u00a0",
+    "517330 - VIGILANTE",
+    "5173 - VIGILANTES",
+    "SERVENTE",
+    "19.232.342/0001-65",
+    "20001",
+    "020001",
+    "1234567",
+    "0." + "0" * 150 + "1",
+    "1" * 40,
+    "-" + "9" * 12,
+    "\u00a0SEDE\u00a0",
+    "\tSEDE",
+    "SEDE\r\n",
+    "\u202fUFJF\u205f",
+    "\u0085X\u0085",
+    "\u200bSEDE",
+]
 
 
 def test_money_that_rounds_past_ten_digits_is_nulled_and_counted_not_an_error(macros):
@@ -156,19 +231,47 @@ def test_every_unicode_space_is_trimmed_before_the_sentinels(macros):
     """Issue 11: trim() removed only spaces: NBSP and tabs reached the typed table and 'NI\\xa0'
     was not a sentinel."""
     rows, _ = macros(["\u00a0SEDE\u00a0", "\tSEDE", "NI\u00a0", "\u2002-2\u2002", " \u2003UFJF\u3000\r\n"])
-    assert [(row[1], row[2]) for row in rows] == [("SEDE", "SEDE"), ("SEDE", "SEDE"), (None, None), ("-2", None),
-                                                  ("UFJF", "UFJF")]
+    assert [(row[1], row[2]) for row in rows] == [
+        ("SEDE", "SEDE"),
+        ("SEDE", "SEDE"),
+        (None, None),
+        ("-2", None),
+        ("UFJF", "UFJF"),
+    ]
 
 
 def test_money_separators_are_read_by_the_documented_rule(macros):
-    values = ["1,234.56", "1.234,56", "1.234.567", "1,234,567.8", "2524,37", "2524.37", "5838", "1234.567",
-              "1.234", "1,234", "-1.234", "12.345", "1.2,3"]
+    values = [
+        "1,234.56",
+        "1.234,56",
+        "1.234.567",
+        "1,234,567.8",
+        "2524,37",
+        "2524.37",
+        "5838",
+        "1234.567",
+        "1.234",
+        "1,234",
+        "-1.234",
+        "12.345",
+        "1.2,3",
+    ]
     rows, counted = macros(values)
     assert dict(zip(values, (row[-1] for row in rows))) == {
-        "1,234.56": Decimal("1234.56"), "1.234,56": Decimal("1234.56"), "1.234.567": Decimal("1234567.00"),
-        "1,234,567.8": Decimal("1234567.80"), "2524,37": Decimal("2524.37"), "2524.37": Decimal("2524.37"),
-        "5838": Decimal("5838.00"), "1234.567": Decimal("1234.57"),
-        "1.234": None, "1,234": None, "-1.234": None, "12.345": None, "1.2,3": None}
+        "1,234.56": Decimal("1234.56"),
+        "1.234,56": Decimal("1234.56"),
+        "1.234.567": Decimal("1234567.00"),
+        "1,234,567.8": Decimal("1234567.80"),
+        "2524,37": Decimal("2524.37"),
+        "2524.37": Decimal("2524.37"),
+        "5838": Decimal("5838.00"),
+        "1234.567": Decimal("1234.57"),
+        "1.234": None,
+        "1,234": None,
+        "-1.234": None,
+        "12.345": None,
+        "1.2,3": None,
+    }
     assert counted["amount"] == 5  # ambiguous or malformed: NULL and counted, never a guess
 
 
@@ -178,7 +281,7 @@ def test_fixed_and_seeded_values_match_the_reference(macros):
     for _ in range(3000):
         kind = rng.random()
         if kind < 0.5:
-            number = Decimal(rng.randint(-10**12, 10**12)) / Decimal(10) ** rng.choice([0, 1, 2, 2, 3, 4, 6])
+            number = Decimal(rng.randint(-(10**12), 10**12)) / Decimal(10) ** rng.choice([0, 1, 2, 2, 3, 4, 6])
             value = amount_texts(number, rng.choice)
         elif kind < 0.8:
             value = "".join(rng.choice("0123456789.,-+ ") for _ in range(rng.randint(1, 16)))
@@ -192,8 +295,15 @@ def test_fixed_and_seeded_values_match_the_reference(macros):
 def any_values(draw) -> str:
     kind = draw(st.sampled_from(["amount", "digits", "text", "fixed", "huge", "tiny"]))
     if kind == "amount":
-        number = draw(st.decimals(min_value=-10**11, max_value=10**11, places=draw(st.integers(0, 5)),
-                                  allow_nan=False, allow_infinity=False))
+        number = draw(
+            st.decimals(
+                min_value=-(10**11),
+                max_value=10**11,
+                places=draw(st.integers(0, 5)),
+                allow_nan=False,
+                allow_infinity=False,
+            )
+        )
         value = amount_texts(number, lambda options: draw(st.sampled_from(options)))
     elif kind == "digits":
         value = draw(st.text(alphabet="0123456789.,-+ \u00a0", min_size=1, max_size=18))

@@ -6,13 +6,26 @@ import csv
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bench.portal_generator import (ACCENTED_FIRST, AGENCIES, CATEGORIES, COMPANIES, EDUCATION, FIRST, HEADER,
-                                    HOURS, LAST)
+from bench.portal_generator import (
+    ACCENTED_FIRST,
+    AGENCIES,
+    CATEGORIES,
+    COMPANIES,
+    EDUCATION,
+    FIRST,
+    HEADER,
+    HOURS,
+    LAST,
+)
 from pipelines.constants import MONTH_NAMES, SOURCE_COLUMNS
 from pipelines.parse import STRUCTURED, parse_file
 
-FIDELITY = settings(max_examples=250, deadline=None, database=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FIDELITY = settings(
+    max_examples=250,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 # Real shapes of the organ columns besides the generator's agencies: in the 2010-2023 files
 # sg_orgao, nm_orgao and cd_orgao_siape are empty together, and cd_orgao_siafi is empty more often.
@@ -24,8 +37,11 @@ MARKERS = {"<N/I>", "NI", "NULL"}  # machine-written sentinels: no one types a '
 
 def money(cents: int, style: str) -> str:
     units, rest = divmod(cents, 100)
-    return {"comma": f"{units},{rest:02d}", "dot": f"{units}.{rest:02d}", "xlsx": str(units) if not rest
-            else repr(cents / 100)}[style]
+    return {
+        "comma": f"{units},{rest:02d}",
+        "dot": f"{units}.{rest:02d}",
+        "xlsx": str(units) if not rest else repr(cents / 100),
+    }[style]
 
 
 @st.composite
@@ -38,16 +54,31 @@ def realistic_rows(draw) -> list[str]:
     style = draw(st.sampled_from(["comma", "dot", "xlsx"]))
     salary = draw(st.integers(0, 900_000))
     contract = draw(st.sampled_from(["{:03d}/{}", "Nº {:03d}/{}", "NULL", "{}/{}"])).format(
-        draw(st.integers(1, 150)), draw(st.integers(2010, 2026)))
+        draw(st.integers(1, 150)), draw(st.integers(2010, 2026))
+    )
     return [
-        str(draw(st.integers(1, 9_999_999))), agency[0], agency[1], agency[2], agency[3], contract, cnpj, company,
+        str(draw(st.integers(1, 9_999_999))),
+        agency[0],
+        agency[1],
+        agency[2],
+        agency[3],
+        contract,
+        cnpj,
+        company,
         f"***.{draw(st.integers(0, 999)):03d}.{draw(st.integers(0, 999)):03d}-**",
-        " ".join([draw(st.sampled_from(FIRST + ACCENTED_FIRST)), draw(st.sampled_from(LAST)),
-                  draw(st.sampled_from(LAST))]),
-        draw(st.sampled_from([c for c, _ in CATEGORIES])), draw(st.sampled_from([e for e, _ in EDUCATION])),
-        draw(st.sampled_from([h for h, _ in HOURS])), draw(st.sampled_from(UNITS)),
-        money(salary, style), money(salary * 2 + draw(st.integers(0, 99)), style),
-        str(month), MONTH_NAMES[month], str(draw(st.sampled_from([year, year - 1]))), *organ,
+        " ".join(
+            [draw(st.sampled_from(FIRST + ACCENTED_FIRST)), draw(st.sampled_from(LAST)), draw(st.sampled_from(LAST))]
+        ),
+        draw(st.sampled_from([c for c, _ in CATEGORIES])),
+        draw(st.sampled_from([e for e, _ in EDUCATION])),
+        draw(st.sampled_from([h for h, _ in HOURS])),
+        draw(st.sampled_from(UNITS)),
+        money(salary, style),
+        money(salary * 2 + draw(st.integers(0, 99)), style),
+        str(month),
+        MONTH_NAMES[month],
+        str(draw(st.sampled_from([year, year - 1]))),
+        *organ,
     ]
 
 
@@ -75,8 +106,12 @@ def shifted_lines(draw) -> tuple[list[str], str]:
     return row, line
 
 
-@given(lines=st.lists(shifted_lines(), min_size=1, max_size=8), header=st.booleans(), crlf=st.booleans(),
-       blank_after=st.sets(st.integers(0, 7)))
+@given(
+    lines=st.lists(shifted_lines(), min_size=1, max_size=8),
+    header=st.booleans(),
+    crlf=st.booleans(),
+    blank_after=st.sets(st.integers(0, 7)),
+)
 @FIDELITY
 def test_stray_separators_give_the_original_row_or_quarantine(lines, header, crlf, blank_after):
     check_file(lines, header, crlf, blank_after)
@@ -96,7 +131,7 @@ def check_file(lines, header, crlf, blank_after):
 
     assert parsed.data_rows == len(lines)
     assert parsed.loaded_rows + len(parsed.quarantine) == parsed.data_rows
-    for (text, line_number, note) in parsed.records:
+    for text, line_number, note in parsed.records:
         row, line = expected.pop(line_number)
         assert next(csv.reader([text], delimiter=";")) == row, (line, note)
         assert (note is None) == (line.count(";") == len(row) - 1), (line, note)

@@ -35,8 +35,10 @@ def capture_good_then(db, own_portal, content: bytes):
     state, run_id = run_flow(capture_flow, url=server.page_url)
     assert state.is_failed()
     # the previous data and its capture record are intact
-    assert query(db, "SELECT count(*), min(sha256_arquivo), sum(vl_mensal_custo::numeric) "
-                     "FROM raw.terceirizados") == before
+    assert (
+        query(db, "SELECT count(*), min(sha256_arquivo), sum(vl_mensal_custo::numeric) FROM raw.terceirizados")
+        == before
+    )
     [(loaded, sha)] = query(db, "SELECT linhas_carregadas, sha256_arquivo FROM raw.capturas")
     assert loaded == 50 and sha == before[0][1]
     return run_id
@@ -53,13 +55,17 @@ def header(path) -> bytes:
 
 def test_a_file_with_only_the_header_keeps_the_period(db, own_portal):
     run_id = capture_good_then(db, own_portal, header(own_portal[1]))
-    [(state, message)] = query(db, "SELECT estado_final, mensagem FROM logs.execucoes WHERE id_execucao = %s",
-                               (run_id,))
+    [(state, message)] = query(
+        db, "SELECT estado_final, mensagem FROM logs.execucoes WHERE id_execucao = %s", (run_id,)
+    )
     assert state == "Failed"
     assert "Período 2023-09 recusado" in message and "não tem linhas de dados" in message
     assert "dados anteriores do período foram mantidos" in message
-    assert query(db, "SELECT tentativa_situacao, tentativa_linhas_arquivo, tentativa_linhas_carregaveis, "
-                     "tentativa_id_execucao FROM raw.capturas") == [("recusada", 0, 0, run_id)]
+    assert query(
+        db,
+        "SELECT tentativa_situacao, tentativa_linhas_arquivo, tentativa_linhas_carregaveis, "
+        "tentativa_id_execucao FROM raw.capturas",
+    ) == [("recusada", 0, 0, run_id)]
     assert "recusado" in run_messages(db, run_id)
 
 
@@ -71,8 +77,10 @@ def test_a_file_where_no_row_loads_keeps_the_period(db, own_portal):
     [(message,)] = query(db, "SELECT mensagem FROM logs.execucoes WHERE id_execucao = %s", (run_id,))
     assert "Período 2023-09 recusado" in message
     [(situation, rows, loadable, quarantined)] = query(
-        db, "SELECT tentativa_situacao, tentativa_linhas_arquivo, tentativa_linhas_carregaveis, "
-            "tentativa_linhas_quarentena FROM raw.capturas")
+        db,
+        "SELECT tentativa_situacao, tentativa_linhas_arquivo, tentativa_linhas_carregaveis, "
+        "tentativa_linhas_quarentena FROM raw.capturas",
+    )
     assert situation == "recusada" and loadable == 0 and quarantined == rows and rows >= 50
     # the refused file's quarantine did not replace the period's quarantine either
     assert query(db, "SELECT count(*) FROM raw.terceirizados_quarentena") == [(0,)]
@@ -85,8 +93,7 @@ def test_an_implausible_share_of_quarantined_lines_keeps_the_period(db, own_port
     run_id = capture_good_then(db, own_portal, ("\n".join(broken) + "\n").encode())
     [(message,)] = query(db, "SELECT mensagem FROM logs.execucoes WHERE id_execucao = %s", (run_id,))
     assert "10 de 50 linhas (20,0%)" in message and "MAX_QUARANTINE_PERCENT=10" in message
-    assert query(db, "SELECT tentativa_linhas_quarentena, tentativa_linhas_carregaveis FROM raw.capturas") == [
-        (10, 40)]
+    assert query(db, "SELECT tentativa_linhas_quarentena, tentativa_linhas_carregaveis FROM raw.capturas") == [(10, 40)]
 
 
 def test_a_share_within_the_limit_loads_and_records_the_attempt(db, own_portal, monkeypatch):
@@ -97,5 +104,8 @@ def test_a_share_within_the_limit_loads_and_records_the_attempt(db, own_portal, 
     path.write_bytes(("\n".join(broken) + "\n").encode())
     state, run_id = run_flow(capture_flow, url=server.page_url)
     assert state.is_successful(), state.message
-    assert query(db, "SELECT linhas_carregadas, linhas_quarentena, tentativa_situacao, tentativa_linhas_quarentena, "
-                     "tentativa_id_execucao FROM raw.capturas") == [(40, 10, "carregada", 10, run_id)]
+    assert query(
+        db,
+        "SELECT linhas_carregadas, linhas_quarentena, tentativa_situacao, tentativa_linhas_quarentena, "
+        "tentativa_id_execucao FROM raw.capturas",
+    ) == [(40, 10, "carregada", 10, run_id)]

@@ -7,16 +7,23 @@ from pipelines.flows import historic_capture_flow, historic_materialize_flow
 from pipelines.settings import load_settings
 from tests.conftest import query, run_flow
 
-CONTENT = ("SELECT md5(string_agg(row(t.*)::text, '|' ORDER BY periodo, linha_origem)) FROM "
-           "(SELECT * FROM raw.terceirizados) t")
-CONTENT_WITHOUT_TIME = ("SELECT md5(string_agg(row(t.*)::text, '|' ORDER BY periodo, linha_origem)) FROM "
-                        "(SELECT {} FROM raw.terceirizados) t")
+CONTENT = (
+    "SELECT md5(string_agg(row(t.*)::text, '|' ORDER BY periodo, linha_origem)) FROM "
+    "(SELECT * FROM raw.terceirizados) t"
+)
+CONTENT_WITHOUT_TIME = (
+    "SELECT md5(string_agg(row(t.*)::text, '|' ORDER BY periodo, linha_origem)) FROM "
+    "(SELECT {} FROM raw.terceirizados) t"
+)
 
 
 def content_without_capture_time(db):
-    [(columns,)] = query(db, "SELECT string_agg(column_name, ', ' ORDER BY ordinal_position) FROM "
-                             "information_schema.columns WHERE table_schema = 'raw' AND table_name = 'terceirizados' "
-                             "AND column_name <> 'capturado_em'")
+    [(columns,)] = query(
+        db,
+        "SELECT string_agg(column_name, ', ' ORDER BY ordinal_position) FROM "
+        "information_schema.columns WHERE table_schema = 'raw' AND table_name = 'terceirizados' "
+        "AND column_name <> 'capturado_em'",
+    )
     [(digest,)] = query(db, CONTENT_WITHOUT_TIME.format(columns))
     return digest
 
@@ -35,25 +42,40 @@ def test_every_period_lands_and_reconciles(db, fresh_portal):
     assert state.is_successful(), state.message
     per_period = dict(query(db, "SELECT to_char(periodo, 'YYYY-MM'), count(*) FROM raw.terceirizados GROUP BY 1"))
     assert per_period == {label: e.loaded_rows for label, e in expectations.items()}
-    captures = query(db, "SELECT to_char(periodo, 'YYYY-MM'), linhas_arquivo, linhas_carregadas, linhas_reparadas, "
-                         "linhas_quarentena, codificacao FROM raw.capturas ORDER BY 1")
+    captures = query(
+        db,
+        "SELECT to_char(periodo, 'YYYY-MM'), linhas_arquivo, linhas_carregadas, linhas_reparadas, "
+        "linhas_quarentena, codificacao FROM raw.capturas ORDER BY 1",
+    )
     assert [c[:5] for c in captures] == [
         (label, e.data_rows, e.loaded_rows, e.repaired_rows, len(e.quarantined_lines))
         for label, e in sorted(expectations.items())
     ]
     assert [c[5] for c in captures] == ["utf-8", "utf-8-sig", "cp1252", "utf-8", "xlsx"]
-    quarantined = dict(query(db, "SELECT to_char(periodo, 'YYYY-MM'), array_agg(linha_origem ORDER BY linha_origem) "
-                                 "FROM raw.terceirizados_quarentena GROUP BY 1"))
+    quarantined = dict(
+        query(
+            db,
+            "SELECT to_char(periodo, 'YYYY-MM'), array_agg(linha_origem ORDER BY linha_origem) "
+            "FROM raw.terceirizados_quarentena GROUP BY 1",
+        )
+    )
     assert quarantined == {label: e.quarantined_lines for label, e in expectations.items()}
-    [(loaded, quarantined_total)] = query(db, "SELECT linhas_carregadas, linhas_quarentena FROM logs.execucoes "
-                                              "WHERE id_execucao = %s", (run_id,))
+    [(loaded, quarantined_total)] = query(
+        db, "SELECT linhas_carregadas, linhas_quarentena FROM logs.execucoes WHERE id_execucao = %s", (run_id,)
+    )
     assert loaded == sum(e.loaded_rows for e in expectations.values())
     assert quarantined_total == sum(len(e.quarantined_lines) for e in expectations.values())
     messages = messages_of(db, run_id)
     assert "5 período(s) carregado(s), 0 inalterado(s), 0 com falha" in messages
     # records from the worker processes reached the same log
-    tasks = {t for (t,) in query(db, "SELECT DISTINCT nome_task FROM logs.registros WHERE id_execucao = %s "
-                                     "AND logger LIKE 'pipelines.%%'", (run_id,))}
+    tasks = {
+        t
+        for (t,) in query(
+            db,
+            "SELECT DISTINCT nome_task FROM logs.registros WHERE id_execucao = %s AND logger LIKE 'pipelines.%%'",
+            (run_id,),
+        )
+    }
     assert any(t and t.startswith("capture_period") for t in tasks)
 
 
@@ -72,7 +94,8 @@ def test_rerun_skips_unchanged_files_and_force_reloads(db, fresh_portal):
     assert "5 período(s) carregado(s)" in messages_of(db, forced_id)
     assert query(db, "SELECT DISTINCT id_execucao FROM raw.capturas") == [(forced_id,)]
     assert query(db, "SELECT count(*) FROM raw.terceirizados") == [
-        (sum(e.loaded_rows for e in fresh_portal.portal.expectations.values()),)]
+        (sum(e.loaded_rows for e in fresh_portal.portal.expectations.values()),)
+    ]
 
 
 def test_a_failing_period_fails_only_itself(db, fresh_portal):
@@ -84,8 +107,9 @@ def test_a_failing_period_fails_only_itself(db, fresh_portal):
     assert fresh_portal.hits[fresh_portal.file_path("terceirizados202205.csv")] == 3  # 1 try + 2 retries
     messages = messages_of(db, run_id)
     assert "1 período(s) com falha: 2022-05 (terceirizados202205.csv)" in messages and "HTTP 500" in messages
-    [(status, message)] = query(db, "SELECT estado_final, mensagem FROM logs.execucoes WHERE id_execucao = %s",
-                                (run_id,))
+    [(status, message)] = query(
+        db, "SELECT estado_final, mensagem FROM logs.execucoes WHERE id_execucao = %s", (run_id,)
+    )
     assert status == "Failed" and "2022-05 (terceirizados202205.csv)" in message
 
 
@@ -95,31 +119,46 @@ def test_historic_models_cover_every_period_and_quirk(db, fresh_portal):
     assert captured.is_successful()
     state, run_id = run_flow(historic_materialize_flow)
     assert state.is_successful(), state.message
-    per_period = query(db, "SELECT ano, mes, count(*), sum(valor_custo_mensal) FROM staging.historic_transformed "
-                           "GROUP BY 1, 2 ORDER BY 1, 2")
+    per_period = query(
+        db,
+        "SELECT ano, mes, count(*), sum(valor_custo_mensal) FROM staging.historic_transformed "
+        "GROUP BY 1, 2 ORDER BY 1, 2",
+    )
     assert per_period == [
-        (int(label[:4]), int(label[5:]), e.loaded_rows, Decimal(e.sum_custo)) for label, e in sorted(expectations.items())
+        (int(label[:4]), int(label[5:]), e.loaded_rows, Decimal(e.sum_custo))
+        for label, e in sorted(expectations.items())
     ]
-    assert query(db, "SELECT count(*), count(DISTINCT (ano, mes, id_terceirizado)) FROM staging.historic_transformed") \
-        == [(sum(e.loaded_rows for e in expectations.values()),) * 2]
+    assert query(
+        db, "SELECT count(*), count(DISTINCT (ano, mes, id_terceirizado)) FROM staging.historic_transformed"
+    ) == [(sum(e.loaded_rows for e in expectations.values()),) * 2]
     # cp1252 accents survive; the BOM does not eat the first column; XLSX codes are padded
-    assert query(db, "SELECT count(*) > 0 FROM staging.historic_transformed WHERE ano = 2022 AND nome ~ '[ÉÇÃÚ]'") \
-        == [(True,)]
+    assert query(db, "SELECT count(*) > 0 FROM staging.historic_transformed WHERE ano = 2022 AND nome ~ '[ÉÇÃÚ]'") == [
+        (True,)
+    ]
     assert query(db, "SELECT count(*) FROM staging.historic_transformed WHERE id_terceirizado IS NULL") == [(0,)]
-    assert query(db, "SELECT DISTINCT cnpj_empresa FROM staging.historic_transformed WHERE razao_social_empresa "
-                     "LIKE 'IPANEMA%%'") == [("00588541000182",)]
+    assert query(
+        db, "SELECT DISTINCT cnpj_empresa FROM staging.historic_transformed WHERE razao_social_empresa LIKE 'IPANEMA%%'"
+    ) == [("00588541000182",)]
     # the repaired row (';' in the company name) is there, typed like the others
-    assert query(db, "SELECT count(*) FROM staging.historic_transformed WHERE razao_social_empresa LIKE "
-                     "'%%; FILIAL DF'") == [(4,)]
+    assert query(
+        db, "SELECT count(*) FROM staging.historic_transformed WHERE razao_social_empresa LIKE '%%; FILIAL DF'"
+    ) == [(4,)]
     [(rows,)] = query(db, "SELECT linhas_carregadas FROM logs.execucoes WHERE id_execucao = %s", (run_id,))
     assert rows == sum(e.loaded_rows for e in expectations.values())
-    tables = {t for (t,) in query(db, "SELECT table_name FROM information_schema.tables WHERE table_schema = "
-                                      "'staging' AND table_name LIKE 'historic%%'")}
+    tables = {
+        t
+        for (t,) in query(
+            db,
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = "
+            "'staging' AND table_name LIKE 'historic%%'",
+        )
+    }
     assert tables == {"historic_raw", "historic_cleaned", "historic_renamed", "historic_transformed"}
 
 
 def test_dask_cluster_run_matches_the_local_run(db, fresh_portal, monkeypatch):
     import distributed
+
     local, _ = capture_all(url=fresh_portal.page_url, force=True)
     assert local.is_successful()
     local_content = content_without_capture_time(db)
@@ -148,4 +187,5 @@ def test_a_period_republished_under_another_file_is_reloaded(db, fresh_portal):
     assert capture.capture_period(settings, renamed, False, "r3")["situacao"] == "carregado"
     assert query(db, "SELECT DISTINCT arquivo_origem FROM raw.terceirizados") == [("terceirizados202309.csv",)]
     assert query(db, "SELECT count(*) FROM raw.terceirizados") == [
-        (fresh_portal.portal.expectations["2023-09"].loaded_rows,)]
+        (fresh_portal.portal.expectations["2023-09"].loaded_rows,)
+    ]

@@ -89,14 +89,17 @@ def as_published(url: str, fmt: str = "csv") -> PublishedFile:
 
 # -- 1. deadlines ------------------------------------------------------------------------
 
+
 def trickle(body: bytes, delay: float, **headers):
     """Headers at once, then the body one byte every ``delay`` seconds (each read is quick:
     a per-read timeout never fires)."""
+
     def behaviour(connection, _):
         connection.sendall(head(**headers))
         for byte in body:
             connection.sendall(bytes([byte]))
             time.sleep(delay)
+
     return behaviour
 
 
@@ -139,13 +142,16 @@ def test_headers_sent_one_byte_at_a_time_hit_the_total_deadline(serve):
 
 # -- 2. a body longer than its Content-Length ----------------------------------------------
 
+
 def overlong(declared: int, actual: int, pause: float = 0.0):
     """Declares ``declared`` bytes and sends ``actual``: the extra after ``pause`` seconds."""
+
     def behaviour(connection, _):
         body = csv_body(actual)
         connection.sendall(head(Content_Length=declared, Content_Type="text/csv") + body[:declared])
         time.sleep(pause)
         connection.sendall(body[declared:])
+
     return behaviour
 
 
@@ -194,7 +200,7 @@ def test_chunked_body_is_read_whole(serve):
     def chunked(connection, _):
         connection.sendall(head(Transfer_Encoding="chunked", Content_Type="text/csv"))
         for start in range(0, len(body), 1000):
-            piece = body[start:start + 1000]
+            piece = body[start : start + 1000]
             connection.sendall(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
         connection.sendall(b"0\r\n\r\n")
 
@@ -203,6 +209,7 @@ def test_chunked_body_is_read_whole(serve):
 
 
 # -- 3. size limits ------------------------------------------------------------------------
+
 
 def test_declared_size_above_the_limit_fails_before_reading_the_body(serve):
     body = csv_body(5000)
@@ -225,7 +232,7 @@ def test_undeclared_size_above_the_limit_fails_while_reading(serve, framing):
         if framing == "chunked":
             connection.sendall(head(Transfer_Encoding="chunked", Content_Type="text/csv"))
             for start in range(0, len(body), 5000):
-                connection.sendall(f"{5000:x}\r\n".encode() + body[start:start + 5000] + b"\r\n")
+                connection.sendall(f"{5000:x}\r\n".encode() + body[start : start + 5000] + b"\r\n")
             connection.sendall(b"0\r\n\r\n")
         else:
             connection.sendall(head(Content_Type="text/csv", Connection="close") + body)
@@ -250,8 +257,9 @@ def zip_bomb(member_size: int) -> bytes:
 
 
 def serve_bytes(serve, body: bytes, content_type: str = "application/octet-stream"):
-    return serve(lambda connection, _: connection.sendall(
-        head(Content_Length=len(body), Content_Type=content_type) + body))
+    return serve(
+        lambda connection, _: connection.sendall(head(Content_Length=len(body), Content_Type=content_type) + body)
+    )
 
 
 def test_xlsx_zip_bomb_is_refused_before_parsing(serve):
@@ -259,8 +267,10 @@ def test_xlsx_zip_bomb_is_refused_before_parsing(serve):
     assert len(bomb) < 200_000
     server = serve_bytes(serve, bomb)
     with pytest.raises(DownloadError) as raised:
-        download_file(as_published(server.url("/a/terceirizados202405.xlsx"), "xlsx"),
-                      HttpLimits(timeout=2, max_xlsx_uncompressed_bytes=10 * MB))
+        download_file(
+            as_published(server.url("/a/terceirizados202405.xlsx"), "xlsx"),
+            HttpLimits(timeout=2, max_xlsx_uncompressed_bytes=10 * MB),
+        )
     assert not isinstance(raised.value, TransientDownloadError)
     message = str(raised.value)
     assert "MAX_XLSX_UNCOMPRESSED_MB" in message and "50 MB" in message and "10 MB" in message
@@ -308,5 +318,7 @@ def test_xlsx_member_inflating_past_its_declared_size_is_refused(serve):
     url = server.url("/a/terceirizados202405.xlsx")
     with pytest.raises(DownloadError) as raised:
         download_file(as_published(url, "xlsx"), HttpLimits(timeout=2, max_xlsx_uncompressed_bytes=1 * MB))
-    assert f"O arquivo {url} não é um XLSX válido: xl/worksheets/sheet1.xml se descompacta em mais que os " \
-           "1000 bytes declarados no ZIP" in str(raised.value)
+    assert (
+        f"O arquivo {url} não é um XLSX válido: xl/worksheets/sheet1.xml se descompacta em mais que os "
+        "1000 bytes declarados no ZIP" in str(raised.value)
+    )

@@ -16,24 +16,30 @@ def link(href, text):
 
 
 def page(*blocks):
-    return "<html><body>" + "".join(f"<h3>{heading}</h3><ul>{''.join(links)}</ul>" for heading, *links in blocks) \
+    return (
+        "<html><body>"
+        + "".join(f"<h3>{heading}</h3><ul>{''.join(links)}</ul>" for heading, *links in blocks)
         + "</body></html>"
+    )
 
 
 def messages_of(db, run_id):
-    return [m for (m,) in query(db, "SELECT mensagem FROM logs.registros WHERE id_execucao = %s ORDER BY 1",
-                                (run_id,))]
+    return [m for (m,) in query(db, "SELECT mensagem FROM logs.registros WHERE id_execucao = %s ORDER BY 1", (run_id,))]
 
 
 def run_state(db, run_id):
-    [(status, message)] = query(db, "SELECT estado_final, mensagem FROM logs.execucoes WHERE id_execucao = %s",
-                                (run_id,))
+    [(status, message)] = query(
+        db, "SELECT estado_final, mensagem FROM logs.execucoes WHERE id_execucao = %s", (run_id,)
+    )
     return status, message
 
 
 def loaded(db):
-    return query(db, "SELECT to_char(periodo, 'YYYY-MM'), count(*), min(arquivo_origem) FROM raw.terceirizados "
-                     "GROUP BY 1 ORDER BY 1")
+    return query(
+        db,
+        "SELECT to_char(periodo, 'YYYY-MM'), count(*), min(arquivo_origem) FROM raw.terceirizados "
+        "GROUP BY 1 ORDER BY 1",
+    )
 
 
 def test_latest_capture_fails_on_an_unreadable_year_heading_and_keeps_the_data(db, fresh_portal):
@@ -52,8 +58,11 @@ def test_latest_capture_fails_on_an_unreadable_year_heading_and_keeps_the_data(d
     assert status == "Failed"
     assert message.startswith("Falhou: select_newest_period: ")
     assert "A estrutura da página mudou: o título <h3> '2O24' não é um ano (link 'Setembro' para " in message
-    assert any(m.startswith("Link da página não usado: o título <h3> '2O24' não é um ano") and
-               f"{FILES}/terceirizados202309.csv" in m for m in messages_of(db, run_id))
+    assert any(
+        m.startswith("Link da página não usado: o título <h3> '2O24' não é um ano")
+        and f"{FILES}/terceirizados202309.csv" in m
+        for m in messages_of(db, run_id)
+    )
     assert loaded(db) == before
     assert fresh_portal.hits.get(f"{FILES}/terceirizados202309.csv") is None
     assert fresh_portal.hits.get(f"{FILES}/terceirizados_202101.csv") is None
@@ -63,12 +72,27 @@ def test_latest_capture_never_loads_a_period_in_the_future(db, fresh_portal):
     good, _ = run_flow(capture_flow, url=fresh_portal.page_url)
     assert good.is_successful()
     before = loaded(db)
-    months = ["Janeiro", "Fevereiro", "Março", "Abril", "Maio", "Junho", "Julho", "Agosto", "Setembro", "Outubro",
-              "Novembro", "Dezembro"]
+    months = [
+        "Janeiro",
+        "Fevereiro",
+        "Março",
+        "Abril",
+        "Maio",
+        "Junho",
+        "Julho",
+        "Agosto",
+        "Setembro",
+        "Outubro",
+        "Novembro",
+        "Dezembro",
+    ]
     # 504 links up to 2041-12, every one to a real file: the old scraper would load 2041-12.
-    fresh_portal.page_override = page(*(
-        (str(year), *(link(f"{FILES}/terceirizados202405.xlsx", months[m - 1]) for m in range(12, 0, -1)))
-        for year in range(2041, 1999, -1)))
+    fresh_portal.page_override = page(
+        *(
+            (str(year), *(link(f"{FILES}/terceirizados202405.xlsx", months[m - 1]) for m in range(12, 0, -1)))
+            for year in range(2041, 1999, -1)
+        )
+    )
     state, run_id = run_flow(capture_flow, url=fresh_portal.page_url)
     assert state.is_failed()
     status, message = run_state(db, run_id)
@@ -86,34 +110,46 @@ def test_historic_capture_loads_what_it_can_place_and_fails_naming_the_rest(db, 
         ("2O23", link(f"{FILES}/terceirizados202309.csv", "Setembro")),
         ("2022", link(f"{FILES}/terceirizados202205.csv", "Maio")),
         ("2021", link(f"{other_host}{FILES}/terceirizados_202101.csv", "Janeiro")),
-        ("2019", link(f"{FILES}/terceirizados%00201901_1.csv", "Janeiro"),
-         link("file:///etc/terceirizados201905.csv", "Maio")),
+        (
+            "2019",
+            link(f"{FILES}/terceirizados%00201901_1.csv", "Janeiro"),
+            link("file:///etc/terceirizados201905.csv", "Maio"),
+        ),
     )
     state, run_id = run_flow(historic_capture_flow, url=fresh_portal.page_url)
     assert state.is_failed()
     assert [row[:2] for row in loaded(db)] == [
         ("2022-05", fresh_portal.portal.expectations["2022-05"].loaded_rows),
-        ("2024-05", fresh_portal.portal.expectations["2024-05"].loaded_rows)]
+        ("2024-05", fresh_portal.portal.expectations["2024-05"].loaded_rows),
+    ]
     assert fresh_portal.hits.get(f"{FILES}/terceirizados_202101.csv") is None  # neither 2041 nor the other host
     assert fresh_portal.hits.get(f"{FILES}/terceirizados202309.csv") is None
     status, message = run_state(db, run_id)
     assert status == "Failed"
     assert message.startswith("Falhou: summarize_historic_capture: ")
-    assert ("5 link(s) da página não atribuído(s) a um período, não carregado(s): o período 2041-12 está no "
-            "futuro") in message
-    for part in ("o título <h3> '2O23' não é um ano (link 'Setembro' para ",
-                 "o link aponta para o host 'localhost', que não é o do portal (127.0.0.1) nem está em "
-                 "PORTAL_ALLOWED_HOSTS (link 'Janeiro' para " + other_host,
-                 "o nome do arquivo contém caracteres de controle (como o byte nulo) ou barra invertida (link "
-                 "'Janeiro' para " + fresh_portal.base_url + FILES + "/terceirizados%00201901_1.csv)",
-                 "o esquema 'file:' não é permitido (só http e https) (link 'Maio' para "
-                 "file:///etc/terceirizados201905.csv)"):
+    assert (
+        "5 link(s) da página não atribuído(s) a um período, não carregado(s): o período 2041-12 está no futuro"
+    ) in message
+    for part in (
+        "o título <h3> '2O23' não é um ano (link 'Setembro' para ",
+        "o link aponta para o host 'localhost', que não é o do portal (127.0.0.1) nem está em "
+        "PORTAL_ALLOWED_HOSTS (link 'Janeiro' para " + other_host,
+        "o nome do arquivo contém caracteres de controle (como o byte nulo) ou barra invertida (link "
+        "'Janeiro' para " + fresh_portal.base_url + FILES + "/terceirizados%00201901_1.csv)",
+        "o esquema 'file:' não é permitido (só http e https) (link 'Maio' para file:///etc/terceirizados201905.csv)",
+    ):
         assert part in message
     messages = messages_of(db, run_id)
     assert "2 período(s) carregado(s), 0 inalterado(s), 0 com falha" in " ".join(messages)
-    warnings = [m for (m,) in query(db, "SELECT mensagem FROM logs.registros WHERE id_execucao = %s AND "
-                                        "nivel = 'WARNING' AND mensagem LIKE 'Link da página não usado%%'",
-                                    (run_id,))]
+    warnings = [
+        m
+        for (m,) in query(
+            db,
+            "SELECT mensagem FROM logs.registros WHERE id_execucao = %s AND "
+            "nivel = 'WARNING' AND mensagem LIKE 'Link da página não usado%%'",
+            (run_id,),
+        )
+    ]
     assert len(warnings) == 5
 
 
@@ -160,7 +196,9 @@ def test_a_server_too_slow_for_the_deadline_is_retried_then_fails_keeping_the_da
     assert fresh_portal.hits[path] == 1 + 3  # the good run, then the first try and 2 retries
     status, message = run_state(db, run_id)
     assert message.startswith("Falhou: download_cgu_terceirizados_data: ")
-    assert f"O servidor está lento demais: {fresh_portal.base_url}{path} não terminou de responder dentro do " \
-           "prazo total de 1 s (HTTP_DEADLINE_SECONDS)" in message
+    assert (
+        f"O servidor está lento demais: {fresh_portal.base_url}{path} não terminou de responder dentro do "
+        "prazo total de 1 s (HTTP_DEADLINE_SECONDS)" in message
+    )
     assert sum("Nova tentativa" in m for m in messages_of(db, run_id)) == 2
     assert loaded(db) == before

@@ -9,16 +9,29 @@ from pipelines.settings import load_settings
 from tests.conftest import query, run_flow
 
 TRANSFORMED_COLUMNS = [
-    ("ano", "integer", 32, 0), ("mes", "smallint", 16, 0), ("id_terceirizado", "text", None, None),
-    ("sigla_orgao_superior_unidade_gestora", "text", None, None), ("id_unidade_gestora", "text", None, None),
-    ("sigla_unidade_gestora", "text", None, None), ("nome_unidade_gestora", "text", None, None),
-    ("id_orgao_siafi", "text", None, None), ("id_orgao_siape", "text", None, None),
-    ("sigla_orgao", "text", None, None), ("nome_orgao", "text", None, None),
-    ("nome_unidade_prestacao", "text", None, None), ("id_contrato", "text", None, None),
-    ("cnpj_empresa", "text", None, None), ("razao_social_empresa", "text", None, None), ("cpf", "text", None, None),
-    ("nome", "text", None, None), ("cbo_2002", "text", None, None), ("categoria_profissional", "text", None, None),
-    ("nivel_escolaridade", "text", None, None), ("quantidade_horas_semanais", "integer", 32, 0),
-    ("valor_salario_mensal", "numeric", 12, 2), ("valor_custo_mensal", "numeric", 12, 2),
+    ("ano", "integer", 32, 0),
+    ("mes", "smallint", 16, 0),
+    ("id_terceirizado", "text", None, None),
+    ("sigla_orgao_superior_unidade_gestora", "text", None, None),
+    ("id_unidade_gestora", "text", None, None),
+    ("sigla_unidade_gestora", "text", None, None),
+    ("nome_unidade_gestora", "text", None, None),
+    ("id_orgao_siafi", "text", None, None),
+    ("id_orgao_siape", "text", None, None),
+    ("sigla_orgao", "text", None, None),
+    ("nome_orgao", "text", None, None),
+    ("nome_unidade_prestacao", "text", None, None),
+    ("id_contrato", "text", None, None),
+    ("cnpj_empresa", "text", None, None),
+    ("razao_social_empresa", "text", None, None),
+    ("cpf", "text", None, None),
+    ("nome", "text", None, None),
+    ("cbo_2002", "text", None, None),
+    ("categoria_profissional", "text", None, None),
+    ("nivel_escolaridade", "text", None, None),
+    ("quantidade_horas_semanais", "integer", 32, 0),
+    ("valor_salario_mensal", "numeric", 12, 2),
+    ("valor_custo_mensal", "numeric", 12, 2),
     ("capturado_em", "timestamp with time zone", None, None),
 ]
 
@@ -26,8 +39,11 @@ TRANSFORMED_COLUMNS = [
 def warnings_of(db, run_id):
     """dbt warnings logged by a run: test name -> rows found."""
     found = {}
-    for (message,) in query(db, "SELECT mensagem FROM logs.registros WHERE id_execucao = %s AND mensagem LIKE "
-                                "'Teste dbt com aviso:%%'", (run_id,)):
+    for (message,) in query(
+        db,
+        "SELECT mensagem FROM logs.registros WHERE id_execucao = %s AND mensagem LIKE 'Teste dbt com aviso:%%'",
+        (run_id,),
+    ):
         name, count = message.removeprefix("Teste dbt com aviso: ").split(" encontrou ")
         found[name] = int(count.split()[0])
     return found
@@ -60,32 +76,53 @@ def test_rows_and_money_reconcile_with_the_source(db, fresh_portal, materialized
 
 
 def test_types_order_and_comments(db, materialized):
-    columns = query(db, """SELECT column_name, data_type, numeric_precision, numeric_scale
+    columns = query(
+        db,
+        """SELECT column_name, data_type, numeric_precision, numeric_scale
                            FROM information_schema.columns WHERE table_schema = 'staging'
-                           AND table_name = 'transformed' ORDER BY ordinal_position""")
+                           AND table_name = 'transformed' ORDER BY ordinal_position""",
+    )
     assert columns == TRANSFORMED_COLUMNS
-    comments = dict(query(db, """SELECT a.attname, col_description(a.attrelid, a.attnum) FROM pg_attribute a
-                                 WHERE a.attrelid = 'staging.transformed'::regclass AND a.attnum > 0"""))
+    comments = dict(
+        query(
+            db,
+            """SELECT a.attname, col_description(a.attrelid, a.attnum) FROM pg_attribute a
+                                 WHERE a.attrelid = 'staging.transformed'::regclass AND a.attnum > 0""",
+        )
+    )
     assert all(comments[name] for name, *_ in TRANSFORMED_COLUMNS), comments
     assert "BRL" in comments["valor_custo_mensal"] and "LGPD" in comments["cpf"] and "LGPD" in comments["nome"]
     [(table_comment,)] = query(db, "SELECT obj_description('staging.transformed'::regclass)")
     assert "tipos finais" in table_comment
-    renamed = [c for (c,) in query(db, "SELECT column_name FROM information_schema.columns WHERE table_schema = "
-                                       "'staging' AND table_name = 'renamed' ORDER BY ordinal_position")]
+    renamed = [
+        c
+        for (c,) in query(
+            db,
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = "
+            "'staging' AND table_name = 'renamed' ORDER BY ordinal_position",
+        )
+    ]
     assert renamed == [name for name, *_ in TRANSFORMED_COLUMNS]
-    [(primary_key,)] = query(db, "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = "
-                                 "'staging.transformed'::regclass AND contype = 'p'")
+    [(primary_key,)] = query(
+        db,
+        "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = "
+        "'staging.transformed'::regclass AND contype = 'p'",
+    )
     assert primary_key == "PRIMARY KEY (ano, mes, id_terceirizado)"
 
 
 def test_zero_padding_of_codes_lost_in_xlsx_cells(db, materialized):
     assert ("588541000182",) in query(db, "SELECT DISTINCT nr_cnpj FROM staging.raw")
-    assert query(db, "SELECT DISTINCT cnpj_empresa FROM staging.transformed WHERE razao_social_empresa LIKE "
-                     "'IPANEMA%%'") == [("00588541000182",)]
+    assert query(
+        db, "SELECT DISTINCT cnpj_empresa FROM staging.transformed WHERE razao_social_empresa LIKE 'IPANEMA%%'"
+    ) == [("00588541000182",)]
     assert query(db, "SELECT DISTINCT id_unidade_gestora FROM staging.transformed WHERE sigla_orgao = 'FUNASA'") == [
-        ("020001",)]
-    assert query(db, "SELECT count(*) FROM staging.transformed WHERE length(cnpj_empresa) <> 14 "
-                     "OR length(id_unidade_gestora) <> 6") == [(0,)]
+        ("020001",)
+    ]
+    assert query(
+        db,
+        "SELECT count(*) FROM staging.transformed WHERE length(cnpj_empresa) <> 14 OR length(id_unidade_gestora) <> 6",
+    ) == [(0,)]
 
 
 def test_every_sentinel_becomes_null(db, materialized):
@@ -99,19 +136,27 @@ def test_every_sentinel_becomes_null(db, materialized):
         ("nm_unidade_prestacao", "nome_unidade_prestacao", ("",)),
     ]
     for raw_column, column, sentinels in pairs:
-        [(sentinel_rows, null_rows, other_nulls)] = query(db, f"""
+        [(sentinel_rows, null_rows, other_nulls)] = query(
+            db,
+            f"""
             SELECT count(*) FILTER (WHERE coalesce(r.{raw_column}, '') = ANY(%s)),
                    count(*) FILTER (WHERE t.{column} IS NULL),
                    count(*) FILTER (WHERE t.{column} IS NULL AND coalesce(r.{raw_column}, '') <> ALL(%s))
             FROM staging.raw r JOIN staging.transformed t ON t.id_terceirizado = r.id_terc""",
-            (list(sentinels), list(sentinels)))
+            (list(sentinels), list(sentinels)),
+        )
         assert sentinel_rows > 0, raw_column
         assert (null_rows, other_nulls) == (sentinel_rows, 0), raw_column
 
 
 def test_cbo_code_is_split_from_the_category(db, materialized):
-    rows = dict(query(db, "SELECT DISTINCT r.nm_categoria_profissional, row(t.cbo_2002, t.categoria_profissional)"
-                          "::text FROM staging.raw r JOIN staging.transformed t ON t.id_terceirizado = r.id_terc"))
+    rows = dict(
+        query(
+            db,
+            "SELECT DISTINCT r.nm_categoria_profissional, row(t.cbo_2002, t.categoria_profissional)"
+            "::text FROM staging.raw r JOIN staging.transformed t ON t.id_terceirizado = r.id_terc",
+        )
+    )
     assert rows["517330 - VIGILANTE"] == "(517330,VIGILANTE)"
     assert rows["422105 - RECEPCIONISTA, EM GERAL"] == '(422105,"RECEPCIONISTA, EM GERAL")'
     assert rows["SERVENTE"] == "(,SERVENTE)"
@@ -130,10 +175,13 @@ def test_rerun_gives_identical_tables_and_logs_dbt_once(db, settings, materializ
     assert len(created) == 1
     text = (settings.log_dir / "logs__materialize.txt").read_text(encoding="utf-8")
     assert text.count("OK created sql table model staging.transformed") == 1
-    tasks = {t for (t,) in query(db, "SELECT DISTINCT nome_task FROM logs.registros WHERE id_execucao = %s",
-                                 (run_id,))}
-    assert {"dbt_build_staging.raw", "dbt_build_staging.cleaned", "dbt_build_staging.renamed",
-            "dbt_build_staging.transformed"} <= tasks
+    tasks = {t for (t,) in query(db, "SELECT DISTINCT nome_task FROM logs.registros WHERE id_execucao = %s", (run_id,))}
+    assert {
+        "dbt_build_staging.raw",
+        "dbt_build_staging.cleaned",
+        "dbt_build_staging.renamed",
+        "dbt_build_staging.transformed",
+    } <= tasks
 
 
 def test_bad_values_do_not_crash_and_are_counted(db, settings, fresh_portal, materialized):
@@ -142,10 +190,15 @@ def test_bad_values_do_not_crash_and_are_counted(db, settings, fresh_portal, mat
     numeric_education = sum(1 for r in expected.loaded if r[11].isdigit())
     [(first_id,)] = query(db, "SELECT min(id_terc) FROM raw.terceirizados")
     with db.cursor() as cursor:
-        cursor.execute("UPDATE raw.terceirizados SET vl_mensal_salario = 'abc', nm_escolaridade = '26', "
-                       "nr_jornada = 'quarenta' WHERE id_terc = %s", (first_id,))
-        cursor.execute("SELECT id_terc FROM raw.terceirizados WHERE nm_escolaridade ~ '^\\d+$' AND id_terc <> %s "
-                       "LIMIT 1", (first_id,))
+        cursor.execute(
+            "UPDATE raw.terceirizados SET vl_mensal_salario = 'abc', nm_escolaridade = '26', "
+            "nr_jornada = 'quarenta' WHERE id_terc = %s",
+            (first_id,),
+        )
+        cursor.execute(
+            "SELECT id_terc FROM raw.terceirizados WHERE nm_escolaridade ~ '^\\d+$' AND id_terc <> %s LIMIT 1",
+            (first_id,),
+        )
     state, run_id = run_flow(materialize_flow)
     assert state.is_successful()
     warnings = warnings_of(db, run_id)
@@ -155,9 +208,13 @@ def test_bad_values_do_not_crash_and_are_counted(db, settings, fresh_portal, mat
     compiled = next((settings.data_dir / "dbt_target" / "latest" / "compiled").rglob("values_nulled_transformed.sql"))
     assert sorted(query(db, compiled.read_text())) == [("quantidade_horas_semanais", 1), ("valor_salario_mensal", 1)]
     assert warnings["load_fields_match_period_cleaned_"] == stale_years > 0
-    [(salary, education, hours)] = query(db, "SELECT valor_salario_mensal, nivel_escolaridade, "
-                                             "quantidade_horas_semanais FROM staging.transformed "
-                                             "WHERE id_terceirizado = %s", (first_id,))
+    [(salary, education, hours)] = query(
+        db,
+        "SELECT valor_salario_mensal, nivel_escolaridade, "
+        "quantidade_horas_semanais FROM staging.transformed "
+        "WHERE id_terceirizado = %s",
+        (first_id,),
+    )
     assert (salary, education, hours) == (None, None, None)
     assert query(db, "SELECT count(*) FROM staging.transformed") == [(expected.loaded_rows,)]
 
@@ -165,16 +222,23 @@ def test_bad_values_do_not_crash_and_are_counted(db, settings, fresh_portal, mat
 def test_error_level_failure_fails_the_flow_and_keeps_the_previous_table(db, materialized):
     before = table_digest(db, "staging.transformed")
     with db.cursor() as cursor:  # two workers with the same id in one period
-        cursor.execute("UPDATE raw.terceirizados SET id_terc = (SELECT min(id_terc) FROM raw.terceirizados) "
-                       "WHERE linha_origem = (SELECT max(linha_origem) FROM raw.terceirizados)")
+        cursor.execute(
+            "UPDATE raw.terceirizados SET id_terc = (SELECT min(id_terc) FROM raw.terceirizados) "
+            "WHERE linha_origem = (SELECT max(linha_origem) FROM raw.terceirizados)"
+        )
     state, run_id = run_flow(materialize_flow)
     assert state.is_failed()
     assert table_digest(db, "staging.transformed") == before
-    [(status, message)] = query(db, "SELECT estado_final, mensagem FROM logs.execucoes WHERE id_execucao = %s",
-                                (run_id,))
+    [(status, message)] = query(
+        db, "SELECT estado_final, mensagem FROM logs.execucoes WHERE id_execucao = %s", (run_id,)
+    )
     assert status == "Failed"
-    errors = " ".join(m for (m,) in query(db, "SELECT mensagem FROM logs.registros WHERE id_execucao = %s "
-                                              "AND nivel = 'ERROR'", (run_id,)))
+    errors = " ".join(
+        m
+        for (m,) in query(
+            db, "SELECT mensagem FROM logs.registros WHERE id_execucao = %s AND nivel = 'ERROR'", (run_id,)
+        )
+    )
     assert "transformed" in errors
 
 
@@ -188,8 +252,9 @@ def test_missing_or_empty_raw_table_is_explained(db, settings, problem):
     try:
         state, run_id = run_flow(materialize_flow)
         assert state.is_failed()
-        messages = " ".join(m for (m,) in query(db, "SELECT mensagem FROM logs.registros WHERE id_execucao = %s",
-                                                (run_id,)))
+        messages = " ".join(
+            m for (m,) in query(db, "SELECT mensagem FROM logs.registros WHERE id_execucao = %s", (run_id,))
+        )
         assert "rode antes a captura (python run/capture.py)" in messages
         # the flow's set-up recreates a dropped table empty, so both cases end as "empty"
         assert "raw.terceirizados está vazia" in messages
@@ -213,10 +278,13 @@ def test_missing_raw_table_is_named(db, settings):
 def test_decimal_and_sentinel_macros(db, settings):
     from pipelines.dbt import compile_inline
 
-    compiled = compile_inline(settings, """
+    compiled = compile_inline(
+        settings,
+        """
         select x, {{ clean_decimal('x') }} as decimal_text, {{ clean_code('x') }} as code
         from (values ('2524,37'), ('1.234,56'), ('2524.37'), (' NI  '), ('<N/I>'), ('-2'), ('NULL'), (''), ('abc'))
-            as v(x)""")
+            as v(x)""",
+    )
     rows = {x: (decimal_text, code) for x, decimal_text, code in query(db, compiled)}
     assert rows["2524,37"][0] == "2524.37" and rows["1.234,56"][0] == "1234.56" and rows["2524.37"][0] == "2524.37"
     assert all(rows[s] == (None, None) for s in (" NI  ", "<N/I>", "NULL", ""))
@@ -230,7 +298,8 @@ def test_unique_combination_reads_rows_only_without_a_unique_index(db, settings)
         cursor.execute("DROP TABLE IF EXISTS public.chaves; CREATE TABLE public.chaves (a int, b int, c int)")
         cursor.execute("INSERT INTO public.chaves VALUES (1, 1, 1), (1, 1, 2), (1, 2, 3)")
     compiled = compile_inline(
-        settings, "{{ test_unique_combination(model='public.chaves', combination_of_columns=['b', 'a']) }}")
+        settings, "{{ test_unique_combination(model='public.chaves', combination_of_columns=['b', 'a']) }}"
+    )
     assert query(db, compiled) == [(1, 1, 2)]  # (b, a, occurrences): the duplicate is found
     with db.cursor() as cursor:  # a unique index on other columns proves nothing
         cursor.execute("CREATE UNIQUE INDEX chaves_abc ON public.chaves (a, b, c)")

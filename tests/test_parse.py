@@ -10,10 +10,31 @@ from pipelines.constants import SOURCE_COLUMNS
 from pipelines.errors import SourceFormatError
 from pipelines.parse import parse_file, repair_shifted
 
-ROW = ["8761995", "MCOM", "413007", "AGENCIA NACIONAL DE TELECOMUNICACOES PE", "ANATEL-PE", "00037/2021",
-       "19232342000165", "PROACAO SEGURANCA PRIVADA LTD", "***.527.284-**", "TIAGO MARTINS",
-       "517330 - VIGILANTE", "ENSINO MEDIO COMPLETO", "44", "ANATEL PE", "2524,37", "5838,10", "5", "MAIO",
-       "2024", "ANATEL", "AGENCIA NACIONAL DE TELECOMUNICACOES", "41231", "41231"]
+ROW = [
+    "8761995",
+    "MCOM",
+    "413007",
+    "AGENCIA NACIONAL DE TELECOMUNICACOES PE",
+    "ANATEL-PE",
+    "00037/2021",
+    "19232342000165",
+    "PROACAO SEGURANCA PRIVADA LTD",
+    "***.527.284-**",
+    "TIAGO MARTINS",
+    "517330 - VIGILANTE",
+    "ENSINO MEDIO COMPLETO",
+    "44",
+    "ANATEL PE",
+    "2524,37",
+    "5838,10",
+    "5",
+    "MAIO",
+    "2024",
+    "ANATEL",
+    "AGENCIA NACIONAL DE TELECOMUNICACOES",
+    "41231",
+    "41231",
+]
 
 
 def csv_bytes(rows, header=True, encoding="utf-8", newline="\n"):
@@ -29,8 +50,14 @@ def with_values(**changes):
 
 
 def test_utf8_values_are_kept_verbatim_as_text():
-    sentinels = with_values(sg_ug_gestora="", nr_jornada="NI  ", cd_orgao_siafi="<N/I>", cd_orgao_siape="-2",
-                            nr_contrato="NULL", nm_escolaridade="14")
+    sentinels = with_values(
+        sg_ug_gestora="",
+        nr_jornada="NI  ",
+        cd_orgao_siafi="<N/I>",
+        cd_orgao_siape="-2",
+        nr_contrato="NULL",
+        nm_escolaridade="14",
+    )
     parsed = parse_file(csv_bytes([ROW, sentinels]), "csv", "t.csv")
     assert parsed.encoding == "utf-8" and parsed.has_header
     assert (parsed.data_rows, parsed.loaded_rows, parsed.quarantine) == (2, 2, [])
@@ -64,7 +91,8 @@ def test_bom_and_cp1252_and_crlf():
 
 
 def test_file_mixing_utf8_and_cp1252_lines_keeps_both_readable():
-    content = csv_bytes([with_values(nm_terceirizado="JOSÉ")]) + ";".join(with_values(nm_terceirizado="JOÃO")).encode("cp1252")
+    cp1252_line = ";".join(with_values(nm_terceirizado="JOÃO")).encode("cp1252")
+    content = csv_bytes([with_values(nm_terceirizado="JOSÉ")]) + cp1252_line
     parsed = parse_file(content, "csv", "mixed.csv")
     assert parsed.rows["nm_terceirizado"].tolist() == ["JOSÉ", "JOÃO"]
     assert parsed.encoding.startswith("misto")
@@ -93,8 +121,8 @@ def test_unexpected_header_is_rejected_with_the_names():
 
 
 def test_shifted_rows_are_repaired_only_when_unambiguous():
-    company = with_values(nm_razao_social="PROACAO; FILIAL DF")      # next column is a masked CPF
-    name = with_values(nm_terceirizado="TIAGO; MARTINS")               # next column is free text too
+    company = with_values(nm_razao_social="PROACAO; FILIAL DF")  # next column is a masked CPF
+    name = with_values(nm_terceirizado="TIAGO; MARTINS")  # next column is free text too
     short = ROW[:15]
     blank_fields = [""] * 23
     content = csv_bytes([ROW, company, name, short, blank_fields]) + b"\n\n"
@@ -130,9 +158,33 @@ def test_xlsx_numbers_become_text_without_decimal_point():
     workbook = Workbook()
     sheet = workbook.active
     sheet.append(HEADER)
-    sheet.append([8761995, "MCOM", 20001, "FUNASA", None, "00037/2021", 588541000182, "IPANEMA", "***.527.284-**",
-                  "TIAGO", "517330 - VIGILANTE", 14, "NI", "SEDE", 2524.37, 5838, 5, "MAIO", 2024, "FUNASA",
-                  "FUNDACAO", 36211, -2])
+    sheet.append(
+        [
+            8761995,
+            "MCOM",
+            20001,
+            "FUNASA",
+            None,
+            "00037/2021",
+            588541000182,
+            "IPANEMA",
+            "***.527.284-**",
+            "TIAGO",
+            "517330 - VIGILANTE",
+            14,
+            "NI",
+            "SEDE",
+            2524.37,
+            5838,
+            5,
+            "MAIO",
+            2024,
+            "FUNASA",
+            "FUNDACAO",
+            36211,
+            -2,
+        ]
+    )
     sheet.append([None] * 23)
     buffer = io.BytesIO()
     workbook.save(buffer)
@@ -141,7 +193,11 @@ def test_xlsx_numbers_become_text_without_decimal_point():
     row = parsed.rows.iloc[0]
     assert (row.id_terc, row.cd_ug_gestora, row.nr_cnpj, row.sg_ug_gestora) == ("8761995", "20001", "588541000182", "")
     assert (row.vl_mensal_salario, row.vl_mensal_custo, row.nm_escolaridade, row.cd_orgao_siape) == (
-        "2524.37", "5838", "14", "-2")
+        "2524.37",
+        "5838",
+        "14",
+        "-2",
+    )
 
 
 def test_every_generated_period_parses_to_its_expected_rows(tmp_path):
@@ -159,8 +215,9 @@ def test_every_generated_period_parses_to_its_expected_rows(tmp_path):
 def test_trailing_semicolon_is_dropped_not_glued_into_the_organ_columns():
     """Issue 11: a line ending in one extra ';' used to be 'repaired' by gluing sg_orgao
     and nm_orgao, shifting every code left (nm_orgao='30211', cd_orgao_siape='')."""
-    cade = with_values(sg_orgao="CADE", nm_orgao="CONSELHO ADMINISTRATIVO", cd_orgao_siafi="30211",
-                       cd_orgao_siape="30211")
+    cade = with_values(
+        sg_orgao="CADE", nm_orgao="CONSELHO ADMINISTRATIVO", cd_orgao_siafi="30211", cd_orgao_siape="30211"
+    )
     content = (";".join(HEADER) + "\n" + ";".join(cade) + ";\n").encode()
     parsed = parse_file(content, "csv", "trailing.csv")
     assert (parsed.data_rows, parsed.loaded_rows, parsed.quarantine) == (1, 1, [])
@@ -179,8 +236,10 @@ def test_a_stray_separator_is_dropped_only_when_no_other_reading_exists():
     # a ';', and the organ's acronym and name come together: dropped too
     fields = list(ROW)
     fields.insert(21, "")
-    assert repair_shifted(fields, list(SOURCE_COLUMNS)) == (ROW, "';' a mais entre nm_orgao e cd_orgao_siafi: "
-                                                                 "campo vazio descartado")
+    assert repair_shifted(fields, list(SOURCE_COLUMNS)) == (
+        ROW,
+        "';' a mais entre nm_orgao e cd_orgao_siafi: campo vazio descartado",
+    )
     # between the codes it could also be an empty SIAFI code after 'AGENCIA ...;41231' in nm_orgao
     fields = list(ROW)
     fields.insert(22, "")

@@ -29,8 +29,8 @@ from prefect.serialization.schedule import ScheduleSchema
 from pipelines import constants, database
 from pipelines.flows import capture_flow, materialize_flow, pipeline_flow
 from pipelines.sample_portal import PAGE_PATH
-from pipelines.schedules import SCHEDULE, PostgresAttemptStore
 from pipelines.scheduled import LocalScheduler, run_pipeline
+from pipelines.schedules import SCHEDULE, PostgresAttemptStore
 from pipelines.tasks import configure_retries, decide_scheduled_run
 from tests.conftest import query
 from tests.test_results import Proxy
@@ -42,16 +42,35 @@ CAPTURED = "Período 2024-05 capturado e materializado."
 # What runs on a day with work, in order: set-up, decision, one discovery, the capture's
 # tasks, the materialization's tasks, the attempt's record, the logs.
 WORK_ORDER = [
-    "setup_log_file", "decide_scheduled_run", "discover_published_files", "select_newest_period",
-    "skip_if_already_materialized", "download_cgu_terceirizados_data", "save_raw_data_locally",
-    "parse_data_into_dataframes", "save_data_as_csv_locally", "upload_csv_to_database", "check_raw_data",
-    "dbt_build_staging.raw", "dbt_build_staging.cleaned", "dbt_build_staging.renamed",
-    "dbt_build_staging.transformed", "record_materialized_rows", "generate_dbt_docs", "finish_scheduled_run",
+    "setup_log_file",
+    "decide_scheduled_run",
+    "discover_published_files",
+    "select_newest_period",
+    "skip_if_already_materialized",
+    "download_cgu_terceirizados_data",
+    "save_raw_data_locally",
+    "parse_data_into_dataframes",
+    "save_data_as_csv_locally",
+    "upload_csv_to_database",
+    "check_raw_data",
+    "dbt_build_staging.raw",
+    "dbt_build_staging.cleaned",
+    "dbt_build_staging.renamed",
+    "dbt_build_staging.transformed",
+    "record_materialized_rows",
+    "generate_dbt_docs",
+    "finish_scheduled_run",
     "upload_logs_to_database",
 ]
-MATERIALIZE_STEPS = ["check_raw_data", "dbt_build_staging.raw", "dbt_build_staging.cleaned",
-                     "dbt_build_staging.renamed", "dbt_build_staging.transformed", "record_materialized_rows",
-                     "generate_dbt_docs"]
+MATERIALIZE_STEPS = [
+    "check_raw_data",
+    "dbt_build_staging.raw",
+    "dbt_build_staging.cleaned",
+    "dbt_build_staging.renamed",
+    "dbt_build_staging.transformed",
+    "record_materialized_rows",
+    "generate_dbt_docs",
+]
 
 
 def registered_flows():
@@ -102,8 +121,9 @@ class ServerRuntime:
         for _ in range(10):
             if state.is_finished():
                 break
-            state = FlowRunner(flow=self.flow).run(state=state, task_states=state.result,
-                                                   return_tasks=self.flow.tasks, context=context)
+            state = FlowRunner(flow=self.flow).run(
+                state=state, task_states=state.result, return_tasks=self.flow.tasks, context=context
+            )
         return Run(scheduled, state, run_id)
 
 
@@ -139,22 +159,31 @@ def portal(fresh_portal, monkeypatch):
 
 
 def attempts(db):
-    return query(db, "SELECT to_char(iniciado_em AT TIME ZONE 'America/Sao_Paulo', 'YYYY-MM-DD HH24:MI'), "
-                     "parametros->>'tipo', estado_final, mensagem FROM logs.execucoes "
-                     "WHERE nome_flow = %s ORDER BY iniciado_em", (constants.SCHEDULER_FLOW,))
+    return query(
+        db,
+        "SELECT to_char(iniciado_em AT TIME ZONE 'America/Sao_Paulo', 'YYYY-MM-DD HH24:MI'), "
+        "parametros->>'tipo', estado_final, mensagem FROM logs.execucoes "
+        "WHERE nome_flow = %s ORDER BY iniciado_em",
+        (constants.SCHEDULER_FLOW,),
+    )
 
 
 def log_messages(db, run_id):
-    return [m for (m,) in query(db, "SELECT mensagem FROM logs.registros WHERE id_execucao = %s ORDER BY id",
-                                (run_id,))]
+    return [
+        m for (m,) in query(db, "SELECT mensagem FROM logs.registros WHERE id_execucao = %s ORDER BY id", (run_id,))
+    ]
 
 
 # -- the flow and its schedule ------------------------------------------------------------------
 
+
 def test_registered_pipeline_is_the_one_scheduled_flow_and_serializes_its_schedule():
     registered = registered_flows()
-    assert set(registered) == {constants.PIPELINE_FLOW, constants.HISTORIC_CAPTURE_FLOW,
-                               constants.HISTORIC_MATERIALIZE_FLOW}
+    assert set(registered) == {
+        constants.PIPELINE_FLOW,
+        constants.HISTORIC_CAPTURE_FLOW,
+        constants.HISTORIC_MATERIALIZE_FLOW,
+    }
     assert registered[constants.PIPELINE_FLOW] is pipeline_flow and pipeline_flow.schedule is SCHEDULE
     assert registered[constants.HISTORIC_CAPTURE_FLOW].schedule is None  # on demand
     assert registered[constants.HISTORIC_MATERIALIZE_FLOW].schedule is None
@@ -164,8 +193,11 @@ def test_registered_pipeline_is_the_one_scheduled_flow_and_serializes_its_schedu
     assert (clock["cron"], clock["start_date"]["tz"]) == ("0 0 * * *", "America/Sao_Paulo")
     schedule = ScheduleSchema().load(serialized["schedule"])
     assert [t.isoformat() for t in schedule.next(4, after=at("2026-12-30T12:00:00"))] == [
-        "2026-12-31T00:00:00-03:00", "2027-01-01T00:00:00-03:00", "2027-01-02T00:00:00-03:00",
-        "2027-01-03T00:00:00-03:00"]
+        "2026-12-31T00:00:00-03:00",
+        "2027-01-01T00:00:00-03:00",
+        "2027-01-02T00:00:00-03:00",
+        "2027-01-03T00:00:00-03:00",
+    ]
     assert {p["name"]: p["default"] for p in serialized["parameters"]} == {"url": None, "manual": False}
     assert {t.name for t in pipeline_flow.reference_tasks()} == {"finish_scheduled_run", "upload_logs_to_database"}
 
@@ -173,9 +205,13 @@ def test_registered_pipeline_is_the_one_scheduled_flow_and_serializes_its_schedu
 def test_pipeline_is_built_from_the_capture_and_materialize_steps():
     """Same tasks, same wiring functions: the capture's and materialization's steps appear in
     the pipeline in the same order, the materialization after the load."""
+
     def work(flow):  # without the parameters and the raw-data hold around the materialization
-        return [t.name for t in flow.sorted_tasks() if t.name not in ("url", "manual")
-                and not t.name.startswith("hold_raw_data")]
+        return [
+            t.name
+            for t in flow.sorted_tasks()
+            if t.name not in ("url", "manual") and not t.name.startswith("hold_raw_data")
+        ]
 
     order = work(pipeline_flow)
     assert order == WORK_ORDER
@@ -194,20 +230,24 @@ def test_pipeline_is_built_from_the_capture_and_materialize_steps():
 
 # -- what each day does, in both runtimes ---------------------------------------------------------------
 
+
 def test_a_day_with_nothing_due_is_skipped_and_captures_nothing(db, settings, portal, runtime):
     store = PostgresAttemptStore(settings)
     store.start("maio", at("2026-05-01T00:00:00"), "agendada", at("2026-05-01T00:00:00"))
     store.finish("maio", True, CAPTURED, at("2026-05-01T00:05:00"))
     [run] = runtime.run_between(at("2026-06-10T00:00:00"), at("2026-06-10T00:00:01"))
-    reason = ("Nada a fazer hoje: o ciclo de 01/05/2026 já foi concluído com sucesso. "
-              "Próxima execução agendada: 01/09/2026 00:00 (horário de Brasília).")
+    reason = (
+        "Nada a fazer hoje: o ciclo de 01/05/2026 já foi concluído com sucesso. "
+        "Próxima execução agendada: 01/09/2026 00:00 (horário de Brasília)."
+    )
     assert run.outcome == ("2026-06-10 00:00", "Skipped")
     assert run.state.message == reason
     assert portal.hits == {}  # not even the page
     assert query(db, "SELECT count(*) FROM raw.terceirizados") == [(0,)]
     assert [(kind, state) for _, kind, state, _ in attempts(db)] == [("agendada", "Success")]
-    assert query(db, "SELECT nome_flow, estado_final FROM logs.execucoes WHERE id_execucao = %s", (run.run_id,)) \
-        == [(constants.PIPELINE_FLOW, "Skipped")]
+    assert query(db, "SELECT nome_flow, estado_final FROM logs.execucoes WHERE id_execucao = %s", (run.run_id,)) == [
+        (constants.PIPELINE_FLOW, "Skipped")
+    ]
     states = run.task_states()
     assert all(states[name].is_skipped() for name in WORK_ORDER[1:-1])
     assert states["upload_logs_to_database"].is_successful() and not states["upload_logs_to_database"].is_skipped()
@@ -221,12 +261,16 @@ def test_first_of_may_captures_then_materializes(db, portal, runtime):
     assert attempts(db) == [("2026-05-01 00:00", "agendada", "Success", CAPTURED)]
     expected = portal.portal.expectations["2024-05"]
     assert query(db, "SELECT to_char(periodo, 'YYYY-MM'), count(*) FROM raw.terceirizados GROUP BY 1") == [
-        ("2024-05", expected.loaded_rows)]
+        ("2024-05", expected.loaded_rows)
+    ]
     assert query(db, "SELECT count(*) FROM staging.transformed") == [(expected.loaded_rows,)]
     assert portal.hits[PAGE_PATH] == 1  # one discovery feeds the check and the capture
     assert portal.hits[portal.file_path(NEWEST_FILE)] == 1
-    started = query(db, "SELECT nome_task FROM logs.registros WHERE id_execucao = %s AND nome_task IS NOT NULL "
-                        "ORDER BY id", (run.run_id,))
+    started = query(
+        db,
+        "SELECT nome_task FROM logs.registros WHERE id_execucao = %s AND nome_task IS NOT NULL ORDER BY id",
+        (run.run_id,),
+    )
     assert [name for name in dict.fromkeys(n for (n,) in started) if name in WORK_ORDER] == WORK_ORDER
     assert query(db, "SELECT estado_final FROM logs.execucoes WHERE id_execucao = %s", (run.run_id,)) == [("Success",)]
 
@@ -235,18 +279,25 @@ def test_failed_capture_skips_materialize_and_the_next_days_run_retries(db, port
     newest = portal.file_path(NEWEST_FILE)
     portal.faults[newest] = ["404"]  # the download of 1 September fails; later requests work
     runs = runtime.run_between(at("2026-09-01T00:00:00"), at("2026-09-03T00:00:01"))
-    assert [r.outcome for r in runs] == [("2026-09-01 00:00", "Failed"), ("2026-09-02 00:00", "Success"),
-                                         ("2026-09-03 00:00", "Skipped")]
+    assert [r.outcome for r in runs] == [
+        ("2026-09-01 00:00", "Failed"),
+        ("2026-09-02 00:00", "Success"),
+        ("2026-09-03 00:00", "Skipped"),
+    ]
     failed = runs[0]
     assert failed.state.message.startswith("download_cgu_terceirizados_data: ") and "HTTP 404" in failed.state.message
     states = failed.task_states()
     assert all(isinstance(states[name], TriggerFailed) for name in MATERIALIZE_STEPS)  # never ran
     assert states["upload_logs_to_database"].is_successful()
     assert any("HTTP 404" in m for m in log_messages(db, failed.run_id))
-    assert attempts(db) == [("2026-09-01 00:00", "agendada", "Failed", failed.state.message),
-                            ("2026-09-02 00:00", "repeticao", "Success", CAPTURED)]
-    assert runs[2].state.message == ("Nada a fazer hoje: o ciclo de 01/09/2026 já foi concluído com sucesso. "
-                                     "Próxima execução agendada: 01/01/2027 00:00 (horário de Brasília).")
+    assert attempts(db) == [
+        ("2026-09-01 00:00", "agendada", "Failed", failed.state.message),
+        ("2026-09-02 00:00", "repeticao", "Success", CAPTURED),
+    ]
+    assert runs[2].state.message == (
+        "Nada a fazer hoje: o ciclo de 01/09/2026 já foi concluído com sucesso. "
+        "Próxima execução agendada: 01/01/2027 00:00 (horário de Brasília)."
+    )
 
     # the success stops the retries until 1 January, whose attempt finds nothing new to capture
     later = runtime.run_between(at("2026-12-31T00:00:00"), at("2027-01-01T00:00:01"))
@@ -268,10 +319,13 @@ def test_a_restart_in_the_middle_of_a_retry_series_resumes_it(db, portal, runtim
         assert resumed[0].outcome == ("2026-05-02 18:00", "Skipped")
         assert resumed[0].state.message == (
             "Nada a fazer agora: a última tentativa do ciclo de 01/05/2026 não teve sucesso. "
-            "Nova tentativa (repetição diária) em 03/05/2026 00:00 (horário de Brasília).")
+            "Nova tentativa (repetição diária) em 03/05/2026 00:00 (horário de Brasília)."
+        )
     assert [(started, kind, state) for started, kind, state, _ in attempts(db)] == [
-        ("2026-05-01 00:00", "agendada", "Failed"), ("2026-05-02 00:00", "repeticao", "Failed"),
-        ("2026-05-03 00:00", "repeticao", "Failed")]
+        ("2026-05-01 00:00", "agendada", "Failed"),
+        ("2026-05-02 00:00", "repeticao", "Failed"),
+        ("2026-05-03 00:00", "repeticao", "Failed"),
+    ]
 
 
 def test_an_interrupted_attempt_is_retried_the_next_day(db, settings, portal, runtime):
@@ -281,8 +335,10 @@ def test_an_interrupted_attempt_is_retried_the_next_day(db, settings, portal, ru
     portal.faults[portal.file_path(NEWEST_FILE)] = "404"
     [run] = runtime.run_between(at("2026-05-02T00:00:00"), at("2026-05-02T00:00:01"))
     assert run.outcome == ("2026-05-02 00:00", "Failed")
-    assert [(kind, state) for _, kind, state, _ in attempts(db)] == [("agendada", "Interrompida"),
-                                                                     ("repeticao", "Failed")]
+    assert [(kind, state) for _, kind, state, _ in attempts(db)] == [
+        ("agendada", "Interrompida"),
+        ("repeticao", "Failed"),
+    ]
 
 
 def test_two_runs_for_the_same_day_start_one_attempt(db, settings):
@@ -318,12 +374,15 @@ def test_an_attempt_now_counts_for_the_cycle(db, settings, portal):
     assert scheduler.run_now() is False
     assert scheduler.step().message == (
         "Nada a fazer agora: a última tentativa do ciclo de 01/09/2026 não teve sucesso. "
-        "Nova tentativa (repetição diária) em 29/11/2026 00:00 (horário de Brasília).")
+        "Nova tentativa (repetição diária) em 29/11/2026 00:00 (horário de Brasília)."
+    )
     assert [(started, kind, state) for started, kind, state, _ in attempts(db)] == [
-        ("2026-11-28 15:00", "manual", "Failed")]
+        ("2026-11-28 15:00", "manual", "Failed")
+    ]
 
 
 # -- the real scheduler process through a PostgreSQL outage ----------------------------------------------
+
 
 class Output:
     """The lines a process prints, read on a thread; waits on them with a deadline (no sleeping)."""
@@ -367,10 +426,15 @@ def test_scheduler_process_survives_a_database_outage(db, settings, portal, tmp_
     proxy = Proxy(settings.postgres_port)
     proxy.cut()  # PostgreSQL unreachable for the scheduler from the start
     cut_at = time.monotonic()
-    env = {**os.environ, "POSTGRES_PORT": str(proxy.port), "LOG_DIR": str(tmp_path / "logs"),
-           "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen([sys.executable, "run/scheduler.py", "--intervalo", "1"], cwd=ROOT, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = {**os.environ, "POSTGRES_PORT": str(proxy.port), "LOG_DIR": str(tmp_path / "logs"), "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "run/scheduler.py", "--intervalo", "1"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         output = Output(process.stdout)
         output.wait_for("Agendador iniciado")
@@ -386,10 +450,14 @@ def test_scheduler_process_survives_a_database_outage(db, settings, portal, tmp_
         assert process.poll() is None
         [(_, kind, state, message)] = attempts(db)
         assert (kind, state, message) == ("agendada", "Success", CAPTURED)
-        assert query(db, "SELECT estado_final, count(*) FROM logs.execucoes WHERE nome_flow = %s GROUP BY 1",
-                     (constants.PIPELINE_FLOW,)) == [("Success", 1)]  # the run without PostgreSQL left no row
-        assert query(db, "SELECT count(*) > 0 FROM logs.registros WHERE nome_flow = %s",
-                     (constants.SCHEDULER_FLOW,)) == [(True,)]  # the scheduler's own log, uploaded after each run
+        assert query(
+            db,
+            "SELECT estado_final, count(*) FROM logs.execucoes WHERE nome_flow = %s GROUP BY 1",
+            (constants.PIPELINE_FLOW,),
+        ) == [("Success", 1)]  # the run without PostgreSQL left no row
+        assert query(
+            db, "SELECT count(*) > 0 FROM logs.registros WHERE nome_flow = %s", (constants.SCHEDULER_FLOW,)
+        ) == [(True,)]  # the scheduler's own log, uploaded after each run
         process.send_signal(signal.SIGTERM)  # only a signal stops it
         assert process.wait(timeout=60) == 0
     finally:

@@ -58,8 +58,7 @@ def test_changed_page_is_a_clear_failure(html, detail):
 
 
 def test_month_inside_longer_text_and_period_mismatch_warning(caplog):
-    html = ('<h3>2024</h3><ul><li><a class="internal-link" href="/a/terceirizados202309.csv">Maio de 2024</a>'
-            '</li></ul>')
+    html = '<h3>2024</h3><ul><li><a class="internal-link" href="/a/terceirizados202309.csv">Maio de 2024</a></li></ul>'
     with caplog.at_level("WARNING", logger="pipelines.portal"):
         [found] = parse_portal_page(html, PAGE_URL)
     assert (found.year, found.month) == (2024, 5)
@@ -85,29 +84,39 @@ def year_block(heading, *links):
 
 
 def test_an_unreadable_year_heading_never_lends_its_links_to_another_year(caplog):
-    html = (year_block("2025", link("/a/terceirizados202505.xlsx", "Maio"))
-            + year_block("2O24", link("/a/terceirizados202409.xlsx", "Setembro"))
-            + year_block("2023", link("/a/terceirizados202305.csv", "Maio")))
+    html = (
+        year_block("2025", link("/a/terceirizados202505.xlsx", "Maio"))
+        + year_block("2O24", link("/a/terceirizados202409.xlsx", "Setembro"))
+        + year_block("2023", link("/a/terceirizados202305.csv", "Maio"))
+    )
     with caplog.at_level("WARNING", logger="pipelines.portal"):
         listing = parse_portal_page(html, PAGE_URL, today=TODAY)
     assert isinstance(listing, PortalListing) and listing.files == list(listing)
     assert [f.label for f in listing] == ["2025-05", "2023-05"]  # 2024-09 is not 2025-09
-    assert listing.unplaced == [UnplacedLink(
-        heading="2O24", text="Setembro", url=f"{HOST}/a/terceirizados202409.xlsx",
-        reason="o título <h3> '2O24' não é um ano")]
-    assert f"o título <h3> '2O24' não é um ano (link 'Setembro' para {HOST}/a/terceirizados202409.xlsx)" \
-        in caplog.text
+    assert listing.unplaced == [
+        UnplacedLink(
+            heading="2O24",
+            text="Setembro",
+            url=f"{HOST}/a/terceirizados202409.xlsx",
+            reason="o título <h3> '2O24' não é um ano",
+        )
+    ]
+    assert f"o título <h3> '2O24' não é um ano (link 'Setembro' para {HOST}/a/terceirizados202409.xlsx)" in caplog.text
     with pytest.raises(PortalStructureError) as raised:
         listing.require_all_placed()
     assert str(raised.value).startswith(
-        "A estrutura da página mudou: o título <h3> '2O24' não é um ano (link 'Setembro' para ")
+        "A estrutura da página mudou: o título <h3> '2O24' não é um ano (link 'Setembro' para "
+    )
     assert "não é possível saber qual é o período mais recente" in str(raised.value)
 
 
-@pytest.mark.parametrize("heading, reason", [
-    ("2023 e 2024", "o título <h3> '2023 e 2024' tem mais de um ano"),
-    ("Veja também", "o título <h3> 'Veja também' não é um ano"),
-])
+@pytest.mark.parametrize(
+    "heading, reason",
+    [
+        ("2023 e 2024", "o título <h3> '2023 e 2024' tem mais de um ano"),
+        ("Veja também", "o título <h3> 'Veja também' não é um ano"),
+    ],
+)
 def test_headings_that_are_not_one_year(heading, reason):
     html = year_block("2024", link("/a/t202405.csv", "Maio")) + year_block(heading, link("/a/t202309.csv", "Setembro"))
     listing = parse_portal_page(html, PAGE_URL, today=TODAY)
@@ -116,12 +125,17 @@ def test_headings_that_are_not_one_year(heading, reason):
 
 
 def test_blank_headings_stay_harmless_and_links_above_every_heading_are_unplaced():
-    html = (f"<ul>{link('/a/t202301.csv', 'Janeiro')}</ul>" + year_block("2024", link("/a/t202405.csv", "Maio"))
-            + "<h3>&nbsp;</h3><h3> \n </h3>" + f"<ul>{link('/a/t202401.csv', 'Janeiro')}</ul>")
+    html = (
+        f"<ul>{link('/a/t202301.csv', 'Janeiro')}</ul>"
+        + year_block("2024", link("/a/t202405.csv", "Maio"))
+        + "<h3>&nbsp;</h3><h3> \n </h3>"
+        + f"<ul>{link('/a/t202401.csv', 'Janeiro')}</ul>"
+    )
     listing = parse_portal_page(html, PAGE_URL, today=TODAY)
     assert [f.label for f in listing] == ["2024-05", "2024-01"]
     assert [(u.heading, u.reason) for u in listing.unplaced] == [
-        (None, "o link não está abaixo de nenhum título <h3> de ano")]
+        (None, "o link não está abaixo de nenhum título <h3> de ano")
+    ]
 
 
 def test_a_month_link_to_something_else_than_csv_or_xlsx_is_unplaced():
@@ -132,16 +146,29 @@ def test_a_month_link_to_something_else_than_csv_or_xlsx_is_unplaced():
 
 
 def test_periods_in_the_future_or_before_the_first_publication_are_never_placed():
-    months = ["Janeiro", "Fevereiro", "Março", "Abril", "Maio", "Junho", "Julho", "Agosto", "Setembro",
-              "Outubro", "Novembro", "Dezembro"]
-    html = "".join(year_block(str(year), *(link(f"/a/terceirizados{year}{m:02d}.csv", months[m - 1])
-                                           for m in range(12, 0, -1)))
-                   for year in range(2041, 1999, -1))
+    months = [
+        "Janeiro",
+        "Fevereiro",
+        "Março",
+        "Abril",
+        "Maio",
+        "Junho",
+        "Julho",
+        "Agosto",
+        "Setembro",
+        "Outubro",
+        "Novembro",
+        "Dezembro",
+    ]
+    html = "".join(
+        year_block(str(year), *(link(f"/a/terceirizados{year}{m:02d}.csv", months[m - 1]) for m in range(12, 0, -1)))
+        for year in range(2041, 1999, -1)
+    )
     assert html.count("internal-link") == 504
     listing = parse_portal_page(html, PAGE_URL, today=TODAY)
     labels = [f.label for f in listing]
     assert labels[0] == "2026-11" and labels[-1] == "2019-01" and len(labels) == 95
-    assert FIRST_PUBLISHED_PERIOD == date(2019, 1, 1)
+    assert date(2019, 1, 1) == FIRST_PUBLISHED_PERIOD
     reasons = [u.reason for u in listing.unplaced]
     assert len(reasons) == 504 - 95
     assert reasons[0] == "o período 2041-12 está no futuro (hoje é 2026-11-29)"
@@ -152,20 +179,29 @@ def test_periods_in_the_future_or_before_the_first_publication_are_never_placed(
     assert "2041-12 está no futuro" in message and f"e mais {504 - 95 - 10} link(s)" in message
 
 
-@pytest.mark.parametrize("href, reason", [
-    ("http://evil.example/terceirizados202401.csv",
-     "o link aponta para o host 'evil.example', que não é o do portal (www.gov.br) nem está em PORTAL_ALLOWED_HOSTS"),
-    ("//evil.example/terceirizados202401.csv", "o link aponta para o host 'evil.example'"),
-    ("https://www.gov.br@evil.example/terceirizados202401.csv", "o link aponta para o host 'evil.example'"),
-    ("file:///etc/terceirizados202401.csv", "o esquema 'file:' não é permitido (só http e https)"),
-    ("javascript:alert(1)//terceirizados202401.csv", "o esquema 'javascript:' não é permitido"),
-    ("data:text/csv;base64,QUJD", "o esquema 'data:' não é permitido"),
-    ("ftp://www.gov.br/terceirizados202401.csv", "o esquema 'ftp:' não é permitido"),
-    ("/a/terceirizados\x00202401.csv", "o endereço contém caracteres de controle (como o byte nulo)"),
-    ("/a/terceirizados\x1b202401.csv", "o endereço contém caracteres de controle"),
-    ("/a/terceirizados%00202401.csv", "o nome do arquivo contém caracteres de controle (como o byte nulo)"),
-    ("/a/..%5Cterceirizados202401.csv", "o nome do arquivo contém caracteres de controle (como o byte nulo) ou barra"),
-])
+@pytest.mark.parametrize(
+    "href, reason",
+    [
+        (
+            "http://evil.example/terceirizados202401.csv",
+            "o link aponta para o host 'evil.example', que não é o do portal (www.gov.br) "
+            "nem está em PORTAL_ALLOWED_HOSTS",
+        ),
+        ("//evil.example/terceirizados202401.csv", "o link aponta para o host 'evil.example'"),
+        ("https://www.gov.br@evil.example/terceirizados202401.csv", "o link aponta para o host 'evil.example'"),
+        ("file:///etc/terceirizados202401.csv", "o esquema 'file:' não é permitido (só http e https)"),
+        ("javascript:alert(1)//terceirizados202401.csv", "o esquema 'javascript:' não é permitido"),
+        ("data:text/csv;base64,QUJD", "o esquema 'data:' não é permitido"),
+        ("ftp://www.gov.br/terceirizados202401.csv", "o esquema 'ftp:' não é permitido"),
+        ("/a/terceirizados\x00202401.csv", "o endereço contém caracteres de controle (como o byte nulo)"),
+        ("/a/terceirizados\x1b202401.csv", "o endereço contém caracteres de controle"),
+        ("/a/terceirizados%00202401.csv", "o nome do arquivo contém caracteres de controle (como o byte nulo)"),
+        (
+            "/a/..%5Cterceirizados202401.csv",
+            "o nome do arquivo contém caracteres de controle (como o byte nulo) ou barra",
+        ),
+    ],
+)
 def test_links_off_the_portal_or_with_unsafe_addresses_are_refused(caplog, href, reason):
     html = year_block("2024", link("/a/terceirizados202405.csv", "Maio"), link(href, "Janeiro"))
     with caplog.at_level("WARNING", logger="pipelines.portal"):
@@ -180,8 +216,11 @@ def test_links_off_the_portal_or_with_unsafe_addresses_are_refused(caplog, href,
 
 
 def test_extra_allowed_hosts_are_followed():
-    html = year_block("2024", link("https://Espelho.Exemplo.org/a/terceirizados202405.csv", "Maio"),
-                      link("http://outro.example/a/terceirizados202401.csv", "Janeiro"))
+    html = year_block(
+        "2024",
+        link("https://Espelho.Exemplo.org/a/terceirizados202405.csv", "Maio"),
+        link("http://outro.example/a/terceirizados202401.csv", "Janeiro"),
+    )
     listing = parse_portal_page(html, PAGE_URL, allowed_hosts=("espelho.exemplo.org",), today=TODAY)
     assert [f.url for f in listing] == ["https://Espelho.Exemplo.org/a/terceirizados202405.csv"]
     assert [u.url for u in listing.unplaced] == ["http://outro.example/a/terceirizados202401.csv"]
@@ -198,7 +237,10 @@ def test_no_placed_file_is_still_the_clear_no_link_failure_and_names_the_unplace
 def test_listing_survives_pickling_for_dask_workers():
     import pickle
 
-    listing = parse_portal_page(year_block("2O24", link("/a/t202405.csv", "Maio")) + year_block(
-        "2023", link("/a/t202305.csv", "Maio")), PAGE_URL, today=TODAY)
+    listing = parse_portal_page(
+        year_block("2O24", link("/a/t202405.csv", "Maio")) + year_block("2023", link("/a/t202305.csv", "Maio")),
+        PAGE_URL,
+        today=TODAY,
+    )
     copy = pickle.loads(pickle.dumps(listing))
     assert copy == listing and copy.unplaced == listing.unplaced and copy.page_url == PAGE_URL

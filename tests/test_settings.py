@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_defaults_work_on_this_machine():
     settings = load_settings({})
-    assert (settings.postgres_host, settings.postgres_port, settings.postgres_db) == ("127.0.0.1", 5432, "terceirizados")
+    coordinates = (settings.postgres_host, settings.postgres_port, settings.postgres_db)
+    assert coordinates == ("127.0.0.1", 5432, "terceirizados")
     assert settings.portal_url == DEFAULT_PORTAL_URL
     assert settings.data_dir == PROJECT_ROOT / "adm_cgu_terceirizados_local"
     assert settings.log_dir == PROJECT_ROOT / "logs"
@@ -67,8 +68,9 @@ def test_missing_database_is_created(settings):
 
 def run_capture(env_changes):
     env = {**os.environ, **env_changes}
-    return subprocess.run([sys.executable, "run/capture.py"], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "run/capture.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_cli_exits_2_with_the_variable_on_bad_config():

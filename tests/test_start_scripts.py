@@ -25,7 +25,9 @@ SCRIPTS = ["start.sh", "stop.sh", "run/container.sh", ".ci/run"]
 # Variables a developer's shell (or tests/conftest.py) may set: the scripts must see only
 # what each test gives them.
 CONFIG_VARIABLES = set(re.findall(r"^([A-Z][A-Z0-9_]*)=", (ROOT / ".env.example").read_text(), re.M)) | {
-    "PYTHONPATH", "STOP_GRACE_SECONDS"}
+    "PYTHONPATH",
+    "STOP_GRACE_SECONDS",
+}
 
 
 def free_port():
@@ -54,8 +56,9 @@ def checkout(tmp_path):
     private.mkdir(mode=0o700)
     private.chmod(0o700)  # whatever the umask: the postgres user cannot enter
     copy = private / "checkout"
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, check=True,
-                           capture_output=True, text=True).stdout.split("\0")
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, check=True, capture_output=True, text=True
+    ).stdout.split("\0")
     for name in filter(None, files):
         source = ROOT / name
         if source.is_file():
@@ -67,9 +70,13 @@ def checkout(tmp_path):
     for requirement in [*(copy / "requirements").glob("*.txt"), copy / "pyproject.toml"]:
         if requirement.exists() and requirement.stat().st_mtime >= installed:
             os.utime(requirement, (installed - 1, installed - 1))
-    imported = subprocess.run([str(copy / ".venv" / "bin" / "python"), "-c",
-                               "import pipelines.settings as s; print(s.PROJECT_ROOT)"],
-                              cwd=copy / "run", env=script_env(copy), capture_output=True, text=True)
+    imported = subprocess.run(
+        [str(copy / ".venv" / "bin" / "python"), "-c", "import pipelines.settings as s; print(s.PROJECT_ROOT)"],
+        cwd=copy / "run",
+        env=script_env(copy),
+        capture_output=True,
+        text=True,
+    )
     assert imported.stdout.strip() == str(copy), imported.stdout + imported.stderr  # the copy's code, not ours
     return copy
 
@@ -128,20 +135,42 @@ def test_settings_reach_the_scripts_through_the_pipelines_parser(checkout):
     """One parser: python-dotenv keeps the last of a repeated key, the environment wins over
     .env, and the values arrive shell-quoted."""
     odd = checkout / "pasta com espaço e 'aspas'"
-    (checkout / ".env").write_text(f'RESULTS_PORT=1111\nRESULTS_PORT=2222\nPOSTGRES_DB=banco_env\n'
-                                   f'RUN_DIR="{odd}"\nLOCAL_POSTGRES_PORT=5999\n')
-    shown = run(["bash", "-c", 'eval "$(.venv/bin/python -m pipelines.env_export)" && '
-                               'printf "%s|" "$RESULTS_PORT" "$POSTGRES_DB" "$RUN_DIR" "$POSTGRES_CONFIGURED" '
-                               '"$LOCAL_POSTGRES_PORT" "$LOCAL_PGDATA" "$LOCAL_PGDATA_CONFIGURED"'],
-                checkout, script_env(checkout, POSTGRES_DB="banco_ambiente"))
+    (checkout / ".env").write_text(
+        f'RESULTS_PORT=1111\nRESULTS_PORT=2222\nPOSTGRES_DB=banco_env\nRUN_DIR="{odd}"\nLOCAL_POSTGRES_PORT=5999\n'
+    )
+    shown = run(
+        [
+            "bash",
+            "-c",
+            'eval "$(.venv/bin/python -m pipelines.env_export)" && '
+            'printf "%s|" "$RESULTS_PORT" "$POSTGRES_DB" "$RUN_DIR" "$POSTGRES_CONFIGURED" '
+            '"$LOCAL_POSTGRES_PORT" "$LOCAL_PGDATA" "$LOCAL_PGDATA_CONFIGURED"',
+        ],
+        checkout,
+        script_env(checkout, POSTGRES_DB="banco_ambiente"),
+    )
     assert shown.returncode == 0, shown.output
-    assert shown.stdout.split("|")[:-1] == ["2222", "banco_ambiente", str(odd), "0", "5999",
-                                            str(checkout / ".pgdata"), "0"]
+    assert shown.stdout.split("|")[:-1] == [
+        "2222",
+        "banco_ambiente",
+        str(odd),
+        "0",
+        "5999",
+        str(checkout / ".pgdata"),
+        "0",
+    ]
     # the container gets the same values (docker --env-file has a parser of its own)
-    docker = run([".venv/bin/python", "-m", "pipelines.env_export", "--docker-env"], checkout,
-                 script_env(checkout, POSTGRES_DB="banco_ambiente"))
-    assert docker.stdout.splitlines() == ["RESULTS_PORT=2222", "POSTGRES_DB=banco_ambiente", f"RUN_DIR={odd}",
-                                          "LOCAL_POSTGRES_PORT=5999"]
+    docker = run(
+        [".venv/bin/python", "-m", "pipelines.env_export", "--docker-env"],
+        checkout,
+        script_env(checkout, POSTGRES_DB="banco_ambiente"),
+    )
+    assert docker.stdout.splitlines() == [
+        "RESULTS_PORT=2222",
+        "POSTGRES_DB=banco_ambiente",
+        f"RUN_DIR={odd}",
+        "LOCAL_POSTGRES_PORT=5999",
+    ]
     (checkout / ".env").write_text("POSTGRES_PORT=5432\n")
     configured = run([".venv/bin/python", "-m", "pipelines.env_export"], checkout, script_env(checkout))
     assert "POSTGRES_CONFIGURED=1\n" in configured.stdout
@@ -159,8 +188,10 @@ def test_the_postgres_probe_tells_down_from_wrong(checkout):
     assert (up.returncode, up.stderr) == (0, ""), up.output
     refused = run(probe, checkout, script_env(checkout, POSTGRES_USER="ninguem_aqui", POSTGRES_DB=database))
     assert refused.returncode == 2
-    assert refused.stderr.startswith("Erro de configuração: Não foi possível conectar ao PostgreSQL em "
-                                     "POSTGRES_HOST=127.0.0.1 POSTGRES_PORT=5432 POSTGRES_USER=ninguem_aqui")
+    assert refused.stderr.startswith(
+        "Erro de configuração: Não foi possível conectar ao PostgreSQL em "
+        "POSTGRES_HOST=127.0.0.1 POSTGRES_PORT=5432 POSTGRES_USER=ninguem_aqui"
+    )
 
 
 @pytest.mark.parametrize("port", ["dead", "abc"])
@@ -179,8 +210,9 @@ def test_a_configured_postgres_that_fails_stops_with_the_pipelines_message(check
     if port == "abc":
         assert message[0] == "Erro de configuração: POSTGRES_PORT='abc' não é um número inteiro."
     else:
-        assert message[0].startswith(f"PostgreSQL indisponível: O PostgreSQL está indisponível em "
-                                     f"POSTGRES_HOST=127.0.0.1 POSTGRES_PORT={port} ")
+        assert message[0].startswith(
+            f"PostgreSQL indisponível: O PostgreSQL está indisponível em POSTGRES_HOST=127.0.0.1 POSTGRES_PORT={port} "
+        )
         assert "./start.sh --pg-local" in started.stderr
     assert "cluster" not in started.stdout and "Capturando" not in started.stdout
     assert not (checkout / ".pgdata").exists() and not (checkout / ".run" / "processes").exists()
@@ -205,12 +237,14 @@ def test_stop_reports_each_process_even_one_that_ignores_sigterm(tmp_path):
     stubborn = subprocess.Popen(["bash", "-c", "trap '' TERM; while :; do sleep 0.1; done"])
     polite = subprocess.Popen(["sleep", "60"])
     try:
+
         def start_time(pid):
             return (Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split())[19]
 
         (run_dir / "processes").write_text(
             f"scheduler {stubborn.pid} {start_time(stubborn.pid)}\nresults {polite.pid} {start_time(polite.pid)}\n"
-            "scheduler 999999 12345\n")
+            "scheduler 999999 12345\n"
+        )
         stopped = run(["./stop.sh"], ROOT, script_env(RUN_DIR=run_dir, STOP_GRACE_SECONDS=1), timeout=60)
         assert stopped.returncode == 0, stopped.output
         assert stopped.stdout.splitlines() == [
@@ -233,8 +267,10 @@ def test_local_cluster_from_a_mode_700_parent_second_start_restart_and_stop(chec
     replaces it; stop.sh stops every process and the cluster."""
     pg_port, results_port, dead_port = free_port(), free_port(), free_port()
     # a configured PostgreSQL that does not answer: --pg-local is what makes the local cluster
-    (checkout / ".env").write_text(f"POSTGRES_PORT={dead_port}\nPOSTGRES_DB=terceirizados_start\n"
-                                   f"RESULTS_PORT=1\nRESULTS_PORT={results_port}\nLOCAL_POSTGRES_PORT={pg_port}\n")
+    (checkout / ".env").write_text(
+        f"POSTGRES_PORT={dead_port}\nPOSTGRES_DB=terceirizados_start\n"
+        f"RESULTS_PORT=1\nRESULTS_PORT={results_port}\nLOCAL_POSTGRES_PORT={pg_port}\n"
+    )
     assert subprocess.run(["runuser", "-u", "postgres", "--", "test", "-x", str(checkout)]).returncode != 0
     env = script_env(checkout)
     cluster = None
@@ -261,8 +297,9 @@ def test_local_cluster_from_a_mode_700_parent_second_start_restart_and_stop(chec
             assert cursor.fetchall() == [("2024-05", 1999)]  # sample portal: 2,000 rows, 1 quarantined
             cursor.execute("SELECT count(*) FROM staging.transformed")
             assert cursor.fetchone() == (1999,)
-            cursor.execute("SELECT estado_final FROM logs.execucoes WHERE nome_flow = "
-                           "'adm_cgu_terceirizados__agendador'")
+            cursor.execute(
+                "SELECT estado_final FROM logs.execucoes WHERE nome_flow = 'adm_cgu_terceirizados__agendador'"
+            )
             assert cursor.fetchall() == [("Success",)]
         conn.close()
 
@@ -271,7 +308,8 @@ def test_local_cluster_from_a_mode_700_parent_second_start_restart_and_stop(chec
         assert again.stdout.splitlines()[-2:] == [
             f"O pipeline já está rodando a partir desta pasta: agendador (pid {pids['scheduler']}), app de "
             f"resultados (pid {pids['results']}); resultados em http://127.0.0.1:{results_port}.",
-            "Nada foi iniciado de novo. Para parar: ./stop.sh; para reiniciar: ./start.sh --reiniciar."]
+            "Nada foi iniciado de novo. Para parar: ./stop.sh; para reiniciar: ./start.sh --reiniciar.",
+        ]
         assert recorded(checkout) == pids and set(project_processes(checkout)) == set(pids.values())
 
         restarted = run(["./start.sh", "--amostra", "--pg-local", "--reiniciar"], checkout, env, timeout=300)

@@ -2,11 +2,11 @@
 
 import csv
 import hashlib
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from pipelines.constants import RAW_COLUMNS
-from pipelines.download import DownloadedFile
 from pipelines.csv_dialect import csv_line
+from pipelines.download import DownloadedFile
 from pipelines.parse import ParsedFile
 from pipelines.portal import PublishedFile
 from pipelines.storage import save_csv, save_raw_file
@@ -20,8 +20,9 @@ def test_csv_round_trips_values_that_need_quoting(tmp_path):
     parsed = ParsedFile([(csv_line(v), n, note) for v, n, note in values], [], 3, "utf-8", True)
     published = PublishedFile(2024, 5, "http://h/a,b/terceirizados202405.csv", "csv")
     content = b"conteudo"
-    downloaded = DownloadedFile(published, content, hashlib.sha256(content).hexdigest(), None, None,
-                                datetime(2024, 7, 28, 2, 45, tzinfo=timezone.utc))
+    downloaded = DownloadedFile(
+        published, content, hashlib.sha256(content).hexdigest(), None, None, datetime(2024, 7, 28, 2, 45, tzinfo=UTC)
+    )
     path = save_csv(tmp_path, parsed, downloaded)
     assert path == tmp_path / "csv" / "ano=2024" / "mes=05" / "terceirizados_202405.csv"
     with path.open(encoding="utf-8", newline="") as handle:
@@ -37,6 +38,6 @@ def test_raw_file_is_saved_with_its_checksum(tmp_path):
     content = b"id_terc;...\n1;...\n"
     published = PublishedFile(2019, 1, "http://h/terceirizados-201901_1.csv", "csv")
     digest = hashlib.sha256(content).hexdigest()
-    path = save_raw_file(tmp_path, DownloadedFile(published, content, digest, None, None, datetime.now(timezone.utc)))
+    path = save_raw_file(tmp_path, DownloadedFile(published, content, digest, None, None, datetime.now(UTC)))
     assert path.read_bytes() == content
     assert path.with_name(path.name + ".sha256").read_text() == f"{digest}  terceirizados-201901_1.csv\n"

@@ -32,19 +32,30 @@ from pipelines.results.export import csv_stream
 from pipelines.results.formatting import AG_GRID_LOCALE, GRAPH_CONFIG
 from pipelines.results.protocol import callback_request_problem
 from pipelines.results.queries import (
-    DATABASE_UNAVAILABLE, STATEMENT_TIMEOUT_SECONDS, InvalidRequestError, ResultsRepository, is_missing_database,
-    is_query_timeout, make_engine,
+    DATABASE_UNAVAILABLE,
+    STATEMENT_TIMEOUT_SECONDS,
+    InvalidRequestError,
+    ResultsRepository,
+    is_missing_database,
+    is_query_timeout,
+    make_engine,
 )
 from pipelines.settings import Settings, load_settings
 
 PAGES = [("/tabelas", "Tabelas"), ("/logs", "Logs"), ("/execucoes", "Execuções"), ("/graficos", "Gráficos")]
 DB_DOWN = DATABASE_UNAVAILABLE
 RETRY_AFTER_SECONDS = 5
-TIMEOUT_MESSAGE = (f"A consulta passou do limite de {STATEMENT_TIMEOUT_SECONDS} s e foi cancelada; "
-                   "refine os filtros e tente de novo.")
+TIMEOUT_MESSAGE = (
+    f"A consulta passou do limite de {STATEMENT_TIMEOUT_SECONDS} s e foi cancelada; refine os filtros e tente de novo."
+)
 GRID_STYLE = {"height": "560px", "width": "100%"}
-COLUMN_DEFAULTS = {"filter": True, "sortable": True, "resizable": True,  # logs and runs grids
-                   "wrapHeaderText": True, "autoHeaderHeight": True}
+COLUMN_DEFAULTS = {
+    "filter": True,
+    "sortable": True,
+    "resizable": True,  # logs and runs grids
+    "wrapHeaderText": True,
+    "autoHeaderHeight": True,
+}
 # Every grid: AG Grid's own texts and number formats in Portuguese, tooltips at once.
 GRID_OPTIONS = {"localeText": AG_GRID_LOCALE, "tooltipShowDelay": 0}
 APP_NAME = "terceirizados-resultados"  # what /saude answers, with the serving process id
@@ -63,81 +74,163 @@ def _graph(graph_id: str) -> dcc.Graph:
 
 
 def tables_page() -> html.Div:
-    return html.Div([
-        html.H2("Tabelas"),
-        html.Div([
-            dcc.Dropdown(id="table-select", options=views.table_options(), value="staging.transformed",
-                         clearable=False, style={"minWidth": "420px"}),
-            html.Div(id="export-container"),
-        ], className="toolbar"),
-        html.Div(id="table-info", className="info"),
-        html.Div(id="grid-container"),
-        html.H3("Dicionário de dados"),
-        dag.AgGrid(id="dictionary", columnDefs=[
-            {"field": "coluna", "headerName": "Coluna", "width": 260},
-            {"field": "tipo", "headerName": "Tipo", "width": 200},
-            {"field": "descricao", "headerName": "Descrição", "flex": 1, "wrapText": True, "autoHeight": True,
-             "cellStyle": {"lineHeight": "1.5", "paddingTop": "6px", "paddingBottom": "6px"}}],
-            rowData=[], style={"height": "420px"}, dashGridOptions=GRID_OPTIONS),
-    ])
+    return html.Div(
+        [
+            html.H2("Tabelas"),
+            html.Div(
+                [
+                    dcc.Dropdown(
+                        id="table-select",
+                        options=views.table_options(),
+                        value="staging.transformed",
+                        clearable=False,
+                        style={"minWidth": "420px"},
+                    ),
+                    html.Div(id="export-container"),
+                ],
+                className="toolbar",
+            ),
+            html.Div(id="table-info", className="info"),
+            html.Div(id="grid-container"),
+            html.H3("Dicionário de dados"),
+            dag.AgGrid(
+                id="dictionary",
+                columnDefs=[
+                    {"field": "coluna", "headerName": "Coluna", "width": 260},
+                    {"field": "tipo", "headerName": "Tipo", "width": 200},
+                    {
+                        "field": "descricao",
+                        "headerName": "Descrição",
+                        "flex": 1,
+                        "wrapText": True,
+                        "autoHeight": True,
+                        "cellStyle": {"lineHeight": "1.5", "paddingTop": "6px", "paddingBottom": "6px"},
+                    },
+                ],
+                rowData=[],
+                style={"height": "420px"},
+                dashGridOptions=GRID_OPTIONS,
+            ),
+        ]
+    )
 
 
 def logs_page() -> html.Div:
-    return html.Div([
-        html.H2("Logs dos flows"),
-        html.Div([
-            dcc.Dropdown(id="log-flow", placeholder="Flow", style={"minWidth": "320px"}),
-            dcc.Dropdown(id="log-run", placeholder="Execução", style={"minWidth": "360px"}),
-            dcc.Dropdown(id="log-level", placeholder="Nível", options=["INFO", "WARNING", "ERROR"],
-                         style={"minWidth": "160px"}),
-        ], className="toolbar"),
-        html.Div(id="logs-info", className="info"),
-        dag.AgGrid(id="logs-grid", columnDefs=[
-            {"field": "registrado_em", "headerName": "Registrado em (Brasília)", "width": 210},
-            {"field": "nome_flow", "headerName": "Flow", "width": 300},
-            {"field": "nivel", "headerName": "Nível", "width": 130},
-            {"field": "nome_task", "headerName": "Task", "width": 240},
-            {"field": "mensagem", "headerName": "Mensagem", "flex": 1, "wrapText": False, "tooltipField": "mensagem"},
-            {"field": "estado_execucao", "headerName": "Estado da execução", "width": 150},
-        ], rowData=[], getRowStyle=views.FAILED_ROW_STYLE, style=GRID_STYLE,
-            dashGridOptions={"pagination": True, "paginationPageSize": 100, **GRID_OPTIONS},
-            defaultColDef=COLUMN_DEFAULTS),
-    ])
+    return html.Div(
+        [
+            html.H2("Logs dos flows"),
+            html.Div(
+                [
+                    dcc.Dropdown(id="log-flow", placeholder="Flow", style={"minWidth": "320px"}),
+                    dcc.Dropdown(id="log-run", placeholder="Execução", style={"minWidth": "360px"}),
+                    dcc.Dropdown(
+                        id="log-level",
+                        placeholder="Nível",
+                        options=["INFO", "WARNING", "ERROR"],
+                        style={"minWidth": "160px"},
+                    ),
+                ],
+                className="toolbar",
+            ),
+            html.Div(id="logs-info", className="info"),
+            dag.AgGrid(
+                id="logs-grid",
+                columnDefs=[
+                    {"field": "registrado_em", "headerName": "Registrado em (Brasília)", "width": 210},
+                    {"field": "nome_flow", "headerName": "Flow", "width": 300},
+                    {"field": "nivel", "headerName": "Nível", "width": 130},
+                    {"field": "nome_task", "headerName": "Task", "width": 240},
+                    {
+                        "field": "mensagem",
+                        "headerName": "Mensagem",
+                        "flex": 1,
+                        "wrapText": False,
+                        "tooltipField": "mensagem",
+                    },
+                    {"field": "estado_execucao", "headerName": "Estado da execução", "width": 150},
+                ],
+                rowData=[],
+                getRowStyle=views.FAILED_ROW_STYLE,
+                style=GRID_STYLE,
+                dashGridOptions={"pagination": True, "paginationPageSize": 100, **GRID_OPTIONS},
+                defaultColDef=COLUMN_DEFAULTS,
+            ),
+        ]
+    )
 
 
 def runs_page() -> html.Div:
-    return html.Div([
-        html.H2("Execuções"),
-        html.Div(id="runs-info", className="info"),
-        # fits 1400 px without cutting the message: the numeric headers wrap, and the message,
-        # the only long text, wraps inside its own width (the row grows)
-        dag.AgGrid(id="runs-grid", columnDefs=[
-            {"field": "nome_flow", "headerName": "Flow", "width": 305, "tooltipField": "id_execucao"},
-            {"field": "iniciado_em", "headerName": "Início (Brasília)", "width": 160},
-            {"field": "duracao", "headerName": "Duração", "width": 100},
-            {"field": "estado_final", "headerName": "Estado final", "width": 105},
-            {"field": "linhas_carregadas", "headerName": "Linhas carregadas", "width": 115, "type": "rightAligned"},
-            {"field": "linhas_quarentena", "headerName": "Em quarentena", "width": 120, "type": "rightAligned"},
-            {"field": "tentativas_agendadas", "headerName": "Novas tentativas", "width": 110, "type": "rightAligned"},
-            {"field": "mensagem", "headerName": "Mensagem", "flex": 1, "minWidth": 320, "wrapText": True,
-             "autoHeight": True, "cellStyle": {"lineHeight": "1.5", "paddingTop": "6px", "paddingBottom": "6px",
-                                               "wordBreak": "break-word"}},
-            {"field": "id_execucao", "headerName": "Execução", "width": 300},
-        ], rowData=[], getRowStyle=views.FAILED_ROW_STYLE, style=GRID_STYLE,
-            defaultColDef=COLUMN_DEFAULTS, dashGridOptions=GRID_OPTIONS),
-    ])
+    return html.Div(
+        [
+            html.H2("Execuções"),
+            html.Div(id="runs-info", className="info"),
+            # fits 1400 px without cutting the message: the numeric headers wrap, and the message,
+            # the only long text, wraps inside its own width (the row grows)
+            dag.AgGrid(
+                id="runs-grid",
+                columnDefs=[
+                    {"field": "nome_flow", "headerName": "Flow", "width": 305, "tooltipField": "id_execucao"},
+                    {"field": "iniciado_em", "headerName": "Início (Brasília)", "width": 160},
+                    {"field": "duracao", "headerName": "Duração", "width": 100},
+                    {"field": "estado_final", "headerName": "Estado final", "width": 105},
+                    {
+                        "field": "linhas_carregadas",
+                        "headerName": "Linhas carregadas",
+                        "width": 115,
+                        "type": "rightAligned",
+                    },
+                    {"field": "linhas_quarentena", "headerName": "Em quarentena", "width": 120, "type": "rightAligned"},
+                    {
+                        "field": "tentativas_agendadas",
+                        "headerName": "Novas tentativas",
+                        "width": 110,
+                        "type": "rightAligned",
+                    },
+                    {
+                        "field": "mensagem",
+                        "headerName": "Mensagem",
+                        "flex": 1,
+                        "minWidth": 320,
+                        "wrapText": True,
+                        "autoHeight": True,
+                        "cellStyle": {
+                            "lineHeight": "1.5",
+                            "paddingTop": "6px",
+                            "paddingBottom": "6px",
+                            "wordBreak": "break-word",
+                        },
+                    },
+                    {"field": "id_execucao", "headerName": "Execução", "width": 300},
+                ],
+                rowData=[],
+                getRowStyle=views.FAILED_ROW_STYLE,
+                style=GRID_STYLE,
+                defaultColDef=COLUMN_DEFAULTS,
+                dashGridOptions=GRID_OPTIONS,
+            ),
+        ]
+    )
 
 
 def charts_page() -> html.Div:
-    return html.Div([
-        html.H2("Gráficos"),
-        html.Div(id="charts-info", className="info"),
-        _graph("chart-totals"),
-        html.Div([html.Label("Período:"), dcc.Dropdown(id="chart-period", clearable=False, placeholder="Período",
-                                                       style={"minWidth": "200px"})], className="toolbar"),
-        html.Div([_graph("chart-agencies"), _graph("chart-companies")], className="two-columns"),
-        _graph("chart-salary"),
-    ])
+    return html.Div(
+        [
+            html.H2("Gráficos"),
+            html.Div(id="charts-info", className="info"),
+            _graph("chart-totals"),
+            html.Div(
+                [
+                    html.Label("Período:"),
+                    dcc.Dropdown(
+                        id="chart-period", clearable=False, placeholder="Período", style={"minWidth": "200px"}
+                    ),
+                ],
+                className="toolbar",
+            ),
+            html.Div([_graph("chart-agencies"), _graph("chart-companies")], className="two-columns"),
+            _graph("chart-salary"),
+        ]
+    )
 
 
 PAGE_BUILDERS = {"/tabelas": tables_page, "/logs": logs_page, "/execucoes": runs_page, "/graficos": charts_page}
@@ -145,15 +238,19 @@ PAGE_BUILDERS = {"/tabelas": tables_page, "/logs": logs_page, "/execucoes": runs
 
 def db_down_text(settings: Settings, error: Exception) -> str:
     detail = first_line(getattr(error, "orig", None) or error)
-    return (f"Banco de dados indisponível em {settings.postgres_host}:{settings.postgres_port}/"
-            f"{settings.postgres_db} ({detail})")
+    return (
+        f"Banco de dados indisponível em {settings.postgres_host}:{settings.postgres_port}/"
+        f"{settings.postgres_db} ({detail})"
+    )
 
 
 def db_down_banner(settings: Settings, error: Exception) -> html.Div:
     return html.Div(
         f"{db_down_text(settings, error)}. Os dados voltam a aparecer quando ele responder; "
         f"nova tentativa a cada {RETRY_AFTER_SECONDS} s.",
-        className="banner", id="db-down")
+        className="banner",
+        id="db-down",
+    )
 
 
 def unavailable(error: Exception, database: str | None = None) -> str:
@@ -239,8 +336,9 @@ def _serve_docs(app: Dash, settings: Settings) -> None:
 
 def create_app(settings: Settings, repo: ResultsRepository | None = None) -> Dash:
     repo = repo or ResultsRepository(make_engine(settings))
-    app = Dash(__name__, title="Terceirizados · resultados", update_title="Atualizando...",
-               suppress_callback_exceptions=True)
+    app = Dash(
+        __name__, title="Terceirizados · resultados", update_title="Atualizando...", suppress_callback_exceptions=True
+    )
     _guard_callback_requests(app)
     _serve_docs(app, settings)
     where = f"{settings.postgres_db} em {settings.postgres_host}:{settings.postgres_port}"
@@ -253,13 +351,15 @@ def create_app(settings: Settings, repo: ResultsRepository | None = None) -> Das
         """Which process serves the app (start.sh checks that it is the one it started)."""
         return jsonify(app=APP_NAME, pid=os.getpid())
 
-    app.layout = html.Div([
-        dcc.Location(id="url"),
-        dcc.Interval(id="health-interval", interval=5000),
-        html.Header([html.H1("Terceirizados de Órgãos Federais"), _nav()]),
-        html.Div(id="db-banner"),
-        html.Main(id="page"),
-    ])
+    app.layout = html.Div(
+        [
+            dcc.Location(id="url"),
+            dcc.Interval(id="health-interval", interval=5000),
+            html.Header([html.H1("Terceirizados de Órgãos Federais"), _nav()]),
+            html.Div(id="db-banner"),
+            html.Main(id="page"),
+        ]
+    )
 
     @app.callback(Output("page", "children"), Input("url", "pathname"))
     def render_page(pathname):
@@ -275,8 +375,13 @@ def create_app(settings: Settings, repo: ResultsRepository | None = None) -> Das
             return db_down_banner(settings, error)
         return None if captured else views.nothing_captured(where)
 
-    @app.callback(Output("grid-container", "children"), Output("export-container", "children"),
-                  Output("table-info", "children"), Output("dictionary", "rowData"), Input("table-select", "value"))
+    @app.callback(
+        Output("grid-container", "children"),
+        Output("export-container", "children"),
+        Output("table-info", "children"),
+        Output("dictionary", "rowData"),
+        Input("table-select", "value"),
+    )
     def choose_table(key):
         try:
             schema, table = views.split_key(key)
@@ -287,24 +392,44 @@ def create_app(settings: Settings, repo: ResultsRepository | None = None) -> Das
         except DB_DOWN as error:
             return None, None, unavailable_here(error), []
         if not has_rows:
-            return None, None, html.Div(views.EMPTY_TABLE_MESSAGE, className="empty", id="empty-table"), \
-                views.dictionary_rows(columns)
+            return (
+                None,
+                None,
+                html.Div(views.EMPTY_TABLE_MESSAGE, className="empty", id="empty-table"),
+                views.dictionary_rows(columns),
+            )
         # ids carry the table so that a new table gets a new grid (and a fresh row cache)
         grid = dag.AgGrid(
-            id={"type": "grid", "table": key}, columnDefs=views.column_defs(columns), rowModelType="infinite",
-            style=GRID_STYLE, className="ag-theme-alpine data-grid",
-            dashGridOptions={"pagination": True, "paginationPageSize": 100, "cacheBlockSize": 100,
-                             "maxBlocksInCache": 10, "rowBuffer": 0,
-                             # ~25 columns: render them all (cheap), so every cell is in the page
-                             "suppressColumnVirtualisation": True, **GRID_OPTIONS},
+            id={"type": "grid", "table": key},
+            columnDefs=views.column_defs(columns),
+            rowModelType="infinite",
+            style=GRID_STYLE,
+            className="ag-theme-alpine data-grid",
+            dashGridOptions={
+                "pagination": True,
+                "paginationPageSize": 100,
+                "cacheBlockSize": 100,
+                "maxBlocksInCache": 10,
+                "rowBuffer": 0,
+                # ~25 columns: render them all (cheap), so every cell is in the page
+                "suppressColumnVirtualisation": True,
+                **GRID_OPTIONS,
+            },
         )
-        export = html.A("Exportar CSV (linhas filtradas)", id={"type": "export", "table": key},
-                        href=views.export_href(key, None, None), className="button export-link")
+        export = html.A(
+            "Exportar CSV (linhas filtradas)",
+            id={"type": "export", "table": key},
+            href=views.export_href(key, None, None),
+            className="button export-link",
+        )
         return grid, export, views.table_info(key), views.dictionary_rows(columns)
 
-    @app.callback(Output({"type": "grid", "table": MATCH}, "getRowsResponse"),
-                  Output({"type": "export", "table": MATCH}, "href"),
-                  Input({"type": "grid", "table": MATCH}, "getRowsRequest"), prevent_initial_call=True)
+    @app.callback(
+        Output({"type": "grid", "table": MATCH}, "getRowsResponse"),
+        Output({"type": "export", "table": MATCH}, "href"),
+        Input({"type": "grid", "table": MATCH}, "getRowsRequest"),
+        prevent_initial_call=True,
+    )
     def get_rows(grid_request):
         if not grid_request:
             return no_update, no_update
@@ -330,8 +455,13 @@ def create_app(settings: Settings, repo: ResultsRepository | None = None) -> Das
             return [], []
         return filters["flows"], views.run_options(filters)
 
-    @app.callback(Output("logs-grid", "rowData"), Output("logs-info", "children"),
-                  Input("log-flow", "value"), Input("log-run", "value"), Input("log-level", "value"))
+    @app.callback(
+        Output("logs-grid", "rowData"),
+        Output("logs-info", "children"),
+        Input("log-flow", "value"),
+        Input("log-run", "value"),
+        Input("log-level", "value"),
+    )
     def show_logs(flow, run_id, level):
         try:
             flow, run_id = views.optional_text(flow, "Flow"), views.optional_text(run_id, "Execução")
@@ -358,8 +488,13 @@ def create_app(settings: Settings, repo: ResultsRepository | None = None) -> Das
             return [], html.Div("Nenhuma execução registrada ainda.", className="empty")
         return rows, views.runs_info(rows)
 
-    @app.callback(Output("chart-totals", "figure"), Output("chart-period", "options"), Output("chart-period", "value"),
-                  Output("charts-info", "children"), Input("url", "pathname"))
+    @app.callback(
+        Output("chart-totals", "figure"),
+        Output("chart-period", "options"),
+        Output("chart-period", "value"),
+        Output("charts-info", "children"),
+        Input("url", "pathname"),
+    )
     def show_totals(pathname):
         if pathname != "/graficos":
             return no_update, no_update, no_update, no_update
@@ -379,8 +514,13 @@ def create_app(settings: Settings, repo: ResultsRepository | None = None) -> Das
         options = views.period_options(totals)
         return views.totals_figure(totals), options, options[0]["value"], f"Fonte: {source}."
 
-    @app.callback(Output("chart-agencies", "figure"), Output("chart-companies", "figure"),
-                  Output("chart-salary", "figure"), Input("chart-period", "value"), prevent_initial_call=True)
+    @app.callback(
+        Output("chart-agencies", "figure"),
+        Output("chart-companies", "figure"),
+        Output("chart-salary", "figure"),
+        Input("chart-period", "value"),
+        prevent_initial_call=True,
+    )
     def show_period(period):
         if not period:
             return no_update, no_update, no_update
@@ -401,9 +541,11 @@ def create_app(settings: Settings, repo: ResultsRepository | None = None) -> Das
             return no_update, no_update, no_update
         set_props("charts-info", {"children": f"Fonte: {source}."})
         label = f"{month:02d}/{year}"
-        return (views.top_figure(agencies, f"Órgãos com maior custo mensal ({label})"),
-                views.top_figure(companies, f"Empresas com maior custo mensal ({label})"),
-                views.salary_figure(salaries))
+        return (
+            views.top_figure(agencies, f"Órgãos com maior custo mensal ({label})"),
+            views.top_figure(companies, f"Empresas com maior custo mensal ({label})"),
+            views.salary_figure(salaries),
+        )
 
     @app.server.route("/exportar.csv")
     def export_csv():
@@ -420,11 +562,17 @@ def create_app(settings: Settings, repo: ResultsRepository | None = None) -> Das
         except DB_DOWN as error:
             if is_missing_database(error, settings.postgres_db):
                 return _plain(views.nothing_captured_text(where), 404)
-            text = TIMEOUT_MESSAGE if is_query_timeout(error) else (
-                f"{db_down_text(settings, error)}. Tente a exportação de novo em instantes.")
+            text = (
+                TIMEOUT_MESSAGE
+                if is_query_timeout(error)
+                else (f"{db_down_text(settings, error)}. Tente a exportação de novo em instantes.")
+            )
             return _plain(text, 503, **{"Retry-After": str(RETRY_AFTER_SECONDS)})
-        response = Response(csv_stream(header, itertools.chain(first, rows)), mimetype="text/csv; charset=utf-8",
-                            headers={"Content-Disposition": f"attachment; filename={schema}.{table}.csv"})
+        response = Response(
+            csv_stream(header, itertools.chain(first, rows)),
+            mimetype="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f"attachment; filename={schema}.{table}.csv"},
+        )
         response.call_on_close(rows.close)  # an aborted download frees its connection at once
         return response
 

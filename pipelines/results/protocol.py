@@ -45,8 +45,9 @@ def _dependency_problem(sent, registered: dict, what: str) -> str | None:
     for item in items:
         if not isinstance(item, dict) or not isinstance(item.get("property"), str):
             return f"cada item de {what} deve ser um objeto com id e property"
-        if item["property"].split("@")[0] != registered["property"].split("@")[0] \
-                or not _id_matches(pattern, item.get("id")):
+        if item["property"].split("@")[0] != registered["property"].split("@")[0] or not _id_matches(
+            pattern, item.get("id")
+        ):
             return f"{what} não corresponde ao callback ({registered['id']}.{registered['property']})"
     return None
 

@@ -30,15 +30,19 @@ TABLES = [
     (c.RAW_SCHEMA, c.RAW_TABLE, f"Dados brutos ({c.RAW_SCHEMA}.{c.RAW_TABLE})"),
     (c.RAW_SCHEMA, c.QUARANTINE_TABLE, f"Quarentena ({c.RAW_SCHEMA}.{c.QUARANTINE_TABLE})"),
     (c.RAW_SCHEMA, c.CAPTURES_TABLE, f"Capturas por período ({c.RAW_SCHEMA}.{c.CAPTURES_TABLE})"),
-    *((c.STAGING_SCHEMA, model, f"{c.STAGING_SCHEMA}.{model}")
-      for model in c.LATEST_MODELS[:-1] + c.HISTORIC_MODELS[:-1]),
+    *(
+        (c.STAGING_SCHEMA, model, f"{c.STAGING_SCHEMA}.{model}")
+        for model in c.LATEST_MODELS[:-1] + c.HISTORIC_MODELS[:-1]
+    ),
 ]
 ALLOWED = {(schema, name) for schema, name, _ in TABLES}
 # Row keys of the relations without a unique index (views and intermediate tables): a
 # page order must be total, or LIMIT/OFFSET pages repeat and skip rows.
 FALLBACK_KEYS = {
-    **{(c.STAGING_SCHEMA, model): ("periodo", "linha_origem")
-       for model in ("raw", "cleaned", "historic_raw", "historic_cleaned")},
+    **{
+        (c.STAGING_SCHEMA, model): ("periodo", "linha_origem")
+        for model in ("raw", "cleaned", "historic_raw", "historic_cleaned")
+    },
     **{(c.STAGING_SCHEMA, model): ("ano", "mes", "id_terceirizado") for model in ("renamed", "historic_renamed")},
 }
 # The table every capture writes first: without it, nothing was ever captured here.
@@ -89,10 +93,16 @@ class Column:
 def make_engine(settings: Settings) -> Engine:
     """Connections from the same settings as the pipeline's, read-only and with short timeouts."""
     return create_engine(
-        "postgresql+psycopg2://", pool_pre_ping=True, pool_size=4, max_overflow=4,
-        connect_args={**settings.postgres_dsn(), "connect_timeout": 3, "application_name": "terceirizados_results",
-                      "options": "-c default_transaction_read_only=on "
-                                 f"-c statement_timeout={STATEMENT_TIMEOUT_SECONDS * 1000}"},
+        "postgresql+psycopg2://",
+        pool_pre_ping=True,
+        pool_size=4,
+        max_overflow=4,
+        connect_args={
+            **settings.postgres_dsn(),
+            "connect_timeout": 3,
+            "application_name": "terceirizados_results",
+            "options": f"-c default_transaction_read_only=on -c statement_timeout={STATEMENT_TIMEOUT_SECONDS * 1000}",
+        },
     )
 
 
@@ -153,8 +163,9 @@ class ResultsRepository:
         return f"{self.quote(schema)}.{self.quote(table)}"
 
     # -- grid pages ----------------------------------------------------------------
-    def page(self, schema: str, table: str, start: int, end: int, sort_model: list | None,
-             filter_model: dict | None) -> tuple[list[dict], int]:
+    def page(
+        self, schema: str, table: str, start: int, end: int, sort_model: list | None, filter_model: dict | None
+    ) -> tuple[list[dict], int]:
         """One page of rows (server-side paging, sorting and filtering) and the filtered row count."""
         check_filter_model(filter_model), check_sort_model(sort_model)  # before any query
         columns = {c.name: c for c in self.columns(schema, table)}
@@ -206,8 +217,9 @@ class ResultsRepository:
 
     def table_exists(self, schema: str, table: str) -> bool:
         with self.engine.connect() as conn:
-            return conn.execute(text("SELECT to_regclass(:name) IS NOT NULL"),
-                                {"name": f"{schema}.{table}"}).scalar_one()
+            return conn.execute(
+                text("SELECT to_regclass(:name) IS NOT NULL"), {"name": f"{schema}.{table}"}
+            ).scalar_one()
 
     def runs(self) -> pd.DataFrame:
         if not self.table_exists(c.LOGS_SCHEMA, c.RUNS_TABLE):
@@ -222,7 +234,8 @@ class ResultsRepository:
     def log_records(self, flow: str | None, run_id: str | None, level: str | None, limit: int = 2000) -> pd.DataFrame:
         if not self.table_exists(c.LOGS_SCHEMA, c.LOG_RECORDS_TABLE):
             return pd.DataFrame()
-        return self.frame(f"""
+        return self.frame(
+            f"""
             SELECT r.registrado_em, r.nome_flow, r.id_execucao, r.nivel, r.nome_task, r.mensagem,
                    coalesce(e.estado_final, '') AS estado_execucao
             FROM {LOG_RECORDS} r LEFT JOIN {RUNS} e USING (id_execucao)
@@ -230,13 +243,15 @@ class ResultsRepository:
               AND (CAST(:run AS text) IS NULL OR r.id_execucao = :run)
               AND (CAST(:level AS text) IS NULL OR r.nivel = :level)
             ORDER BY r.registrado_em DESC, r.id DESC LIMIT :limit""",
-            {"flow": flow, "run": run_id, "level": level, "limit": limit})
+            {"flow": flow, "run": run_id, "level": level, "limit": limit},
+        )
 
     def log_filters(self) -> dict:
         if not self.table_exists(c.LOGS_SCHEMA, c.RUNS_TABLE):
             return {"flows": [], "runs": []}
-        runs = self.frame(f"SELECT nome_flow, id_execucao, iniciado_em, estado_final FROM {RUNS} "
-                          "ORDER BY iniciado_em DESC LIMIT 200")
+        runs = self.frame(
+            f"SELECT nome_flow, id_execucao, iniciado_em, estado_final FROM {RUNS} ORDER BY iniciado_em DESC LIMIT 200"
+        )
         return {"flows": sorted(runs["nome_flow"].unique().tolist()), "runs": runs.to_dict("records")}
 
     # -- charts ---------------------------------------------------------------------
@@ -254,15 +269,18 @@ class ResultsRepository:
     def top_by_cost(self, source: str, dimension: str, year: int, month: int, limit: int = 10) -> pd.DataFrame:
         if dimension not in ("nome_orgao", "razao_social_empresa"):
             raise UnknownTableError(f"Dimensão não permitida: {dimension}")
-        return self.frame(f"""
+        return self.frame(
+            f"""
             SELECT coalesce({dimension}, '(não informado)') AS nome, count(*) AS terceirizados,
                    sum(valor_custo_mensal) AS custo_total
             FROM {self._chart_table(source)} WHERE ano = :year AND mes = :month
             GROUP BY 1 ORDER BY custo_total DESC NULLS LAST LIMIT :limit""",
-            {"year": year, "month": month, "limit": limit})
+            {"year": year, "month": month, "limit": limit},
+        )
 
     def salary_by_education(self, source: str, year: int, month: int) -> pd.DataFrame:
-        return self.frame(f"""
+        return self.frame(
+            f"""
             SELECT coalesce(nivel_escolaridade, '(não informado)') AS nivel, count(*) AS terceirizados,
                    min(valor_salario_mensal) AS minimo,
                    percentile_cont(0.25) WITHIN GROUP (ORDER BY valor_salario_mensal) AS q1,
@@ -270,7 +288,9 @@ class ResultsRepository:
                    percentile_cont(0.75) WITHIN GROUP (ORDER BY valor_salario_mensal) AS q3,
                    percentile_cont(0.95) WITHIN GROUP (ORDER BY valor_salario_mensal) AS p95
             FROM {self._chart_table(source)} WHERE ano = :year AND mes = :month AND valor_salario_mensal IS NOT NULL
-            GROUP BY 1 ORDER BY mediana""", {"year": year, "month": month})
+            GROUP BY 1 ORDER BY mediana""",
+            {"year": year, "month": month},
+        )
 
     def _chart_table(self, source: str) -> str:
         schema, table = source.split(".")
@@ -291,11 +311,21 @@ def jsonable(row: dict) -> dict:
 
 
 TEXT_OPERATORS = {
-    "contains": ("ILIKE", "%{}%"), "notContains": ("NOT ILIKE", "%{}%"), "equals": ("=", "{}"),
-    "notEqual": ("<>", "{}"), "startsWith": ("ILIKE", "{}%"), "endsWith": ("ILIKE", "%{}"),
+    "contains": ("ILIKE", "%{}%"),
+    "notContains": ("NOT ILIKE", "%{}%"),
+    "equals": ("=", "{}"),
+    "notEqual": ("<>", "{}"),
+    "startsWith": ("ILIKE", "{}%"),
+    "endsWith": ("ILIKE", "%{}"),
 }
-NUMBER_OPERATORS = {"equals": "=", "notEqual": "<>", "lessThan": "<", "lessThanOrEqual": "<=",
-                    "greaterThan": ">", "greaterThanOrEqual": ">="}
+NUMBER_OPERATORS = {
+    "equals": "=",
+    "notEqual": "<>",
+    "lessThan": "<",
+    "lessThanOrEqual": "<=",
+    "greaterThan": ">",
+    "greaterThanOrEqual": ">=",
+}
 
 
 def text_value(value, what: str) -> str:

@@ -14,7 +14,13 @@ from dash import html
 
 from pipelines.results.formatting import PLOTLY_SEPARATORS, brl, duration, integer, period_label, plural
 from pipelines.results.queries import (
-    TABLES, Column, InvalidRequestError, ResultsRepository, check_filter_model, check_sort_model, text_value,
+    TABLES,
+    Column,
+    InvalidRequestError,
+    ResultsRepository,
+    check_filter_model,
+    check_sort_model,
+    text_value,
 )
 
 LOCAL_TIMEZONE = "America/Sao_Paulo"  # times are shown in Brasília time
@@ -27,14 +33,22 @@ HISTORIC_COMMANDS = (".venv/bin/python run/historic_capture.py", ".venv/bin/pyth
 UNGROUPED_COLUMNS = {"ano", "mes"}
 MAX_ROW_INDEX = 2**31  # far beyond any table here; keeps OFFSET a plain integer
 PERIOD = re.compile(r"(\d{4})-(\d{2})")
-FAILED_ROW_STYLE = {"styleConditions": [
-    {"condition": "params.data && params.data.estado_final === 'Failed'",
-     "style": {"backgroundColor": "#fde2e1", "color": "#8a1c1c"}},
-    {"condition": "params.data && params.data.estado_execucao === 'Failed'",
-     "style": {"backgroundColor": "#fde2e1"}},
-    {"condition": "params.data && params.data.nivel === 'ERROR'",
-     "style": {"color": "#b00020", "fontWeight": "bold"}},
-]}
+FAILED_ROW_STYLE = {
+    "styleConditions": [
+        {
+            "condition": "params.data && params.data.estado_final === 'Failed'",
+            "style": {"backgroundColor": "#fde2e1", "color": "#8a1c1c"},
+        },
+        {
+            "condition": "params.data && params.data.estado_execucao === 'Failed'",
+            "style": {"backgroundColor": "#fde2e1"},
+        },
+        {
+            "condition": "params.data && params.data.nivel === 'ERROR'",
+            "style": {"color": "#b00020", "fontWeight": "bold"},
+        },
+    ]
+}
 
 
 def table_key(schema: str, table: str) -> str:
@@ -54,20 +68,28 @@ def table_info(key: str) -> str:
 
 def nothing_captured_text(where: str) -> str:
     sample, capture = CAPTURE_COMMANDS
-    return (f"{NOTHING_CAPTURED_MESSAGE} O banco {where} ainda não tem os dados do pipeline. Para capturar: "
-            f"{sample} (dados de exemplo, sem internet) ou {capture} (período mais recente do portal da CGU).")
+    return (
+        f"{NOTHING_CAPTURED_MESSAGE} O banco {where} ainda não tem os dados do pipeline. Para capturar: "
+        f"{sample} (dados de exemplo, sem internet) ou {capture} (período mais recente do portal da CGU)."
+    )
 
 
 def nothing_captured(where: str) -> html.Div:
     """The notice for a database the pipeline never wrote to (missing, or without its
     tables): waiting will not help, a capture will."""
     sample, capture = CAPTURE_COMMANDS
-    return html.Div([
-        html.Strong(f"{NOTHING_CAPTURED_MESSAGE} "),
-        f"O banco {where} ainda não tem os dados do pipeline. Para capturar: ",
-        html.Code(sample), " (dados de exemplo, sem internet) ou ", html.Code(capture),
-        " (período mais recente do portal da CGU).",
-    ], className="notice", id="nothing-captured")
+    return html.Div(
+        [
+            html.Strong(f"{NOTHING_CAPTURED_MESSAGE} "),
+            f"O banco {where} ainda não tem os dados do pipeline. Para capturar: ",
+            html.Code(sample),
+            " (dados de exemplo, sem internet) ou ",
+            html.Code(capture),
+            " (período mais recente do portal da CGU).",
+        ],
+        className="notice",
+        id="nothing-captured",
+    )
 
 
 def invalid_request(error: Exception) -> html.Div:
@@ -94,8 +116,13 @@ def parse_period(value) -> tuple[int, int]:
 
 def row_index(value, name: str) -> int:
     """startRow/endRow of a grid request: a whole number from 0 to MAX_ROW_INDEX."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or value != int(value) or not 0 <= value <= MAX_ROW_INDEX:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value != int(value)
+        or not 0 <= value <= MAX_ROW_INDEX
+    ):
         raise InvalidRequestError(f"{name} deve ser um número inteiro entre 0 e {MAX_ROW_INDEX}")
     return int(value)
 
@@ -167,8 +194,7 @@ def runs_info(rows: list[dict]) -> str:
 
 
 def logs_info(rows: list[dict]) -> str:
-    return (f"{plural(len(rows), 'registro mais recente', 'registros mais recentes')} "
-            "(execuções com falha em vermelho).")
+    return f"{plural(len(rows), 'registro mais recente', 'registros mais recentes')} (execuções com falha em vermelho)."
 
 
 def runs_rows(frame: pd.DataFrame) -> list[dict]:
@@ -177,17 +203,25 @@ def runs_rows(frame: pd.DataFrame) -> list[dict]:
     rows = []
     for record in frame.to_dict("records"):
         start, end = record["iniciado_em"], record["finalizado_em"]
-        rows.append({
-            "nome_flow": record["nome_flow"],
-            "id_execucao": record["id_execucao"],
-            "iniciado_em": start.tz_convert(LOCAL_TIMEZONE).strftime("%d/%m/%Y %H:%M:%S") if pd.notna(start) else "—",
-            "duracao": duration(start, end if pd.notna(end) else None),
-            "estado_final": record["estado_final"],
-            "linhas_carregadas": integer(record["linhas_carregadas"]) if pd.notna(record["linhas_carregadas"]) else "—",
-            "linhas_quarentena": integer(record["linhas_quarentena"]) if pd.notna(record["linhas_quarentena"]) else "—",
-            "tentativas_agendadas": int(record["tentativas_agendadas"]),
-            "mensagem": record["mensagem"] or "",
-        })
+        rows.append(
+            {
+                "nome_flow": record["nome_flow"],
+                "id_execucao": record["id_execucao"],
+                "iniciado_em": start.tz_convert(LOCAL_TIMEZONE).strftime("%d/%m/%Y %H:%M:%S")
+                if pd.notna(start)
+                else "—",
+                "duracao": duration(start, end if pd.notna(end) else None),
+                "estado_final": record["estado_final"],
+                "linhas_carregadas": integer(record["linhas_carregadas"])
+                if pd.notna(record["linhas_carregadas"])
+                else "—",
+                "linhas_quarentena": integer(record["linhas_quarentena"])
+                if pd.notna(record["linhas_quarentena"])
+                else "—",
+                "tentativas_agendadas": int(record["tentativas_agendadas"]),
+                "mensagem": record["mensagem"] or "",
+            }
+        )
     return rows
 
 
@@ -205,16 +239,19 @@ def run_options(filters: dict) -> list[dict]:
     for run in filters["runs"]:
         started = run["iniciado_em"].tz_convert(LOCAL_TIMEZONE).strftime("%d/%m %H:%M")
         marker = " ✗" if run["estado_final"] == "Failed" else ""
-        options.append({"label": f"{run['nome_flow'].split('__')[-1]} {started} {run['estado_final']}{marker}",
-                        "value": run["id_execucao"]})
+        options.append(
+            {
+                "label": f"{run['nome_flow'].split('__')[-1]} {started} {run['estado_final']}{marker}",
+                "value": run["id_execucao"],
+            }
+        )
     return options
 
 
 def empty_figure(message: str, height: int = 320) -> go.Figure:
     """A chart without data: the message, and no axes."""
     figure = go.Figure()
-    figure.add_annotation(text=message, showarrow=False, font={"size": 16}, xref="paper", yref="paper",
-                          x=0.5, y=0.5)
+    figure.add_annotation(text=message, showarrow=False, font={"size": 16}, xref="paper", yref="paper", x=0.5, y=0.5)
     figure.update_layout(xaxis={"visible": False}, yaxis={"visible": False}, height=height)
     return figure
 
@@ -227,14 +264,15 @@ def axis_from_zero(top: float, minimum_step: float = 1.0, ticks: int = 5) -> dic
     wanted = max(top / ticks, minimum_step)
     power = 10 ** math.floor(math.log10(wanted))
     step = next(f * power for f in (1, 2, 5, 10) if f * power >= wanted)
-    return {"range": [0, math.ceil(top * 1.05 / step) * step or step], "tick0": 0, "dtick": step,
-            "tickformat": ",.0f"}
+    return {"range": [0, math.ceil(top * 1.05 / step) * step or step], "tick0": 0, "dtick": step, "tickformat": ",.0f"}
 
 
 def single_period_note(label: str) -> str:
     capture, materialize = HISTORIC_COMMANDS
-    return (f"Só um período capturado ({label}). A captura histórica preenche este gráfico com todos "
-            f"os períodos publicados:<br>{capture} e depois {materialize}")
+    return (
+        f"Só um período capturado ({label}). A captura histórica preenche este gráfico com todos "
+        f"os períodos publicados:<br>{capture} e depois {materialize}"
+    )
 
 
 def totals_figure(frame: pd.DataFrame) -> go.Figure:
@@ -245,24 +283,54 @@ def totals_figure(frame: pd.DataFrame) -> go.Figure:
     costs = frame["custo_total"].astype(float).fillna(0)
     single = len(frame) == 1
     figure = go.Figure()
-    figure.add_bar(x=labels, y=frame["terceirizados"], name="Terceirizados", marker_color="#1f4e79",
-                   width=0.3 if single else None,
-                   customdata=[integer(n) for n in frame["terceirizados"]],
-                   hovertemplate="%{x}: %{customdata} terceirizados<extra></extra>")
-    figure.add_scatter(x=labels, y=costs, name="Custo mensal total", yaxis="y2", mode="lines+markers",
-                       line={"color": "#c55a11"}, customdata=[brl(v) for v in frame["custo_total"]],
-                       hovertemplate="%{x}: %{customdata}<extra></extra>")
+    figure.add_bar(
+        x=labels,
+        y=frame["terceirizados"],
+        name="Terceirizados",
+        marker_color="#1f4e79",
+        width=0.3 if single else None,
+        customdata=[integer(n) for n in frame["terceirizados"]],
+        hovertemplate="%{x}: %{customdata} terceirizados<extra></extra>",
+    )
+    figure.add_scatter(
+        x=labels,
+        y=costs,
+        name="Custo mensal total",
+        yaxis="y2",
+        mode="lines+markers",
+        line={"color": "#c55a11"},
+        customdata=[brl(v) for v in frame["custo_total"]],
+        hovertemplate="%{x}: %{customdata}<extra></extra>",
+    )
     figure.update_layout(
-        title="Terceirizados e custo mensal total por período", separators=PLOTLY_SEPARATORS, height=420,
+        title="Terceirizados e custo mensal total por período",
+        separators=PLOTLY_SEPARATORS,
+        height=420,
         yaxis={"title": "terceirizados", **axis_from_zero(frame["terceirizados"].max())},
-        yaxis2={"title": "custo mensal (R$)", "overlaying": "y", "side": "right", "tickprefix": "R$ ",
-                "showgrid": False, **axis_from_zero(costs.max())},
+        yaxis2={
+            "title": "custo mensal (R$)",
+            "overlaying": "y",
+            "side": "right",
+            "tickprefix": "R$ ",
+            "showgrid": False,
+            **axis_from_zero(costs.max()),
+        },
         legend={"orientation": "h", "y": -0.2},
     )
     if single:
-        figure.add_annotation(text=single_period_note(labels[0]), showarrow=False, xref="paper", yref="paper",
-                              x=0.5, y=1.0, yanchor="bottom", font={"size": 13, "color": "#8a5a00"},
-                              bgcolor="#fff7e6", bordercolor="#f0c36d", borderpad=6)
+        figure.add_annotation(
+            text=single_period_note(labels[0]),
+            showarrow=False,
+            xref="paper",
+            yref="paper",
+            x=0.5,
+            y=1.0,
+            yanchor="bottom",
+            font={"size": 13, "color": "#8a5a00"},
+            bgcolor="#fff7e6",
+            bordercolor="#f0c36d",
+            borderpad=6,
+        )
         figure.update_layout(margin={"t": 110})
     return figure
 
@@ -271,15 +339,22 @@ def top_figure(frame: pd.DataFrame, title: str) -> go.Figure:
     if frame.empty:
         return empty_figure(EMPTY_TABLE_MESSAGE)
     frame = frame.iloc[::-1]
-    figure = go.Figure(go.Bar(
-        x=frame["custo_total"].astype(float), y=frame["nome"], orientation="h", marker_color="#1f4e79",
-        customdata=[[brl(c), integer(n)] for c, n in zip(frame["custo_total"], frame["terceirizados"])],
-        hovertemplate="%{y}<br>%{customdata[0]} · %{customdata[1]} terceirizados<extra></extra>",
-        text=[brl(c) for c in frame["custo_total"]], textposition="auto",
-    ))
+    figure = go.Figure(
+        go.Bar(
+            x=frame["custo_total"].astype(float),
+            y=frame["nome"],
+            orientation="h",
+            marker_color="#1f4e79",
+            customdata=[[brl(c), integer(n)] for c, n in zip(frame["custo_total"], frame["terceirizados"])],
+            hovertemplate="%{y}<br>%{customdata[0]} · %{customdata[1]} terceirizados<extra></extra>",
+            text=[brl(c) for c in frame["custo_total"]],
+            textposition="auto",
+        )
+    )
     axis = axis_from_zero(frame["custo_total"].astype(float).max(), ticks=3)  # a narrow chart: few ticks
-    figure.update_layout(title=title, separators=PLOTLY_SEPARATORS, height=460, margin={"l": 320},
-                         xaxis={"tickprefix": "R$ ", **axis})
+    figure.update_layout(
+        title=title, separators=PLOTLY_SEPARATORS, height=460, margin={"l": 320}, xaxis={"tickprefix": "R$ ", **axis}
+    )
     return figure
 
 
@@ -289,15 +364,27 @@ def salary_figure(frame: pd.DataFrame) -> go.Figure:
         return empty_figure(EMPTY_TABLE_MESSAGE)
     figure = go.Figure()
     for row in frame.to_dict("records"):
-        figure.add_trace(go.Box(
-            name=row["nivel"], x=[row["nivel"]],
-            q1=[float(row["q1"])], median=[float(row["mediana"])], q3=[float(row["q3"])],
-            lowerfence=[float(row["minimo"])], upperfence=[float(row["p95"])], marker_color="#1f4e79",
-            showlegend=False, hoverinfo="name+y",
-        ))
-    figure.update_layout(title="Salário mensal por nível de escolaridade (mínimo, quartis e percentil 95)",
-                         separators=PLOTLY_SEPARATORS, height=480, yaxis={"tickprefix": "R$ ", "tickformat": ",.2f"},
-                         margin={"b": 160})
+        figure.add_trace(
+            go.Box(
+                name=row["nivel"],
+                x=[row["nivel"]],
+                q1=[float(row["q1"])],
+                median=[float(row["mediana"])],
+                q3=[float(row["q3"])],
+                lowerfence=[float(row["minimo"])],
+                upperfence=[float(row["p95"])],
+                marker_color="#1f4e79",
+                showlegend=False,
+                hoverinfo="name+y",
+            )
+        )
+    figure.update_layout(
+        title="Salário mensal por nível de escolaridade (mínimo, quartis e percentil 95)",
+        separators=PLOTLY_SEPARATORS,
+        height=480,
+        yaxis={"tickprefix": "R$ ", "tickformat": ",.2f"},
+        margin={"b": 160},
+    )
     return figure
 
 
