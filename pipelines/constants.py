@@ -38,6 +38,19 @@ STAGING_SCHEMA = "staging"
 # dbt models (queries/models/staging), in build order.
 LATEST_MODELS = ("raw", "cleaned", "renamed", "transformed")
 HISTORIC_MODELS = ("historic_raw", "historic_cleaned", "historic_renamed", "historic_transformed")
+# Analysis tables (queries/models/marts, schema marts) built from historic_transformed by the
+# historic materialization after the historic models: one dbt build of the folder (dbt orders
+# them; one invocation instead of six keeps a run with nothing new short).
+MARTS_SCHEMA = "marts"
+HISTORIC_MARTS = (
+    "totais_por_periodo",
+    "contratos_por_periodo",
+    "orgaos_por_periodo",
+    "empresas_por_periodo",
+    "contratos",
+    "variacao_entre_periodos",
+)
+HISTORIC_MARTS_SELECTOR = "path:models/marts"
 
 # The 23 columns of every CGU file, in the order the portal publishes them,
 # lower-cased. Header-less files (2019-01) are read in this order.
@@ -105,9 +118,10 @@ def normalise_text(text: str) -> str:
     decomposed = unicodedata.normalize("NFKD", text)
     return "".join(c for c in decomposed if not unicodedata.combining(c)).strip().lower()
 
+
 DATA_FORMATS = ("csv", "xlsx")
 
 # Structured events in logs.registros (column ``evento``): what readers count, instead of
 # parsing the wording of a message.
-EVENT_RETRY = "nova_tentativa"        # a task failed transiently and a retry was scheduled
-EVENT_DBT_WARNING = "aviso_dbt"       # a dbt test ended with a warning
+EVENT_RETRY = "nova_tentativa"  # a task failed transiently and a retry was scheduled
+EVENT_DBT_WARNING = "aviso_dbt"  # a dbt test ended with a warning

