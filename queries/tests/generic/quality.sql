@@ -1,20 +1,26 @@
 {#- Generic tests of the staging models. Tests that count (values_nulled,
     load_fields_match_period) are declared with severity warn in schema.yml, so
-    dbt reports how many rows they found without failing the build. -#}
+    dbt reports how many rows they found without failing the build.
+
+    Tests of the historic models scoped with `where: "__periodos_em_verificacao__"` read only
+    the periods not verified yet (macros/terceirizados_models.sql); tests that compare with
+    another model read the same periods of it (scoped_relation). -#}
 
 {# Values present in the upstream columns (after sentinel cleaning) but NULL here:
    invalid values set to NULL by the cleaning, or values a cast could not convert.
    All columns are counted in one pass over each model (one row per column with
    losses; dbt's count is the total number of values nulled). A negative count (values
-   that appeared from nowhere) also fails: abs() keeps columns from cancelling out. #}
-{% test values_nulled(model, compare_model, columns) %}
+   that appeared from nowhere) also fails: abs() keeps columns from cancelling out.
+   clean_upstream=false: the upstream columns are already cleaned (a model downstream of
+   cleaned), so they are counted as they are, without running the cleaning again. #}
+{% test values_nulled(model, compare_model, columns, clean_upstream=true) %}
 {{ config(fail_calc='coalesce(sum(abs(nulled)), 0)') }}
 with upstream as (
     select
     {%- for column in columns %}
-        count({{ clean_text(column) }}) as {{ column }}{{ "," if not loop.last }}
+        count({{ clean_text(column) if clean_upstream else column }}) as {{ column }}{{ "," if not loop.last }}
     {%- endfor %}
-    from {{ compare_model }}
+    from {{ scoped_relation(compare_model) }}
 ),
 
 here as (
@@ -42,7 +48,7 @@ select column_name, nulled from counts where nulled <> 0
 with counts as (
     select
         (select count(*) from {{ model }}) as model_rows,
-        (select count(*) from {{ compare_model }}) as compare_rows
+        (select count(*) from {{ scoped_relation(compare_model) }}) as compare_rows
 )
 select * from counts where model_rows <> compare_rows
 {% endtest %}
@@ -54,7 +60,7 @@ select * from counts where model_rows <> compare_rows
 with sums as (
     select
         (select coalesce(sum({{ column_name }}), 0) from {{ model }}) as model_sum,
-        (select coalesce(sum({{ safe_numeric(compare_column) }}), 0) from {{ compare_model }}) as source_sum
+        (select coalesce(sum({{ safe_numeric(compare_column) }}), 0) from {{ scoped_relation(compare_model) }}) as source_sum
 )
 select * from sums where model_sum <> source_sum
 {% endtest %}
@@ -105,3 +111,14 @@ where regexp_replace(num_mes_carga, '^0+|\.0+$', '', 'g')
    or translate(upper(mes_carga), 'ÇÃÁÂ', 'CAAA') is distinct from {{ month_name('periodo') }}
    or regexp_replace(ano_carga, '\.0+$', '') is distinct from extract(year from periodo)::integer::text
 {% endtest %}
+
+
+{#- dbt's get_test_sql with the test's sql_header in front (dbt_project.yml gives every test the
+    models' `set local parallel_tuple_cost`, so full scans with regular expressions use both
+    cores; dbt 1.11 ignores sql_header in tests). One statement string: `set local` applies to
+    the test's query. -#}
+{% macro postgres__get_test_sql(main_sql, fail_calc, warn_if, error_if, limit) -%}
+    {%- set sql_header = config.get('sql_header') -%}
+    {{ sql_header if sql_header }}
+    {{ dbt.default__get_test_sql(main_sql, fail_calc, warn_if, error_if, limit) }}
+{%- endmacro %}

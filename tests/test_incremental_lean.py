@@ -1,0 +1,113 @@
+"""Lean materialization: dbt parses the project once per process (the parsed manifest is reused
+by the next invocations until a project file changes), writes no JSON artifacts, and the
+historic flow takes --full-refresh from its command line."""
+
+import importlib.util
+import sys
+from types import SimpleNamespace
+
+import pytest
+
+from pipelines import dbt
+from pipelines.settings import PROJECT_ROOT
+
+
+class FakeDbt:
+    """Stands in for dbtRunner: records each invocation, answers like dbt would."""
+
+    def __init__(self):
+        self.calls = []
+
+    def invoke(self, settings, args, family, callbacks=(), manifest=None, write_json=True):
+        self.calls.append(
+            {"command": args[0], "family": family, "manifest": manifest, "write_json": write_json, "args": args}
+        )
+        if args[0] == "parse":
+            return SimpleNamespace(success=True, exception=None, result=f"manifesto-{len(self.calls)}")
+        node = SimpleNamespace(resource_type="model", name=args[2])
+        return SimpleNamespace(
+            success=True,
+            exception=None,
+            result=[SimpleNamespace(node=node, status="success", failures=None, message=None)],
+        )
+
+    def commands(self):
+        return [call["command"] for call in self.calls]
+
+
+@pytest.fixture
+def fake_dbt(monkeypatch):
+    fake = FakeDbt()
+    monkeypatch.setattr(dbt, "_invoke", fake.invoke)
+    monkeypatch.setattr(dbt, "_manifests", {})
+    return fake
+
+
+def test_the_project_is_parsed_once_per_process_until_a_file_changes(settings, fake_dbt, monkeypatch):
+    for model in ("raw", "cleaned", "renamed", "transformed"):
+        assert dbt.run_dbt(settings, "build", model).models == {model: "success"}
+    assert fake_dbt.commands() == ["parse", "build", "build", "build", "build"]
+    builds = fake_dbt.calls[1:]
+    assert {call["manifest"] for call in builds} == {"manifesto-1"}  # the one parsed manifest, reused
+    assert all(call["write_json"] is False for call in fake_dbt.calls)  # no manifest.json after each build
+    assert all(call["family"] == "latest" for call in fake_dbt.calls)
+
+    dbt.run_dbt(settings, "build", "historic_raw", full_refresh=True)  # another target folder: its own parse
+    assert fake_dbt.commands()[5:] == ["parse", "build"]
+    assert fake_dbt.calls[-1]["args"][-1] == "--full-refresh" and fake_dbt.calls[-1]["manifest"] == "manifesto-6"
+
+    monkeypatch.setattr(dbt, "_project_fingerprint", lambda: "um arquivo do projeto mudou")
+    dbt.run_dbt(settings, "build", "raw")
+    assert fake_dbt.commands()[7:] == ["parse", "build"]
+    assert fake_dbt.calls[-1]["manifest"] == "manifesto-8"
+
+
+def test_the_fingerprint_follows_the_contents_of_the_project(tmp_path, monkeypatch):
+    project = tmp_path / "queries"
+    (project / "macros").mkdir(parents=True)
+    (project / "target").mkdir()
+    (project / "macros" / "limpeza.sql").write_text("select 1")
+    monkeypatch.setattr(dbt, "DBT_PROJECT_DIR", project)
+    first = dbt._project_fingerprint()
+    (project / "target" / "manifest.json").write_text("{}")  # what dbt writes does not count
+    assert dbt._project_fingerprint() == first
+    (project / "macros" / "limpeza.sql").write_text("select 2")
+    assert dbt._project_fingerprint() != first
+
+
+def test_full_refresh_option_of_the_historic_materialization(monkeypatch):
+    spec = importlib.util.spec_from_file_location(
+        "historic_materialize_cli", PROJECT_ROOT / "run" / "historic_materialize.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    received = []
+    monkeypatch.setattr(module, "run_flow", lambda flow, parameters: received.append((flow.name, parameters)) or 0)
+    for argv, expected in ((["historic_materialize.py"], False), (["historic_materialize.py", "--full-refresh"], True)):
+        monkeypatch.setattr(sys, "argv", argv)
+        assert module.main() == 0
+        assert received.pop() == ("adm_cgu_terceirizados__historic_materialize", {"full_refresh": expected})
+    assert {parameter.name: parameter.default for parameter in module.historic_materialize_flow.parameters()} == {
+        "full_refresh": False
+    }
+
+
+def test_a_family_parses_from_the_newest_state_of_its_siblings(tmp_path):
+    import os
+
+    targets = tmp_path / "dbt_target"
+    for family, content, age in (("latest", b"velho", 200), ("historic", b"novo", 100)):
+        (targets / family).mkdir(parents=True)
+        path = targets / family / dbt.PARTIAL_PARSE_FILE
+        path.write_bytes(content)
+        os.utime(path, (path.stat().st_atime, path.stat().st_mtime - age))
+    dbt._seed_partial_parse(targets, "docs")  # never parsed: gets the newest
+    assert (targets / "docs" / dbt.PARTIAL_PARSE_FILE).read_bytes() == b"novo"
+    dbt._seed_partial_parse(targets, "latest")  # older than a sibling's: replaced
+    assert (targets / "latest" / dbt.PARTIAL_PARSE_FILE).read_bytes() == b"novo"
+    (targets / "historic" / dbt.PARTIAL_PARSE_FILE).write_bytes(b"mais novo")
+    os.utime(targets / "historic" / dbt.PARTIAL_PARSE_FILE, (1, 1))  # older than the others now
+    dbt._seed_partial_parse(targets, "historic")  # a sibling is newer (the docs copy): taken
+    assert (targets / "historic" / dbt.PARTIAL_PARSE_FILE).read_bytes() == b"novo"
+    dbt._seed_partial_parse(targets, "latest")  # already the newest: kept
+    assert (targets / "latest" / dbt.PARTIAL_PARSE_FILE).read_bytes() == b"novo"
