@@ -259,3 +259,18 @@ def test_retries_are_recorded_as_structured_events(db, fresh_portal):
         "AND evento IS NOT NULL GROUP BY 1, 2",
         (run_id,),
     ) == [("nova_tentativa", "download_cgu_terceirizados_data", 2)]
+
+
+def test_the_runs_page_counts_retries_from_the_event(db, fresh_portal):
+    from pipelines.results.queries import ResultsRepository, make_engine
+    from pipelines.settings import load_settings
+
+    fresh_portal.faults[fresh_portal.file_path("terceirizados202405.xlsx")] = ["500", "500"]
+    state, run_id = run_flow(capture_flow, url=fresh_portal.page_url)
+    assert state.is_successful()
+    with db.cursor() as cursor:  # rewording the message must not change the count
+        cursor.execute("UPDATE logs.registros SET mensagem = 'outra redação' WHERE evento = 'nova_tentativa'")
+    repository = ResultsRepository(make_engine(load_settings()))
+    runs = repository.runs()
+    repository.engine.dispose()
+    assert runs.loc[runs["id_execucao"] == run_id, "tentativas_agendadas"].tolist() == [2]

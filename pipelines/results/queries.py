@@ -228,7 +228,7 @@ class ResultsRepository:
             SELECT e.nome_flow, e.id_execucao, e.iniciado_em, e.finalizado_em, e.estado_final, e.mensagem,
                    e.linhas_carregadas, e.linhas_quarentena,
                    (SELECT count(*) FROM {LOG_RECORDS} r WHERE r.id_execucao = e.id_execucao
-                      AND r.mensagem LIKE 'Falha transitória%%Nova tentativa%%') AS tentativas_agendadas
+                      AND r.evento = '{c.EVENT_RETRY}') AS tentativas_agendadas
             FROM {RUNS} e ORDER BY e.iniciado_em DESC LIMIT 500""")
 
     def log_records(self, flow: str | None, run_id: str | None, level: str | None, limit: int = 2000) -> pd.DataFrame:
