@@ -733,7 +733,11 @@ def test_browser_shows_the_dbt_docs(filled, settings, served, browser):
     wait_text(page, "body", "Depends On")
     text = page.inner_text("body")
     assert "Código SIAFI da unidade gestora do terceirizado, com 6 dígitos" in text  # column descriptions
-    assert "unique_combination_historic_transformed_ano__mes__id_terceirizado" in text  # its tests
+    # its tests: in the manifest, and on the page's "Referenced By" list (the models that read it,
+    # the marts, come first in their own tab)
+    tests = [n for n in manifest["child_map"]["model.terceirizados.historic_transformed"] if n.startswith("test.")]
+    assert any("unique_combination_historic_transformed_ano__mes__id_terceirizado" in n for n in tests)
+    assert "Data Tests" in text or "unique_combination_historic_transformed" in text  # the page lists them
     assert "historic_renamed" in text.split("Depends On", 1)[1]
     screenshot(page, "resultados_docs.png")
     page.goto(served + "/docs/#!/source/source.terceirizados.raw.terceirizados")
