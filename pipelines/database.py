@@ -889,29 +889,7 @@ def insert_log_records(settings: Settings, records: list[dict], wait_seconds: fl
             # the file's order, kept through the anti-join below (which may sort)
             cursor.execute("ALTER TABLE registros_recuperados ADD COLUMN ordem bigserial")
             target = sql.Identifier("registros_recuperados")
-        execute_values(
-            cursor,
-            sql.SQL(
-                "INSERT INTO {} (nome_flow, id_execucao, registrado_em, nivel, nome_task, logger, mensagem, evento) "
-                "VALUES %s"
-            )
-            .format(target)
-            .as_string(conn),
-            [
-                (
-                    r["nome_flow"],
-                    r["id_execucao"],
-                    r["registrado_em"],
-                    r["nivel"],
-                    r.get("nome_task"),
-                    r["logger"],
-                    r["mensagem"],
-                    r.get("evento"),
-                )
-                for r in records
-            ],
-            page_size=1000,
-        )
+        _append_log_rows(cursor, target, records)
         if not replace:
             cursor.execute(
                 sql.SQL(
@@ -929,6 +907,21 @@ def insert_log_records(settings: Settings, records: list[dict], wait_seconds: fl
     return len(records)
 
 
+LOG_COLUMNS = ("nome_flow", "id_execucao", "registrado_em", "nivel", "nome_task", "logger", "mensagem", "evento")
+
+
+def _append_log_rows(cursor, target, records: list[dict]) -> None:
+    """One multi-row INSERT of structured log records into ``target`` (the table or a staging copy)."""
+    execute_values(
+        cursor,
+        sql.SQL("INSERT INTO {} ({}) VALUES %s")
+        .format(target, sql.SQL(", ").join(map(sql.Identifier, LOG_COLUMNS)))
+        .as_string(cursor.connection),
+        [tuple(r.get(name) for name in LOG_COLUMNS) for r in records],
+        page_size=1000,
+    )
+
+
 class LogSink:
     """Appends log rows to ``logs.registros`` over one kept connection (reopened after an
     error): what a task running on another process or machine sends its records through."""
@@ -944,28 +937,7 @@ class LogSink:
                     self.conn = connect(self.settings)
                     self.conn.autocommit = True
                 with self.conn.cursor() as cursor:
-                    execute_values(
-                        cursor,
-                        sql.SQL(
-                            "INSERT INTO {} (nome_flow, id_execucao, registrado_em, nivel, nome_task, logger, "
-                            "mensagem, evento) VALUES %s"
-                        )
-                        .format(LOG_RECORDS)
-                        .as_string(self.conn),
-                        [
-                            (
-                                r["nome_flow"],
-                                r["id_execucao"],
-                                r["registrado_em"],
-                                r["nivel"],
-                                r.get("nome_task"),
-                                r["logger"],
-                                r["mensagem"],
-                                r.get("evento"),
-                            )
-                            for r in records
-                        ],
-                    )
+                    _append_log_rows(cursor, LOG_RECORDS, records)
                 return
             except psycopg2.Error:
                 self.conn = None
