@@ -519,6 +519,24 @@ def test_a_new_period_is_merged_into_the_contracts(built, settings, portal):
     assert marts_hold_the_whole_portal(built, portal)
 
 
+def test_a_recaptured_latest_period_rebuilds_the_contracts(built, settings, portal):
+    """The newest period captured again (--forcar): it is newer than every other period, but
+    the contracts were already built from it, so merging it would count it twice. The whole
+    table is rebuilt and equals a full build."""
+    from pipelines import capture
+
+    full = query(built, "SELECT * FROM marts.contratos ORDER BY chave_contrato")
+    files = {published.label: published for published in capture.discover_published_files(settings, portal.page_url)}
+    capture.capture_period(settings, files["2024-05"], True, "recaptura-forcada")
+    lines = plan_lines(built, materialize())
+    assert {model: lines[model] for model in PER_PERIOD} == {
+        model: ["1 período(s) a reconstruir (2024-05), 0 a remover."] for model in PER_PERIOD
+    }
+    assert lines["contratos"] == [f"tabela inteira reconstruída ({len(PERIODS)} período(s))."]
+    assert query(built, "SELECT * FROM marts.contratos ORDER BY chave_contrato") == full
+    assert marts_hold_the_whole_portal(built, portal)
+
+
 def test_an_organ_absent_from_a_published_period_drops_to_zero(built, portal):
     """2023-09 captured again without UFJF's rows: only that period of the per-period marts is
     rebuilt, and the comparisons say UFJF left in 2023-09 (0) and came back in 2024-05."""

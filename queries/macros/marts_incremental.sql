@@ -154,9 +154,11 @@
         select null, 'registrados:' || count(*) from registro
         union all
         select to_char(make_date(f.ano, f.mes, 1), 'YYYY-MM'), 'fonte' from fonte as f
+        union all
+        select to_char(make_date(r.ano, r.mes, 1), 'YYYY-MM'), 'registrado' from registro as r
         order by 2, 1
     {%- endset -%}
-    {%- set plan = {'reconstruir': [], 'remover': [], 'fonte': [], 'todos': false, 'anexar': []} -%}
+    {%- set plan = {'reconstruir': [], 'remover': [], 'fonte': [], 'registrado': [], 'todos': false, 'anexar': []} -%}
     {%- for period, kind in run_query(query).rows -%}
         {%- if kind.startswith('registrados:') -%}
             {%- do plan.update({'todos': kind == 'registrados:0'}) -%}
@@ -168,8 +170,10 @@
     {%- set built = plan['fonte'] | reject('in', plan['reconstruir']) | list -%}
     {%- set everything = plan['fonte'] and not built -%}
     {%- set whole = meta['granularidade'] == 'tabela' and (plan['reconstruir'] or plan['remover']) -%}
+    {#- appended: every period to rebuild is new to the mart (none was built before, e.g. a
+        period recaptured) and later than every period it was built from -#}
     {%- set appended = whole and meta['chave'] and not plan['todos'] and not plan['remover'] and built
-                       and plan['reconstruir'] | min > built | max -%}
+                       and plan['registrado'] and plan['reconstruir'] | min > plan['registrado'] | max -%}
     {%- if appended -%}
         {%- do plan.update({'anexar': plan['reconstruir']}) -%}
     {%- elif plan['todos'] or everything or whole -%}
