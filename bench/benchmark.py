@@ -312,6 +312,46 @@ def measure_results_app(settings) -> dict:
     return timings
 
 
+def measure_analyses_page(settings) -> dict:
+    """Server-side time of the "Análises" page's views (marts only) for the largest organ and
+    company of the newest period: options, series, contracts, partners and the largest changes."""
+    from pipelines.results import analyses
+    from pipelines.results.queries import make_engine
+
+    repo = analyses.AnalysesRepository(make_engine(settings))
+    comparison = repo.comparison()
+    timings: dict[str, float] = {}
+    if comparison is None:
+        print("  página Análises: tabelas de análise vazias, nada medido", flush=True)
+        return timings
+    cases: dict[str, object] = {}
+    for kind, label in (("orgao", "órgão"), ("empresa", "empresa")):
+        [option] = repo.entity_options(kind, limit=1)
+        _, key = analyses.parse_option(option["value"])
+        latest = analyses.latest_present(repo.series(kind, key)) or {"ano": comparison.year, "mes": comparison.month}
+        year, month = latest["ano"], latest["mes"]
+        cases[f"análises: opções de {label}"] = lambda kind=kind: repo.entity_options(kind)
+        cases[f"análises: busca de {label}"] = lambda kind=kind: repo.entity_options(kind, search="servi")
+        cases[f"análises: série de {label}"] = lambda kind=kind, key=key: repo.series(kind, key)
+        cases[f"análises: contratos de {label}"] = lambda kind=kind, key=key, y=year, m=month: repo.contracts(
+            kind, key, y, m
+        )
+        cases[f"análises: parceiros de {label}"] = lambda kind=kind, key=key, y=year, m=month: repo.partners(
+            kind, key, y, m
+        )
+        cases[f"análises: maiores variações de {label}"] = lambda kind=kind: repo.changes(
+            kind, "custo", "aumentos", comparison
+        )
+    for label, call in cases.items():
+        call()  # warm the cache like a second visit would
+        started = time.perf_counter()
+        call()
+        timings[label] = round(time.perf_counter() - started, 3)
+        print(f"  app de resultados, {label}: {timings[label]:.2f} s", flush=True)
+    repo.engine.dispose()
+    return timings
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--periods", type=int, default=21)
@@ -374,6 +414,7 @@ def main() -> None:
     # the scheduled run: capture of the newest period (an XLSX) and the latest models
     scheduled = measure_scheduled_run(settings, env, python)
     app_timings = measure_results_app(settings)
+    app_timings.update(measure_analyses_page(settings))
     csv_files = sorted((data_dir / "csv").rglob("terceirizados_*.csv"))
     floor = run_floor(settings, env, csv_files)
     strict_floor = run_strict_floor(settings, env)
