@@ -148,6 +148,31 @@ def test_an_organ_and_a_company_match_the_reference(marts, ref, repo):
     assert len(organs) == 10 and organs[-1]["label"] == "(órgão não informado) (MT)"  # the unnamed one last
 
 
+def test_the_marts_are_tables_of_the_tables_page(marts, settings):
+    """Every mart is listed on the "Tabelas" page and paged in its primary key's order."""
+    from pipelines.results.queries import TABLES
+
+    assert [label for schema, _, label in TABLES if schema == "marts"] == [
+        "Análise: marts.totais_por_periodo",
+        "Análise: marts.contratos_por_periodo",
+        "Análise: marts.orgaos_por_periodo",
+        "Análise: marts.empresas_por_periodo",
+        "Análise: marts.contratos",
+        "Análise: marts.variacao_entre_periodos",
+    ]
+    tables = ResultsRepository(make_engine(settings))
+    try:
+        assert tables.key_columns("marts", "contratos") == ("chave_contrato",)
+        assert tables.key_columns("marts", "orgaos_por_periodo") == ("ano", "mes", "chave_orgao")
+        expected = query(marts, "SELECT chave_contrato FROM marts.contratos ORDER BY chave_contrato")
+        first, total = tables.page("marts", "contratos", 0, 40, None, None)
+        rest, _ = tables.page("marts", "contratos", 40, total, None, None)
+        assert total == len(expected) > 40
+        assert [r["chave_contrato"] for r in first + rest] == [key for (key,) in expected]
+    finally:
+        tables.engine.dispose()
+
+
 def test_the_largest_changes_between_the_last_two_publications(marts, ref, repo):
     comparison = repo.comparison()
     assert (

@@ -34,6 +34,8 @@ TABLES = [
         (c.STAGING_SCHEMA, model, f"{c.STAGING_SCHEMA}.{model}")
         for model in c.LATEST_MODELS[:-1] + c.HISTORIC_MODELS[:-1]
     ),
+    # the analysis tables (each with a primary key: pages are in a total order)
+    *((c.MARTS_SCHEMA, model, f"Análise: {c.MARTS_SCHEMA}.{model}") for model in c.HISTORIC_MARTS),
 ]
 ALLOWED = {(schema, name) for schema, name, _ in TABLES}
 # Row keys of the relations without a unique index (views and intermediate tables): a
