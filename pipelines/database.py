@@ -16,7 +16,7 @@ from pathlib import Path
 
 import psycopg2
 from psycopg2 import sql
-from psycopg2.extras import execute_values
+from psycopg2.extras import Json, execute_values
 
 from pipelines import constants as c
 from pipelines.errors import (
@@ -177,6 +177,8 @@ DDL = [
     # Which machine saved a period's raw file and CSV (a Dask worker's, on a cluster).
     sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS host_arquivos text").format(CAPTURES),
     sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS pid integer").format(RUNS),
+    # The facts of a structured event (evento), as JSON: e.g. a dbt warning's test and rows.
+    sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS detalhe jsonb").format(LOG_RECORDS),
 ]
 
 # What ensure_schema checks before running any DDL: when every relation and column is there,
@@ -195,6 +197,7 @@ REQUIRED_COLUMNS = (
     (c.LOGS_SCHEMA, c.RUNS_TABLE, "pid"),
     (c.RAW_SCHEMA, c.CAPTURES_TABLE, "host_arquivos"),
     (c.LOGS_SCHEMA, c.LOG_RECORDS_TABLE, "evento"),
+    (c.LOGS_SCHEMA, c.LOG_RECORDS_TABLE, "detalhe"),
 )
 
 # Advisory lock keys (arbitrary constants). DDL: serialises schema changes. LOAD: one
@@ -882,7 +885,7 @@ def insert_log_records(settings: Settings, records: list[dict], wait_seconds: fl
             cursor.execute(
                 sql.SQL(
                     "CREATE TEMPORARY TABLE registros_recuperados ON COMMIT DROP AS SELECT nome_flow, "
-                    "id_execucao, registrado_em, nivel, nome_task, logger, mensagem, evento FROM {} "
+                    "id_execucao, registrado_em, nivel, nome_task, logger, mensagem, evento, detalhe FROM {} "
                     "WITH NO DATA"
                 ).format(LOG_RECORDS)
             )
@@ -894,9 +897,9 @@ def insert_log_records(settings: Settings, records: list[dict], wait_seconds: fl
             cursor.execute(
                 sql.SQL(
                     """INSERT INTO {records} (nome_flow, id_execucao, registrado_em, nivel, nome_task, logger, mensagem,
-                                         evento)
+                                         evento, detalhe)
                    SELECT n.nome_flow, n.id_execucao, n.registrado_em, n.nivel, n.nome_task, n.logger, n.mensagem,
-                          n.evento
+                          n.evento, n.detalhe
                    FROM registros_recuperados n WHERE NOT EXISTS (
                        SELECT 1 FROM {records} o WHERE o.id_execucao = n.id_execucao
                        AND o.registrado_em = n.registrado_em AND o.mensagem = n.mensagem)
@@ -907,7 +910,21 @@ def insert_log_records(settings: Settings, records: list[dict], wait_seconds: fl
     return len(records)
 
 
-LOG_COLUMNS = ("nome_flow", "id_execucao", "registrado_em", "nivel", "nome_task", "logger", "mensagem", "evento")
+LOG_COLUMNS = (
+    "nome_flow",
+    "id_execucao",
+    "registrado_em",
+    "nivel",
+    "nome_task",
+    "logger",
+    "mensagem",
+    "evento",
+    "detalhe",
+)
+
+
+def _log_value(value):
+    return Json(value) if isinstance(value, dict) else value
 
 
 def _append_log_rows(cursor, target, records: list[dict]) -> None:
@@ -917,7 +934,7 @@ def _append_log_rows(cursor, target, records: list[dict]) -> None:
         sql.SQL("INSERT INTO {} ({}) VALUES %s")
         .format(target, sql.SQL(", ").join(map(sql.Identifier, LOG_COLUMNS)))
         .as_string(cursor.connection),
-        [tuple(r.get(name) for name in LOG_COLUMNS) for r in records],
+        [tuple(_log_value(r.get(name)) for name in LOG_COLUMNS) for r in records],
         page_size=1000,
     )
 

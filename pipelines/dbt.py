@@ -390,7 +390,12 @@ def run_dbt(settings: Settings, command: str, select: str, full_refresh: bool = 
         elif status in ("error", "fail"):
             outcome.failures[node.name] = (node_result.message or status).strip()
     for name, count in outcome.warnings.items():
-        logger.warning("Teste dbt com aviso: %s encontrou %d linha(s).", name, count)
+        logger.warning(
+            "Teste dbt com aviso: %s encontrou %d linha(s).",
+            name,
+            count,
+            extra={"evento": constants.EVENT_DBT_WARNING, "detalhe": {"teste": name, "linhas": count}},
+        )
     if not outcome.success:
         details = "; ".join(f"{name}: {message}" for name, message in outcome.failures.items())
         raise DbtBuildError(f"dbt {command} --select {select} falhou: {details or 'veja o log do dbt'}")

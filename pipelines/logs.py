@@ -40,6 +40,7 @@ def structured(record: logging.LogRecord, flow_name: str, run_id: str) -> dict:
         "mensagem": message,
         # a structured fact (constants.EVENT_*), so readers never depend on a message's wording
         "evento": getattr(record, "evento", None),
+        "detalhe": getattr(record, "detalhe", None),  # the event's facts (a dict of JSON values)
     }
 
 

@@ -4,6 +4,7 @@ from decimal import Decimal
 
 import pytest
 
+from pipelines import constants
 from pipelines.flows import capture_flow, materialize_flow
 from pipelines.settings import load_settings
 from tests.conftest import query, run_flow
@@ -37,16 +38,15 @@ TRANSFORMED_COLUMNS = [
 
 
 def warnings_of(db, run_id):
-    """dbt warnings logged by a run: test name -> rows found."""
-    found = {}
-    for (message,) in query(
-        db,
-        "SELECT mensagem FROM logs.registros WHERE id_execucao = %s AND mensagem LIKE 'Teste dbt com aviso:%%'",
-        (run_id,),
-    ):
-        name, count = message.removeprefix("Teste dbt com aviso: ").split(" encontrou ")
-        found[name] = int(count.split()[0])
-    return found
+    """dbt warnings recorded by a run (the structured event, not the message): test name -> rows found."""
+    return dict(
+        query(
+            db,
+            "SELECT detalhe->>'teste', (detalhe->>'linhas')::integer FROM logs.registros "
+            "WHERE id_execucao = %s AND evento = %s",
+            (run_id, constants.EVENT_DBT_WARNING),
+        )
+    )
 
 
 def table_digest(db, name):
