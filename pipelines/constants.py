@@ -38,6 +38,11 @@ STAGING_SCHEMA = "staging"
 # dbt models (queries/models/staging), in build order.
 LATEST_MODELS = ("raw", "cleaned", "renamed", "transformed")
 HISTORIC_MODELS = ("historic_raw", "historic_cleaned", "historic_renamed", "historic_transformed")
+# The two families of dbt builds, each with its own target folder (DATA_DIR/dbt_target/<family>),
+# so a latest and a historic materialization can run at the same time: the latest models,
+# and the historic models with the marts built from them.
+DBT_LATEST = "latest"
+DBT_HISTORIC = "historic"
 # Analysis tables (queries/models/marts, schema marts) built from historic_transformed by the
 # historic materialization after the historic models: one dbt build of the folder (dbt orders
 # them; one invocation instead of six keeps a run with nothing new short).

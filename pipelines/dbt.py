@@ -236,13 +236,11 @@ STATE_TABLE = "periodos_materializados"
 
 def _historic_chain() -> tuple[str, ...]:
     """The dbt builds of the historic materialization, in order (models, then the marts)."""
-    marts = getattr(constants, "HISTORIC_MARTS_SELECTOR", None)
-    return HISTORIC_MODELS + ((marts,) if marts else ())
+    return (*HISTORIC_MODELS, constants.HISTORIC_MARTS_SELECTOR)
 
 
 def _historic_relations() -> list[str]:
-    schema = getattr(constants, "MARTS_SCHEMA", "marts")
-    marts = [f"{schema}.{name}" for name in getattr(constants, "HISTORIC_MARTS", ())]
+    marts = [f"{constants.MARTS_SCHEMA}.{name}" for name in constants.HISTORIC_MARTS]
     return [f"{STAGING_SCHEMA}.{name}" for name in (*HISTORIC_MODELS, STATE_TABLE)] + marts
 
 
@@ -348,12 +346,14 @@ def _mark_historic_build(settings: Settings, select: str, built: bool) -> None:
     os.replace(temporary, path)
 
 
-def run_dbt(settings: Settings, command: str, select: str, full_refresh: bool = False) -> DbtOutcome:
+def run_dbt(settings: Settings, command: str, select: str, family: str, full_refresh: bool = False) -> DbtOutcome:
     """Invoke ``dbt <command> --select <select>`` in-process and summarise the results.
+    ``family``: constants.DBT_LATEST or DBT_HISTORIC, the build's target folder.
     ``full_refresh``: dbt's ``--full-refresh`` (incremental models are rebuilt whole, and the
     historic models' tests read every row)."""
+    if family not in (constants.DBT_LATEST, constants.DBT_HISTORIC):
+        raise ValueError(f"unknown dbt family: {family!r}")
     chain = _historic_chain()
-    family = "historic" if "historic" in select or select in chain else "latest"
     tracked = command == "build" and select in chain
     if tracked and not full_refresh and historic_up_to_date(settings):
         logger.info(

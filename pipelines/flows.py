@@ -54,10 +54,11 @@ def capture_steps(newest: Task) -> list[Task]:
 
 
 def materialize_steps(
-    models: tuple[str, ...], after: Task, full_refresh: Task | bool = False, marts: str | None = None
+    models: tuple[str, ...], family: str, after: Task, full_refresh: Task | bool = False, marts: str | None = None
 ) -> list[Task]:
     """check raw data (after ``after``) -> one ``dbt build`` task per model, in order -> rows,
     all while the raw data is held (``RawDataHold``: no load changes it half-way).
+    ``family``: the models' dbt build family (constants.DBT_LATEST or DBT_HISTORIC).
     ``full_refresh``: dbt's --full-refresh for every model (a flow parameter, or a constant)."""
     with RawDataHold(models[-1], upstream_tasks=[after]):
         built = check_raw_data(upstream_tasks=[after])
@@ -65,6 +66,7 @@ def materialize_steps(
         for model in models:
             built = dbt_build(
                 model,
+                family,
                 full_refresh,
                 upstream_tasks=[built],
                 task_args={"name": f"dbt_build_{constants.STAGING_SCHEMA}.{model}"},
@@ -75,6 +77,7 @@ def materialize_steps(
             steps.append(
                 dbt_build(
                     marts,
+                    family,
                     full_refresh,
                     upstream_tasks=[steps[-1]],
                     task_args={"name": f"dbt_build_{constants.MARTS_SCHEMA}"},
@@ -98,23 +101,24 @@ capture_flow.set_reference_tasks([loaded, logs_loaded])
 
 
 def build_materialize_flow(
-    name: str, models: tuple[str, ...], full_refresh_option: bool = False, marts: str | None = None
+    name: str, models: tuple[str, ...], family: str, full_refresh_option: bool = False, marts: str | None = None
 ) -> Flow:
     """set-up -> materialize steps -> logs. ``full_refresh_option``: the flow has a
     ``full_refresh`` parameter (the historic models, which are built incrementally)."""
     with Flow(name, state_handlers=[record_run]) as flow:
         run_id = setup_log_file(name)
         full_refresh = Parameter("full_refresh", default=False) if full_refresh_option else False
-        materialized = materialize_steps(models, run_id, full_refresh, marts)[-1]
+        materialized = materialize_steps(models, family, run_id, full_refresh, marts)[-1]
         logs_loaded = upload_logs_to_database(name, upstream_tasks=[materialized])
     flow.set_reference_tasks([materialized, logs_loaded])
     return flow
 
 
-materialize_flow = build_materialize_flow(constants.MATERIALIZE_FLOW, constants.LATEST_MODELS)
+materialize_flow = build_materialize_flow(constants.MATERIALIZE_FLOW, constants.LATEST_MODELS, constants.DBT_LATEST)
 historic_materialize_flow = build_materialize_flow(
     constants.HISTORIC_MATERIALIZE_FLOW,
     constants.HISTORIC_MODELS,
+    constants.DBT_HISTORIC,
     full_refresh_option=True,
     marts=constants.HISTORIC_MARTS_SELECTOR,
 )
@@ -149,7 +153,7 @@ with Flow(
     found = newest_period_steps(portal_url, attempt)
     pending = skip_if_already_materialized(found[-1])
     captured = capture_steps(pending)
-    materialized = materialize_steps(constants.LATEST_MODELS, captured[-1])
+    materialized = materialize_steps(constants.LATEST_MODELS, constants.DBT_LATEST, captured[-1])
     # every step is an input of the attempt's record, which reports the one that failed
     finished = finish_scheduled_run(
         attempt, **{re.sub(r"\W", "_", step.name): step for step in [*found, pending, *captured, *materialized]}

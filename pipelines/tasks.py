@@ -260,10 +260,11 @@ def check_raw_data() -> str:
 
 
 @task(name="dbt_build")
-def dbt_build(model: str, full_refresh: bool = False) -> dict:
-    """``dbt build`` of one model and its tests; error-level failures fail the task.
+def dbt_build(model: str, family: str, full_refresh: bool = False) -> dict:
+    """``dbt build`` of one model (or selector) and its tests; error-level failures fail the task.
+    ``family``: the dbt build family (constants.DBT_LATEST or DBT_HISTORIC).
     ``full_refresh``: dbt's --full-refresh (the historic models are rebuilt whole)."""
-    outcome = run_dbt(task_settings(), "build", model, full_refresh=bool(full_refresh))
+    outcome = run_dbt(task_settings(), "build", model, family, full_refresh=bool(full_refresh))
     return {"modelos": outcome.models, "avisos": outcome.warnings}
 
 

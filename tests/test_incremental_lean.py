@@ -45,19 +45,24 @@ def fake_dbt(monkeypatch):
 
 def test_the_project_is_parsed_once_per_process_until_a_file_changes(settings, fake_dbt, monkeypatch):
     for model in ("raw", "cleaned", "renamed", "transformed"):
-        assert dbt.run_dbt(settings, "build", model).models == {model: "success"}
+        assert dbt.run_dbt(settings, "build", model, "latest").models == {model: "success"}
     assert fake_dbt.commands() == ["parse", "build", "build", "build", "build"]
     builds = fake_dbt.calls[1:]
     assert {call["manifest"] for call in builds} == {"manifesto-1"}  # the one parsed manifest, reused
     assert all(call["write_json"] is False for call in fake_dbt.calls)  # no manifest.json after each build
     assert all(call["family"] == "latest" for call in fake_dbt.calls)
 
-    dbt.run_dbt(settings, "build", "historic_raw", full_refresh=True)  # another target folder: its own parse
+    # another target folder: its own parse
+    dbt.run_dbt(settings, "build", "historic_raw", "historic", full_refresh=True)
     assert fake_dbt.commands()[5:] == ["parse", "build"]
     assert fake_dbt.calls[-1]["args"][-1] == "--full-refresh" and fake_dbt.calls[-1]["manifest"] == "manifesto-6"
 
+    with pytest.raises(ValueError, match="historico"):  # the family is explicit, never guessed
+        dbt.run_dbt(settings, "build", "historic_raw", "historico")
+    assert len(fake_dbt.calls) == 7
+
     monkeypatch.setattr(dbt, "_project_fingerprint", lambda: "um arquivo do projeto mudou")
-    dbt.run_dbt(settings, "build", "raw")
+    dbt.run_dbt(settings, "build", "raw", "latest")
     assert fake_dbt.commands()[7:] == ["parse", "build"]
     assert fake_dbt.calls[-1]["manifest"] == "manifesto-8"
 

@@ -482,7 +482,7 @@ def test_an_unchanged_rerun_rebuilds_nothing(built, settings, caplog):
     }
     # dbt itself, on every mart: nothing to rebuild, not one row rewritten, every test run
     with caplog.at_level(logging.INFO, logger="pipelines.dbt"):
-        outcome = run_dbt(settings, "build", " ".join(MARTS))
+        outcome = run_dbt(settings, "build", " ".join(MARTS), constants.DBT_HISTORIC)
     assert outcome.models == dict.fromkeys(MARTS, "success")
     plans = sorted(r.getMessage() for r in caplog.records if "período(s) a reconstruir" in r.getMessage())
     assert plans == sorted(f"dbt | marts.{model}: 0 período(s) a reconstruir, 0 a remover." for model in MARTS)
