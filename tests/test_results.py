@@ -21,8 +21,8 @@ from pipelines.dbt import generate_docs
 from pipelines.executors import parallel_executor
 from pipelines.flows import capture_flow, historic_capture_flow, historic_materialize_flow, materialize_flow
 from pipelines.results import views
-from pipelines.results.app import GRAPH_CONFIG, create_app, db_down_banner
-from pipelines.results.formatting import brl, duration, integer
+from pipelines.results.app import create_app, db_down_banner
+from pipelines.results.formatting import GRAPH_CONFIG, brl, duration, integer
 from pipelines.results.queries import Column, ResultsRepository, UnknownTableError, filter_sql, make_engine, order_sql
 from pipelines.settings import load_settings
 from tests.conftest import query, run_flow
@@ -681,14 +681,14 @@ def test_browser_database_never_captured(settings, browser):
 
 
 def test_graphs_and_grids_carry_the_portuguese_locale():
-    from pipelines.results.app import charts_page, logs_page, runs_page, tables_page
+    from pipelines.results.pages import charts, logs, runs, tables
 
     def page_json(builder):
         return json.dumps(builder().to_plotly_json(), default=lambda component: component.to_plotly_json())
 
-    assert page_json(charts_page).count('"locale": "pt-BR"') == 4
+    assert page_json(charts.layout).count('"locale": "pt-BR"') == 4
     assert GRAPH_CONFIG["locales"]["pt-BR"]["format"] == {"decimal": ",", "thousands": "."}
-    for builder in (tables_page, logs_page, runs_page):
+    for builder in (tables.layout, logs.layout, runs.layout):
         grids = page_json(builder)
         assert '"noRowsToShow": "Nenhuma linha para mostrar"' in grids and '"thousandSeparator": "."' in grids
 

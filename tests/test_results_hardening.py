@@ -27,8 +27,9 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
 from pipelines.results import views
-from pipelines.results.app import TIMEOUT_MESSAGE, create_app, unavailable
+from pipelines.results.app import create_app
 from pipelines.results.export import FORMULA_PREFIXES, csv_stream, spreadsheet_safe
+from pipelines.results.pages.common import TIMEOUT_MESSAGE, unavailable
 from pipelines.results.queries import ResultsRepository, is_query_timeout, make_engine
 from pipelines.settings import load_settings
 from tests.netproxy import Proxy

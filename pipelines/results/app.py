@@ -1,6 +1,8 @@
-"""The Dash app: layout, callbacks and the CSV export route.
+"""The Dash app's shell: header, navigation, routing, the database banner and the routes
+outside Dash. Each page (layout and callbacks) is a module of ``pipelines.results.pages``,
+or ``pipelines.results.analyses`` for "Análises"; ``create_app`` registers them.
 
-``create_app`` builds it for given settings (tests, ``run/results.py``);
+``create_app`` builds the app for given settings (tests, ``run/results.py``);
 ``create_server`` is the WSGI entry point for a production server, as the container
 runs it: ``waitress-serve --call pipelines.results.app:create_server``.
 
@@ -21,19 +23,16 @@ import os
 import sys
 from pathlib import Path
 
-import dash_ag_grid as dag
-import pandas as pd
-from dash import MATCH, Dash, Input, Output, ctx, dcc, html, no_update, set_props
+from dash import Dash, Input, Output, dcc, html
 from flask import Flask, Response, jsonify, redirect, request, send_from_directory
 
 from pipelines.errors import ConfigError, first_line
 from pipelines.results import analyses, views
 from pipelines.results.export import csv_stream
-from pipelines.results.formatting import AG_GRID_LOCALE, GRAPH_CONFIG
+from pipelines.results.pages import charts, logs, runs, tables
+from pipelines.results.pages.common import DB_DOWN, TIMEOUT_MESSAGE
 from pipelines.results.protocol import callback_request_problem
 from pipelines.results.queries import (
-    DATABASE_UNAVAILABLE,
-    STATEMENT_TIMEOUT_SECONDS,
     InvalidRequestError,
     ResultsRepository,
     is_missing_database,
@@ -43,27 +42,20 @@ from pipelines.results.queries import (
 from pipelines.settings import Settings, load_settings
 
 PAGES = [
-    ("/tabelas", "Tabelas"),
-    ("/logs", "Logs"),
-    ("/execucoes", "Execuções"),
-    ("/graficos", "Gráficos"),
+    (tables.PATH, "Tabelas"),
+    (logs.PATH, "Logs"),
+    (runs.PATH, "Execuções"),
+    (charts.PATH, "Gráficos"),
     (analyses.PATH, "Análises"),
 ]
-DB_DOWN = DATABASE_UNAVAILABLE
-RETRY_AFTER_SECONDS = 5
-TIMEOUT_MESSAGE = (
-    f"A consulta passou do limite de {STATEMENT_TIMEOUT_SECONDS} s e foi cancelada; refine os filtros e tente de novo."
-)
-GRID_STYLE = {"height": "560px", "width": "100%"}
-COLUMN_DEFAULTS = {
-    "filter": True,
-    "sortable": True,
-    "resizable": True,  # logs and runs grids
-    "wrapHeaderText": True,
-    "autoHeaderHeight": True,
+PAGE_LAYOUTS = {
+    tables.PATH: tables.layout,
+    logs.PATH: logs.layout,
+    runs.PATH: runs.layout,
+    charts.PATH: charts.layout,
+    analyses.PATH: analyses.layout,
 }
-# Every grid: AG Grid's own texts and number formats in Portuguese, tooltips at once.
-GRID_OPTIONS = {"localeText": AG_GRID_LOCALE, "tooltipShowDelay": 0}
+RETRY_AFTER_SECONDS = 5
 APP_NAME = "terceirizados-resultados"  # what /saude answers, with the serving process id
 DOCS_PATH = "/docs/"
 
@@ -73,179 +65,6 @@ def _nav() -> html.Nav:
     # the dbt documentation is a page of its own (not a Dash page): a full page load
     links.append(html.A("Documentação (dbt)", href=DOCS_PATH, className="nav-link", id="nav-docs"))
     return html.Nav(links, className="nav")
-
-
-def _graph(graph_id: str) -> dcc.Graph:
-    return dcc.Graph(id=graph_id, config=GRAPH_CONFIG)
-
-
-def tables_page() -> html.Div:
-    return html.Div(
-        [
-            html.H2("Tabelas"),
-            html.Div(
-                [
-                    dcc.Dropdown(
-                        id="table-select",
-                        options=views.table_options(),
-                        value="staging.transformed",
-                        clearable=False,
-                        style={"minWidth": "420px"},
-                    ),
-                    html.Div(id="export-container"),
-                ],
-                className="toolbar",
-            ),
-            html.Div(id="table-info", className="info"),
-            html.Div(id="grid-container"),
-            html.H3("Dicionário de dados"),
-            dag.AgGrid(
-                id="dictionary",
-                columnDefs=[
-                    {"field": "coluna", "headerName": "Coluna", "width": 260},
-                    {"field": "tipo", "headerName": "Tipo", "width": 200},
-                    {
-                        "field": "descricao",
-                        "headerName": "Descrição",
-                        "flex": 1,
-                        "wrapText": True,
-                        "autoHeight": True,
-                        "cellStyle": {"lineHeight": "1.5", "paddingTop": "6px", "paddingBottom": "6px"},
-                    },
-                ],
-                rowData=[],
-                style={"height": "420px"},
-                dashGridOptions=GRID_OPTIONS,
-            ),
-        ]
-    )
-
-
-def logs_page() -> html.Div:
-    return html.Div(
-        [
-            html.H2("Logs dos flows"),
-            html.Div(
-                [
-                    dcc.Dropdown(id="log-flow", placeholder="Flow", style={"minWidth": "320px"}),
-                    dcc.Dropdown(id="log-run", placeholder="Execução", style={"minWidth": "360px"}),
-                    dcc.Dropdown(
-                        id="log-level",
-                        placeholder="Nível",
-                        options=["INFO", "WARNING", "ERROR"],
-                        style={"minWidth": "160px"},
-                    ),
-                ],
-                className="toolbar",
-            ),
-            html.Div(id="logs-info", className="info"),
-            dag.AgGrid(
-                id="logs-grid",
-                columnDefs=[
-                    {"field": "registrado_em", "headerName": "Registrado em (Brasília)", "width": 210},
-                    {"field": "nome_flow", "headerName": "Flow", "width": 300},
-                    {"field": "nivel", "headerName": "Nível", "width": 130},
-                    {"field": "nome_task", "headerName": "Task", "width": 240},
-                    {
-                        "field": "mensagem",
-                        "headerName": "Mensagem",
-                        "flex": 1,
-                        "wrapText": False,
-                        "tooltipField": "mensagem",
-                    },
-                    {"field": "estado_execucao", "headerName": "Estado da execução", "width": 150},
-                ],
-                rowData=[],
-                getRowStyle=views.FAILED_ROW_STYLE,
-                style=GRID_STYLE,
-                dashGridOptions={"pagination": True, "paginationPageSize": 100, **GRID_OPTIONS},
-                defaultColDef=COLUMN_DEFAULTS,
-            ),
-        ]
-    )
-
-
-def runs_page() -> html.Div:
-    return html.Div(
-        [
-            html.H2("Execuções"),
-            html.Div(id="runs-info", className="info"),
-            # fits 1400 px without cutting the message: the numeric headers wrap, and the message,
-            # the only long text, wraps inside its own width (the row grows)
-            dag.AgGrid(
-                id="runs-grid",
-                columnDefs=[
-                    {"field": "nome_flow", "headerName": "Flow", "width": 305, "tooltipField": "id_execucao"},
-                    {"field": "iniciado_em", "headerName": "Início (Brasília)", "width": 160},
-                    {"field": "duracao", "headerName": "Duração", "width": 100},
-                    {"field": "estado_final", "headerName": "Estado final", "width": 105},
-                    {
-                        "field": "linhas_carregadas",
-                        "headerName": "Linhas carregadas",
-                        "width": 115,
-                        "type": "rightAligned",
-                    },
-                    {"field": "linhas_quarentena", "headerName": "Em quarentena", "width": 120, "type": "rightAligned"},
-                    {
-                        "field": "tentativas_agendadas",
-                        "headerName": "Novas tentativas",
-                        "width": 110,
-                        "type": "rightAligned",
-                    },
-                    {
-                        "field": "mensagem",
-                        "headerName": "Mensagem",
-                        "flex": 1,
-                        "minWidth": 320,
-                        "wrapText": True,
-                        "autoHeight": True,
-                        "cellStyle": {
-                            "lineHeight": "1.5",
-                            "paddingTop": "6px",
-                            "paddingBottom": "6px",
-                            "wordBreak": "break-word",
-                        },
-                    },
-                    {"field": "id_execucao", "headerName": "Execução", "width": 300},
-                ],
-                rowData=[],
-                getRowStyle=views.FAILED_ROW_STYLE,
-                style=GRID_STYLE,
-                defaultColDef=COLUMN_DEFAULTS,
-                dashGridOptions=GRID_OPTIONS,
-            ),
-        ]
-    )
-
-
-def charts_page() -> html.Div:
-    return html.Div(
-        [
-            html.H2("Gráficos"),
-            html.Div(id="charts-info", className="info"),
-            _graph("chart-totals"),
-            html.Div(
-                [
-                    html.Label("Período:"),
-                    dcc.Dropdown(
-                        id="chart-period", clearable=False, placeholder="Período", style={"minWidth": "200px"}
-                    ),
-                ],
-                className="toolbar",
-            ),
-            html.Div([_graph("chart-agencies"), _graph("chart-companies")], className="two-columns"),
-            _graph("chart-salary"),
-        ]
-    )
-
-
-PAGE_BUILDERS = {
-    "/tabelas": tables_page,
-    "/logs": logs_page,
-    "/execucoes": runs_page,
-    "/graficos": charts_page,
-    analyses.PATH: analyses.layout,
-}
 
 
 def db_down_text(settings: Settings, error: Exception) -> str:
@@ -263,15 +82,6 @@ def db_down_banner(settings: Settings, error: Exception) -> html.Div:
         className="banner",
         id="db-down",
     )
-
-
-def unavailable(error: Exception, database: str | None = None) -> str:
-    """The page's message for a database error (the banner above gives the details)."""
-    if is_query_timeout(error):
-        return TIMEOUT_MESSAGE
-    if database and is_missing_database(error, database):
-        return views.NOTHING_CAPTURED_MESSAGE
-    return views.DB_DOWN_MESSAGE
 
 
 def docs_missing_page(folder: Path) -> Response:
@@ -346,218 +156,23 @@ def _serve_docs(app: Dash, settings: Settings) -> None:
         return response
 
 
-def create_app(settings: Settings, repo: ResultsRepository | None = None) -> Dash:
-    repo = repo or ResultsRepository(make_engine(settings))
-    app = Dash(
-        __name__, title="Terceirizados · resultados", update_title="Atualizando...", suppress_callback_exceptions=True
-    )
-    _guard_callback_requests(app)
-    _serve_docs(app, settings)
-    where = f"{settings.postgres_db} em {settings.postgres_host}:{settings.postgres_port}"
+def _where(settings: Settings) -> str:
+    """The database the app reads, as the "nothing captured" notice names it."""
+    return f"{settings.postgres_db} em {settings.postgres_host}:{settings.postgres_port}"
 
-    def unavailable_here(error: Exception) -> str:
-        return unavailable(error, settings.postgres_db)
+
+def _serve_health(app: Dash) -> None:
+    """``/saude``: which process serves the app."""
 
     @app.server.route("/saude")
     def health_check():
         """Which process serves the app (start.sh checks that it is the one it started)."""
         return jsonify(app=APP_NAME, pid=os.getpid())
 
-    app.layout = html.Div(
-        [
-            dcc.Location(id="url"),
-            dcc.Interval(id="health-interval", interval=5000),
-            html.Header([html.H1("Terceirizados de Órgãos Federais"), _nav()]),
-            html.Div(id="db-banner"),
-            html.Main(id="page"),
-        ]
-    )
 
-    @app.callback(Output("page", "children"), Input("url", "pathname"))
-    def render_page(pathname):
-        return PAGE_BUILDERS.get(pathname if isinstance(pathname, str) else "/", tables_page)()
-
-    @app.callback(Output("db-banner", "children"), Input("health-interval", "n_intervals"), Input("url", "pathname"))
-    def health(_n, _path):
-        try:
-            captured = repo.captured_anything()
-        except DB_DOWN as error:
-            if is_missing_database(error, settings.postgres_db):
-                return views.nothing_captured(where)
-            return db_down_banner(settings, error)
-        return None if captured else views.nothing_captured(where)
-
-    @app.callback(
-        Output("grid-container", "children"),
-        Output("export-container", "children"),
-        Output("table-info", "children"),
-        Output("dictionary", "rowData"),
-        Input("table-select", "value"),
-    )
-    def choose_table(key):
-        try:
-            schema, table = views.split_key(key)
-            columns = repo.columns(schema, table)
-            has_rows = bool(columns) and repo.has_rows(schema, table)
-        except InvalidRequestError as error:
-            return None, None, views.invalid_request(error), []
-        except DB_DOWN as error:
-            return None, None, unavailable_here(error), []
-        if not has_rows:
-            return (
-                None,
-                None,
-                html.Div(views.EMPTY_TABLE_MESSAGE, className="empty", id="empty-table"),
-                views.dictionary_rows(columns),
-            )
-        # ids carry the table so that a new table gets a new grid (and a fresh row cache)
-        grid = dag.AgGrid(
-            id={"type": "grid", "table": key},
-            columnDefs=views.column_defs(columns),
-            rowModelType="infinite",
-            style=GRID_STYLE,
-            className="ag-theme-alpine data-grid",
-            dashGridOptions={
-                "pagination": True,
-                "paginationPageSize": 100,
-                "cacheBlockSize": 100,
-                "maxBlocksInCache": 10,
-                "rowBuffer": 0,
-                # ~25 columns: render them all (cheap), so every cell is in the page
-                "suppressColumnVirtualisation": True,
-                **GRID_OPTIONS,
-            },
-        )
-        export = html.A(
-            "Exportar CSV (linhas filtradas)",
-            id={"type": "export", "table": key},
-            href=views.export_href(key, None, None),
-            className="button export-link",
-        )
-        return grid, export, views.table_info(key), views.dictionary_rows(columns)
-
-    @app.callback(
-        Output({"type": "grid", "table": MATCH}, "getRowsResponse"),
-        Output({"type": "export", "table": MATCH}, "href"),
-        Input({"type": "grid", "table": MATCH}, "getRowsRequest"),
-        prevent_initial_call=True,
-    )
-    def get_rows(grid_request):
-        if not grid_request:
-            return no_update, no_update
-        key = ctx.inputs_list[0]["id"]["table"]  # the request checker made sure it is there
-        try:
-            response, href = views.rows_response(repo, key, grid_request)
-        except InvalidRequestError as error:
-            set_props("table-info", {"children": views.invalid_request(error)})
-            return {"rowData": [], "rowCount": 0}, no_update
-        except DB_DOWN as error:
-            set_props("table-info", {"children": unavailable_here(error)})
-            return {"rowData": [], "rowCount": 0}, no_update
-        set_props("table-info", {"children": views.table_info(key)})  # clears an earlier message
-        return response, href
-
-    @app.callback(Output("log-flow", "options"), Output("log-run", "options"), Input("url", "pathname"))
-    def log_filter_options(pathname):
-        if pathname != "/logs":
-            return no_update, no_update
-        try:
-            filters = repo.log_filters()
-        except DB_DOWN:
-            return [], []
-        return filters["flows"], views.run_options(filters)
-
-    @app.callback(
-        Output("logs-grid", "rowData"),
-        Output("logs-info", "children"),
-        Input("log-flow", "value"),
-        Input("log-run", "value"),
-        Input("log-level", "value"),
-    )
-    def show_logs(flow, run_id, level):
-        try:
-            flow, run_id = views.optional_text(flow, "Flow"), views.optional_text(run_id, "Execução")
-            level = views.optional_text(level, "Nível")
-        except InvalidRequestError as error:
-            return [], views.invalid_request(error)
-        try:
-            rows = views.log_rows(repo.log_records(flow, run_id, level))
-        except DB_DOWN as error:
-            return [], unavailable_here(error)
-        if not rows:
-            return [], html.Div("Nenhum registro de log ainda: rode um flow.", className="empty")
-        return rows, views.logs_info(rows)
-
-    @app.callback(Output("runs-grid", "rowData"), Output("runs-info", "children"), Input("url", "pathname"))
-    def show_runs(pathname):
-        if pathname != "/execucoes":
-            return no_update, no_update
-        try:
-            rows = views.runs_rows(repo.runs())
-        except DB_DOWN as error:
-            return [], unavailable_here(error)
-        if not rows:
-            return [], html.Div("Nenhuma execução registrada ainda.", className="empty")
-        return rows, views.runs_info(rows)
-
-    @app.callback(
-        Output("chart-totals", "figure"),
-        Output("chart-period", "options"),
-        Output("chart-period", "value"),
-        Output("charts-info", "children"),
-        Input("url", "pathname"),
-    )
-    def show_totals(pathname):
-        if pathname != "/graficos":
-            return no_update, no_update, no_update, no_update
-        try:
-            source = repo.chart_source()
-            if source is None:
-                # no period to choose: the per-period charts say so too, instead of empty axes
-                for chart in ("chart-agencies", "chart-companies", "chart-salary"):
-                    set_props(chart, {"figure": views.empty_figure(views.EMPTY_TABLE_MESSAGE)})
-                empty = views.totals_figure(pd.DataFrame())
-                return empty, [], None, html.Div(views.EMPTY_TABLE_MESSAGE, className="empty")
-            totals = repo.totals_by_period(source)
-        except DB_DOWN as error:
-            for chart in ("chart-agencies", "chart-companies", "chart-salary"):
-                set_props(chart, {"figure": views.empty_figure(unavailable_here(error))})
-            return views.empty_figure(unavailable_here(error)), [], None, unavailable_here(error)
-        options = views.period_options(totals)
-        return views.totals_figure(totals), options, options[0]["value"], f"Fonte: {source}."
-
-    @app.callback(
-        Output("chart-agencies", "figure"),
-        Output("chart-companies", "figure"),
-        Output("chart-salary", "figure"),
-        Input("chart-period", "value"),
-        prevent_initial_call=True,
-    )
-    def show_period(period):
-        if not period:
-            return no_update, no_update, no_update
-        try:
-            year, month = views.parse_period(period)
-        except InvalidRequestError as error:
-            set_props("charts-info", {"children": views.invalid_request(error)})
-            return no_update, no_update, no_update
-        try:
-            source = repo.chart_source()
-            if source is None:
-                return no_update, no_update, no_update
-            agencies = repo.top_by_cost(source, "nome_orgao", year, month)
-            companies = repo.top_by_cost(source, "razao_social_empresa", year, month)
-            salaries = repo.salary_by_education(source, year, month)
-        except DB_DOWN as error:
-            set_props("charts-info", {"children": unavailable_here(error)})
-            return no_update, no_update, no_update
-        set_props("charts-info", {"children": f"Fonte: {source}."})
-        label = f"{month:02d}/{year}"
-        return (
-            views.top_figure(agencies, f"Órgãos com maior custo mensal ({label})"),
-            views.top_figure(companies, f"Empresas com maior custo mensal ({label})"),
-            views.salary_figure(salaries),
-        )
+def _serve_table_export(app: Dash, settings: Settings, repo: ResultsRepository) -> None:
+    """``/exportar.csv``: the export of the "Tabelas" page."""
+    where = _where(settings)
 
     @app.server.route("/exportar.csv")
     def export_csv():
@@ -588,6 +203,46 @@ def create_app(settings: Settings, repo: ResultsRepository | None = None) -> Das
         response.call_on_close(rows.close)  # an aborted download frees its connection at once
         return response
 
+
+def create_app(settings: Settings, repo: ResultsRepository | None = None) -> Dash:
+    """The shell (header, navigation, routing, database banner, routes outside Dash) and
+    every page's callbacks."""
+    repo = repo or ResultsRepository(make_engine(settings))
+    app = Dash(
+        __name__, title="Terceirizados · resultados", update_title="Atualizando...", suppress_callback_exceptions=True
+    )
+    _guard_callback_requests(app)
+    _serve_docs(app, settings)
+    _serve_health(app)
+    where = _where(settings)
+
+    app.layout = html.Div(
+        [
+            dcc.Location(id="url"),
+            dcc.Interval(id="health-interval", interval=5000),
+            html.Header([html.H1("Terceirizados de Órgãos Federais"), _nav()]),
+            html.Div(id="db-banner"),
+            html.Main(id="page"),
+        ]
+    )
+
+    @app.callback(Output("page", "children"), Input("url", "pathname"))
+    def render_page(pathname):
+        return PAGE_LAYOUTS.get(pathname if isinstance(pathname, str) else "/", tables.layout)()
+
+    @app.callback(Output("db-banner", "children"), Input("health-interval", "n_intervals"), Input("url", "pathname"))
+    def health(_n, _path):
+        try:
+            captured = repo.captured_anything()
+        except DB_DOWN as error:
+            if is_missing_database(error, settings.postgres_db):
+                return views.nothing_captured(where)
+            return db_down_banner(settings, error)
+        return None if captured else views.nothing_captured(where)
+
+    for page in (tables, logs, runs, charts):
+        page.register_callbacks(app, repo, database=settings.postgres_db)
+    _serve_table_export(app, settings, repo)
     analyses.register_callbacks(app, repo)
     return app
 
