@@ -46,11 +46,12 @@ from pathlib import Path
 
 import psutil
 
+from bench.dbtools import compile_inline, drop_database
 from bench.portal_generator import PortalServer, build_portal, default_periods
 from pipelines import database
 from pipelines.constants import CSV_DELIMITER, HISTORIC_MATERIALIZE_FLOW, PIPELINE_FLOW, RAW_COLUMNS
-from pipelines.dbt import _project_fingerprint, compile_inline
-from pipelines.sample_portal import load_portal
+from pipelines.dbt import _project_fingerprint
+from pipelines.demo import load_portal
 from pipelines.settings import PROJECT_ROOT, load_settings
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -400,7 +401,7 @@ def main() -> None:
         rerun_only(args, settings, env, server, project)
         return
     shutil.rmtree(data_dir, ignore_errors=True)
-    database.drop_database(settings, args.database)
+    drop_database(settings, args.database)
     database.ensure_database(settings)
 
     total_rows = sum(e["loaded_rows"] for e in expectations.values())

@@ -27,8 +27,8 @@ from decimal import Decimal
 from pathlib import Path
 
 from pipelines.constants import MONTH_NAMES, SOURCE_COLUMNS
+from pipelines.demo import FILES_PATH, PeriodSpec, Portal, PortalServer
 from pipelines.parse import cell_text
-from pipelines.sample_portal import FILES_PATH, PeriodSpec, Portal, PortalServer
 
 HEADER = [
     {"num_mes_carga": "Num_Mes_Carga", "mes_carga": "Mes_Carga", "ano_carga": "Ano_Carga"}.get(c, c)
@@ -289,7 +289,7 @@ def small_periods() -> list[PeriodSpec]:
 
 
 def sample_periods() -> list[PeriodSpec]:
-    """The offline demo's portal (bench/sample_portal): every format and quirk, including the
+    """The offline demo's portal (pipelines/demo/portal): every format and quirk, including the
     period linked under two file names (2019-09), and the newest period in XLSX."""
     by_label = {s.label: s for s in default_periods()}
     return [by_label[label] for label in ("2019-01", "2019-09", "2021-01", "2022-05", "2023-09", "2024-01", "2024-05")]

@@ -7,7 +7,7 @@ import logging
 import socket
 from pathlib import Path
 
-from pipelines import database, storage
+from pipelines import raw_loads, storage
 from pipelines.download import DownloadedFile, HttpLimits, download_file, fetch_page
 from pipelines.errors import CaptureRefusedError
 from pipelines.parse import ParsedFile, parse_file
@@ -62,7 +62,7 @@ def load_parsed(
 ) -> dict:
     """Load one period atomically and return its reconciliation summary."""
     published = downloaded.published
-    record = database.CaptureRecord(
+    record = raw_loads.CaptureRecord(
         period=published.period,
         file_name=published.file_name,
         url=published.url,
@@ -85,12 +85,12 @@ def load_parsed(
         raise RuntimeError(f"Reconciliação falhou para {published.label}: {record}")
     refusal = implausibility(parsed, published.file_name, settings.max_quarantine_share)
     if refusal:
-        database.record_refused_capture(settings, record, refusal)
+        raw_loads.record_refused_capture(settings, record, refusal)
         raise CaptureRefusedError(
             f"Período {published.label} recusado: {refusal}. Os dados anteriores do período foram mantidos "
             "(a tentativa está em raw.capturas, colunas tentativa_*)."
         )
-    database.load_period(settings, csv_file, parsed.quarantine, record)
+    raw_loads.load_period(settings, csv_file, parsed.quarantine, record)
     return {
         "periodo": published.label,
         "linhas_arquivo": record.data_rows,
@@ -137,7 +137,7 @@ def capture_period(settings: Settings, published: PublishedFile, force: bool, ru
     Only a small summary leaves this function: the bytes and the DataFrame of the period
     are released when it returns, so memory does not grow with the number of periods.
     """
-    previous = None if force else database.last_capture(settings, published.period)
+    previous = None if force else raw_loads.last_capture(settings, published.period)
     # conditional request only for the same file: a renamed file must be downloaded
     same_file = previous is not None and previous["url"] == published.url
     downloaded = download_file(

@@ -8,6 +8,9 @@ A materialization runs one ``dbt build`` per model (one Prefect task each). The 
 parsed once per process and the parsed manifest is reused by the following invocations
 (``dbtRunner(manifest=...)``): each of them then costs only dbt's set-up and the model's SQL
 and tests, not another parse. A change to any file of the project parses it again.
+
+It also answers whether the latest models were built from a period's capture
+(``newest_period_materialized``), which the scheduled pipeline asks before doing any work.
 """
 
 from __future__ import annotations
@@ -21,7 +24,10 @@ import os
 import shutil
 import threading
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
+
+from psycopg2 import sql
 
 from pipelines import constants, database
 from pipelines.constants import HISTORIC_MODELS, RAW_SCHEMA, RAW_TABLE, STAGING_SCHEMA
@@ -165,14 +171,6 @@ def _seed_partial_parse(targets: Path, family: str) -> None:
         logger.debug("Estado de parse parcial do dbt não copiado para %s: %s", own, exc)
 
 
-def compile_inline(settings: Settings, sql: str) -> str:
-    """Compile a SQL snippet that uses the project's macros (used by the benchmark)."""
-    result = _invoke(settings, ["compile", "--inline", sql], "inline")
-    if not result.success:
-        raise DbtBuildError(f"dbt compile --inline falhou: {result.exception}")
-    return result.result.results[0].node.compiled_code
-
-
 # Skipped when fingerprinting the project: what dbt writes, not what it reads.
 _NOT_PROJECT_FILES = {"target", "logs", "dbt_packages", ".user.yml"}
 _manifests: dict[str, tuple[tuple, object]] = {}  # family -> (key, parsed manifest)
@@ -214,6 +212,30 @@ def parsed_manifest(settings: Settings, family: str):
             raise DbtBuildError(f"dbt parse falhou: {result.exception or 'veja o log do dbt'}")
         _manifests[family] = (key, result.result)
         return result.result
+
+
+# -- the latest models -------------------------------------------------------------------
+
+
+def newest_period_materialized(settings: Settings, period: date) -> bool:
+    """True when ``period`` is captured and staging.transformed was built from that capture."""
+    transformed = f"{STAGING_SCHEMA}.{constants.LATEST_MODELS[-1]}"
+    with database.connection(settings) as conn, conn.cursor() as cursor:
+        cursor.execute("SELECT to_regclass(%s) IS NOT NULL", (transformed,))
+        if not cursor.fetchone()[0]:
+            return False
+        cursor.execute(
+            sql.SQL("""SELECT EXISTS (
+                SELECT 1 FROM {captures} c
+                WHERE c.periodo = %s AND EXISTS (
+                    SELECT 1 FROM {transformed} t
+                    WHERE t.ano = extract(year FROM c.periodo) AND t.mes = extract(month FROM c.periodo)
+                      AND t.capturado_em = c.capturado_em))""").format(
+                captures=database.CAPTURES, transformed=database.table(STAGING_SCHEMA, constants.LATEST_MODELS[-1])
+            ),
+            (period,),
+        )
+        return cursor.fetchone()[0]
 
 
 # -- historic models with nothing to do -----------------------------------------------------

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 
-from pipelines import database, logs
+from pipelines import logs, runs
 from pipelines.settings import Settings
 
 logger = logging.getLogger("pipelines.recovery")
@@ -14,16 +14,16 @@ logger = logging.getLogger("pipelines.recovery")
 
 def recover_runs(settings: Settings) -> list[str]:
     """Mark interrupted runs and load pending log records; returns the interrupted run ids."""
-    interrupted = [run_id for run_id, _ in database.mark_interrupted_runs(settings)]
+    interrupted = [run_id for run_id, _ in runs.mark_interrupted_runs(settings)]
     pending = logs.pending_runs(settings.log_dir)
     if not pending:
         return interrupted
-    states = database.run_states(settings, [run_id for run_id, _ in pending])
+    states = runs.run_states(settings, [run_id for run_id, _ in pending])
     for run_id, path in pending:
         if states.get(run_id) in (None, "Running"):
             continue  # a live run (or one of the scheduler's sessions): its own upload loads it
         records = [r for r in logs.read_pending(path) if r.get("id_execucao") == run_id]
-        added = database.insert_log_records(settings, records, replace=False)
+        added = runs.insert_log_records(settings, records, replace=False)
         path.unlink(missing_ok=True)
         logger.info("%d registro(s) de log da execução %s (%s) recuperados de %s.", added, run_id, states[run_id], path)
     return interrupted

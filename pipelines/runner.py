@@ -8,10 +8,10 @@ import sys
 import uuid
 
 from pipelines import database
+from pipelines.demo import SAMPLE_OPTION
 from pipelines.errors import ConfigError, DatabaseUnavailableError, DownloadError, PortalStructureError
 from pipelines.executors import parallel_executor
 from pipelines.logs import log_paths
-from pipelines.sample_portal import SAMPLE_OPTION
 from pipelines.settings import Settings, load_settings
 from pipelines.tasks import SETTINGS_KEY, configure_retries, failed_task_errors, failure_causes
 

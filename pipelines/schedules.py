@@ -27,7 +27,7 @@ import pendulum
 from prefect.schedules import Schedule
 from prefect.schedules.clocks import CronClock
 
-from pipelines import database
+from pipelines import runs
 from pipelines.constants import SCHEDULER_FLOW
 
 TIMEZONE = "America/Sao_Paulo"
@@ -181,7 +181,7 @@ class PostgresAttemptStore:
     def attempts(self) -> list[Attempt]:
         return [
             Attempt(pendulum.parse(cycle).in_timezone(TIMEZONE), started, state == "Success")
-            for cycle, started, state in database.scheduler_attempts(self.settings, SCHEDULER_FLOW)
+            for cycle, started, state in runs.scheduler_attempts(self.settings, SCHEDULER_FLOW)
         ]
 
     def start(
@@ -190,7 +190,7 @@ class PostgresAttemptStore:
         parameters = {"ciclo": pendulum.instance(cycle).isoformat(), "tipo": reason}
         if run_id:
             parameters["execucao"] = run_id  # the pipeline's flow run (its logs in logs.registros)
-        database.start_run(self.settings, attempt_id, SCHEDULER_FLOW, started_at, parameters)
+        runs.start_run(self.settings, attempt_id, SCHEDULER_FLOW, started_at, parameters)
 
     def finish(self, attempt_id: str, succeeded: bool, message: str, finished_at: datetime) -> None:
-        database.finish_run(self.settings, attempt_id, "Success" if succeeded else "Failed", message, finished_at)
+        runs.finish_run(self.settings, attempt_id, "Success" if succeeded else "Failed", message, finished_at)

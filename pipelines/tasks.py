@@ -17,9 +17,9 @@ from prefect.engine import signals
 from prefect.engine.state import Failed, Retrying, Skipped, Success, TriggerFailed
 from prefect.triggers import always_run
 
-from pipelines import capture, database, logs, recovery, storage
+from pipelines import capture, database, logs, raw_loads, recovery, runs, storage
 from pipelines.constants import EVENT_RETRY, SCHEDULED_TIME_KEY, SCHEDULER_LOCK_KEY, STAGING_SCHEMA
-from pipelines.dbt import run_dbt
+from pipelines.dbt import newest_period_materialized, run_dbt
 from pipelines.download import DownloadedFile, HttpLimits, download_file
 from pipelines.errors import (
     DatabaseUnavailableError,
@@ -75,7 +75,7 @@ def task_settings() -> Settings:
         if origin is None or tuple(origin) == here or origin[0] == here[0]:
             logs.attach_handler(settings.log_dir, flow_name, run_id)
         if origin is not None and tuple(origin) != here:
-            logs.attach_database_handler(database.LogSink(settings), flow_name, run_id)
+            logs.attach_database_handler(runs.LogSink(settings), flow_name, run_id)
     return settings
 
 
@@ -138,7 +138,7 @@ def record_run(flow, old_state, new_state):
                 recovery.recover_runs(settings)
             except Exception as exc:  # recovering older runs must not stop this one from being recorded
                 logger.warning("Não foi possível verificar execuções interrompidas: %s", exc)
-            database.start_run(settings, run_id, flow.name, now, dict(prefect.context.get("parameters") or {}))
+            runs.start_run(settings, run_id, flow.name, now, dict(prefect.context.get("parameters") or {}))
         elif new_state.is_finished():
             settings = prefect.context.get(SETTINGS_KEY) or settings
             lost, error = logs.write_failures(run_id)
@@ -148,7 +148,7 @@ def record_run(flow, old_state, new_state):
                     f"{storage_error('LOG_DIR', settings.log_dir, error)}",
                     result=new_state.result,
                 )
-            database.finish_run(settings, run_id, type(new_state).__name__, run_message(new_state), now)
+            runs.finish_run(settings, run_id, type(new_state).__name__, run_message(new_state), now)
             upload_flow_log(settings, flow.name, run_id)
     except Exception as exc:  # never turn a good run into a crash because of bookkeeping
         logger.error("Falha ao registrar a execução no PostgreSQL: %s", exc)
@@ -160,7 +160,7 @@ def upload_flow_log(settings: Settings, flow_name: str, run_id: str) -> None:
     upload task ran on a worker that cannot read this machine's LOG_DIR)."""
     records = logs.read_records(settings.log_dir, flow_name, run_id)
     if records:
-        database.insert_log_records(settings, records, wait_seconds=LOG_UPLOAD_WAIT_SECONDS, replace=False)
+        runs.insert_log_records(settings, records, wait_seconds=LOG_UPLOAD_WAIT_SECONDS, replace=False)
     logs.discard(settings.log_dir, flow_name, run_id)
 
 
@@ -253,7 +253,7 @@ def upload_csv_to_database(csv_file: str, parsed: ParsedFile, downloaded: Downlo
 
 @task(name="check_raw_data")
 def check_raw_data() -> str:
-    periods = database.captured_periods(task_settings())
+    periods = raw_loads.captured_periods(task_settings())
     newest = periods[0].strftime("%Y-%m")
     logger.info("raw.terceirizados tem %d período(s) capturado(s); o mais recente é %s.", len(periods), newest)
     return newest
@@ -289,7 +289,7 @@ class RawDataHold:
 def record_materialized_rows(model: str) -> int:
     settings = task_settings()
     rows = database.count_rows(settings, STAGING_SCHEMA, model)
-    database.set_run_rows(settings, current_run_id(), rows)
+    runs.set_run_rows(settings, current_run_id(), rows)
     logger.info("%s.%s materializada com %d linhas.", STAGING_SCHEMA, model, rows)
     return rows
 
@@ -343,7 +343,7 @@ def upload_logs_to_database(flow_name: str) -> int:
     logger.info("Carregando os registros de log da execução %s no PostgreSQL.", run_id)
     records = logs.read_records(settings.log_dir, flow_name, run_id)
     try:
-        count = database.insert_log_records(settings, records, wait_seconds=LOG_UPLOAD_WAIT_SECONDS, replace=False)
+        count = runs.insert_log_records(settings, records, wait_seconds=LOG_UPLOAD_WAIT_SECONDS, replace=False)
     except DatabaseUnavailableError as exc:
         raise DatabaseUnavailableError(
             f"{exc} Os registros de log ficam em {logs.pending_path(settings.log_dir, flow_name, run_id)} e serão "
@@ -411,7 +411,7 @@ def decide_scheduled_run(manual: bool = False) -> dict:
 def skip_if_already_materialized(newest: PublishedFile) -> PublishedFile:
     """Never capture twice: a newest period already captured and materialized ends the
     attempt as a success, without downloading."""
-    if database.newest_period_materialized(task_settings(), newest.period):
+    if newest_period_materialized(task_settings(), newest.period):
         message = f"Período mais recente ({newest.label}) já capturado e materializado: nada a fazer."
         logger.info(message)
         raise signals.SKIP(message)

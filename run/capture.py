@@ -3,9 +3,9 @@
 import argparse
 import sys
 
+from pipelines.demo import add_sample_option, serve_sample_if_asked
 from pipelines.flows import capture_flow
 from pipelines.runner import run_flow
-from pipelines.sample_portal import add_sample_option, serve_sample_if_asked
 
 
 def main() -> int:

@@ -7,9 +7,9 @@ Roda em paralelo com LocalDaskExecutor, ou no cluster Dask de DASK_SCHEDULER_ADD
 import argparse
 import sys
 
+from pipelines.demo import add_sample_option, serve_sample_if_asked
 from pipelines.flows import historic_capture_flow
 from pipelines.runner import run_flow
-from pipelines.sample_portal import add_sample_option, serve_sample_if_asked
 
 
 def main() -> int:

@@ -19,11 +19,11 @@ import os
 import signal
 import sys
 
-from pipelines import database, logs
+from pipelines import logs, runs
 from pipelines.constants import SCHEDULER_FLOW, SCHEDULER_LOGGER
+from pipelines.demo import add_sample_option, serve_sample_if_asked
 from pipelines.errors import ConfigError
 from pipelines.runner import prepare
-from pipelines.sample_portal import add_sample_option, serve_sample_if_asked
 from pipelines.scheduled import DEFAULT_TICK_SECONDS, LocalScheduler, run_pipeline
 from pipelines.schedules import SystemClock
 from pipelines.settings import load_settings
@@ -78,7 +78,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # interrupts the sleep too
 
     def upload_logs() -> None:
-        database.insert_log_records(settings, logs.read_records(settings.log_dir, SCHEDULER_FLOW, session_id))
+        runs.insert_log_records(settings, logs.read_records(settings.log_dir, SCHEDULER_FLOW, session_id))
 
     scheduler = LocalScheduler(
         SystemClock(), functools.partial(run_pipeline, settings), args.intervalo, after_run=upload_logs

@@ -21,6 +21,7 @@ os.environ["CGU_TERCEIRIZADOS_URL"] = "http://127.0.0.1:9/nao-usado-nos-testes"
 import psycopg2  # noqa: E402
 import pytest  # noqa: E402
 
+from bench.dbtools import drop_database  # noqa: E402
 from bench.portal_generator import PortalServer, build_portal  # noqa: E402
 from pipelines import database  # noqa: E402
 from pipelines.runner import execute  # noqa: E402
@@ -31,7 +32,7 @@ from pipelines.settings import load_settings  # noqa: E402
 def settings():
     settings = load_settings()
     assert "test" in settings.postgres_db, "os testes só rodam num banco de teste"
-    database.drop_database(settings, settings.postgres_db)
+    drop_database(settings, settings.postgres_db)
     database.ensure_schema(settings)
     return settings
 

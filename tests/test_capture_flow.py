@@ -118,7 +118,7 @@ def test_changed_page_fails_the_flow_with_a_clear_message(db, fresh_portal):
 def test_failure_inside_the_load_transaction_keeps_old_rows(db, fresh_portal, settings, tmp_path):
     import dataclasses
 
-    from pipelines import database
+    from pipelines import raw_loads
 
     good, _ = run_flow(capture_flow, url=fresh_portal.page_url)
     assert good.is_successful()
@@ -129,7 +129,7 @@ def test_failure_inside_the_load_transaction_keeps_old_rows(db, fresh_portal, se
     lines[-1] = lines[-1].rsplit(";", 3)[0] + ";nao-e-numero;;2026-01-01T00:00:00+00:00"  # bad linha_origem
     broken.write_text("\n".join(lines) + "\n", encoding="utf-8")
     record = dataclasses.replace(
-        database.CaptureRecord(
+        raw_loads.CaptureRecord(
             period=__import__("datetime").date(2024, 5, 1),
             file_name="x",
             url="u",
@@ -152,7 +152,7 @@ def test_failure_inside_the_load_transaction_keeps_old_rows(db, fresh_portal, se
     import pytest
 
     with pytest.raises(psycopg2.DataError, match="nao-e-numero"):
-        database.load_period(settings, broken, [], record)
+        raw_loads.load_period(settings, broken, [], record)
     assert query(db, "SELECT count(*), min(sha256_arquivo) FROM raw.terceirizados") == [(before, sha)]
     assert query(db, "SELECT id_execucao FROM raw.capturas") != [("broken",)]
 

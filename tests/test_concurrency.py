@@ -13,7 +13,8 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from pipelines import database
+from bench.dbtools import drop_database
+from pipelines import database, raw_loads
 from pipelines.constants import RAW_COLUMNS
 from pipelines.settings import load_settings
 from tests.conftest import query
@@ -41,8 +42,8 @@ def write_period_csv(path: Path, rows: int, tag: str) -> Path:
     return path
 
 
-def record(rows: int, run_id: str) -> database.CaptureRecord:
-    return database.CaptureRecord(
+def record(rows: int, run_id: str) -> raw_loads.CaptureRecord:
+    return raw_loads.CaptureRecord(
         period=PERIOD,
         file_name="t.csv",
         url="http://x/t.csv",
@@ -94,7 +95,7 @@ def test_two_loads_of_one_period_at_once_leave_exactly_one_copy(db, settings, tm
 
     def load(csv_file, run_id):
         try:
-            database.load_period(settings, csv_file, [], record(300, run_id))
+            raw_loads.load_period(settings, csv_file, [], record(300, run_id))
         except Exception as exc:  # collected and checked below
             errors.append(exc)
 
@@ -144,7 +145,7 @@ def test_a_database_created_by_many_processes_at_once(settings):
     env = {**os.environ, "POSTGRES_DB": name}
     try:
         for _ in range(4):
-            database.drop_database(settings, name)
+            drop_database(settings, name)
             processes = [
                 subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
                 for _ in range(6)
@@ -152,7 +153,7 @@ def test_a_database_created_by_many_processes_at_once(settings):
             failures = [(p.wait(60), p.stderr.read()) for p in processes]
             assert [f for f in failures if f[0] != 0] == []
     finally:
-        database.drop_database(settings, name)
+        drop_database(settings, name)
 
 
 def test_a_load_waits_while_a_materialization_holds_the_raw_data(db, settings, tmp_path):
@@ -160,7 +161,7 @@ def test_a_load_waits_while_a_materialization_holds_the_raw_data(db, settings, t
     done = threading.Event()
     with database.materialization_lock(settings, "teste"):
         loader = threading.Thread(
-            target=lambda: (database.load_period(settings, csv_file, [], record(10, "r")), done.set())
+            target=lambda: (raw_loads.load_period(settings, csv_file, [], record(10, "r")), done.set())
         )
         loader.start()
         wait_until(lambda: waiting_backends(db, "%pg_advisory_xact_lock_shared%") == 1)

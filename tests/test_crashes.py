@@ -14,7 +14,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from pipelines import database, logs
+from pipelines import database, logs, raw_loads, runs
 from pipelines.errors import DatabaseUnavailableError, StorageError
 from pipelines.flows import capture_flow
 from pipelines.settings import load_settings
@@ -65,13 +65,13 @@ def test_a_killed_run_is_marked_interrupted_and_its_logs_are_loaded(db, fresh_po
 
 
 def test_a_live_run_is_never_marked_interrupted(db, settings):
-    database.start_run(settings, "viva", "teste", datetime.now(UTC), {})
+    runs.start_run(settings, "viva", "teste", datetime.now(UTC), {})
     try:
-        assert database.mark_interrupted_runs(load_settings()) == []
+        assert runs.mark_interrupted_runs(load_settings()) == []
         # even seen from another process (the lease, not this process's memory, proves it alive)
         script = (
-            "from pipelines import database; from pipelines.settings import load_settings; "
-            "print(database.mark_interrupted_runs(load_settings()))"
+            "from pipelines import runs; from pipelines.settings import load_settings; "
+            "print(runs.mark_interrupted_runs(load_settings()))"
         )
         assert (
             subprocess.run(
@@ -81,7 +81,7 @@ def test_a_live_run_is_never_marked_interrupted(db, settings):
         )
         assert query(db, "SELECT estado_final FROM logs.execucoes WHERE id_execucao = 'viva'") == [("Running",)]
     finally:
-        database.finish_run(settings, "viva", "Success", None, datetime.now(UTC))
+        runs.finish_run(settings, "viva", "Success", None, datetime.now(UTC))
 
 
 def test_a_server_shutdown_during_a_load_is_named_and_changes_nothing(db, settings, tmp_path):
@@ -92,7 +92,7 @@ def test_a_server_shutdown_during_a_load_is_named_and_changes_nothing(db, settin
         cursor.execute("LOCK TABLE raw.terceirizados_quarentena IN ACCESS EXCLUSIVE MODE")
     errors = []
     loader = threading.Thread(
-        target=lambda: _capture(errors, database.load_period, settings, csv_file, [], record(20, "r"))
+        target=lambda: _capture(errors, raw_loads.load_period, settings, csv_file, [], record(20, "r"))
     )
     loader.start()
     wait_until(lambda: waiting_backends(db, "%terceirizados_quarentena%") == 1)
@@ -152,7 +152,7 @@ def test_log_upload_waits_out_a_short_outage(settings):
         }
     ]
     threading.Timer(1.5, lambda: setattr(proxy, "enabled", True)).start()
-    assert database.insert_log_records(proxied, records, wait_seconds=20) == 1
+    assert runs.insert_log_records(proxied, records, wait_seconds=20) == 1
 
 
 def test_a_long_outage_is_reported_as_unavailable_not_as_configuration(settings):
@@ -160,7 +160,7 @@ def test_a_long_outage_is_reported_as_unavailable_not_as_configuration(settings)
     proxied = load_settings({**os.environ, "POSTGRES_PORT": str(proxy.port)})
     proxy.cut()
     with pytest.raises(DatabaseUnavailableError, match="O PostgreSQL está indisponível .*esperados 1 s"):
-        database.insert_log_records(proxied, [{"id_execucao": "x"}], wait_seconds=1)
+        runs.insert_log_records(proxied, [{"id_execucao": "x"}], wait_seconds=1)
 
 
 def test_the_command_line_says_unavailable_not_configuration(settings):

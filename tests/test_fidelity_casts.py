@@ -65,7 +65,7 @@ SPACES = list(oracle.WHITESPACE)
 
 @pytest.fixture(scope="module")
 def macros(settings):
-    from pipelines.dbt import compile_inline
+    from bench.dbtools import compile_inline
 
     create, nulled, select = compile_inline(settings, MODELS_SQL).split("-- split --")
     conn = psycopg2.connect(**settings.postgres_dsn())

@@ -17,9 +17,9 @@ import pytest
 from bench.portal_generator import small_periods
 from pipelines import constants
 from pipelines.dbt import run_dbt
+from pipelines.demo import render_page
 from pipelines.executors import parallel_executor
 from pipelines.flows import historic_capture_flow, historic_materialize_flow
-from pipelines.sample_portal import render_page
 from tests import oracle
 from tests.conftest import query, run_flow
 

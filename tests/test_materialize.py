@@ -263,20 +263,20 @@ def test_missing_or_empty_raw_table_is_explained(db, settings, problem):
 
 
 def test_missing_raw_table_is_named(db, settings):
-    from pipelines import database
+    from pipelines import database, raw_loads
     from pipelines.errors import RawDataMissingError
 
     with db.cursor() as cursor:
         cursor.execute("DROP TABLE raw.terceirizados CASCADE")
     try:
         with pytest.raises(RawDataMissingError, match="raw.terceirizados não existe: rode antes a captura"):
-            database.captured_periods(settings)
+            raw_loads.captured_periods(settings)
     finally:
         database.ensure_schema(settings)
 
 
 def test_decimal_and_sentinel_macros(db, settings):
-    from pipelines.dbt import compile_inline
+    from bench.dbtools import compile_inline
 
     compiled = compile_inline(
         settings,
@@ -292,7 +292,7 @@ def test_decimal_and_sentinel_macros(db, settings):
 
 
 def test_unique_combination_reads_rows_only_without_a_unique_index(db, settings):
-    from pipelines.dbt import compile_inline
+    from bench.dbtools import compile_inline
 
     with db.cursor() as cursor:
         cursor.execute("DROP TABLE IF EXISTS public.chaves; CREATE TABLE public.chaves (a int, b int, c int)")

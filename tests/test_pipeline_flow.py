@@ -26,9 +26,10 @@ from prefect.engine.flow_runner import FlowRunner
 from prefect.engine.state import State, TriggerFailed
 from prefect.serialization.schedule import ScheduleSchema
 
-from pipelines import constants, database
+from pipelines import constants
+from pipelines.demo import PAGE_PATH
 from pipelines.flows import capture_flow, materialize_flow, pipeline_flow
-from pipelines.sample_portal import PAGE_PATH
+from pipelines.runs import finish_run
 from pipelines.scheduled import LocalScheduler, run_pipeline
 from pipelines.schedules import SCHEDULE, PostgresAttemptStore
 from pipelines.tasks import configure_retries, decide_scheduled_run
@@ -331,7 +332,7 @@ def test_a_restart_in_the_middle_of_a_retry_series_resumes_it(db, portal, runtim
 def test_an_interrupted_attempt_is_retried_the_next_day(db, settings, portal, runtime):
     store = PostgresAttemptStore(settings)
     store.start("morta", at("2026-05-01T00:00:00"), "agendada", at("2026-05-01T00:00:00"))
-    database.finish_run(settings, "morta", "Interrompida", "processo encerrado", at("2026-05-01T00:03:00"))
+    finish_run(settings, "morta", "Interrompida", "processo encerrado", at("2026-05-01T00:03:00"))
     portal.faults[portal.file_path(NEWEST_FILE)] = "404"
     [run] = runtime.run_between(at("2026-05-02T00:00:00"), at("2026-05-02T00:00:01"))
     assert run.outcome == ("2026-05-02 00:00", "Failed")

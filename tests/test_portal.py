@@ -3,9 +3,9 @@
 import pytest
 
 from bench.portal_generator import default_periods
+from pipelines.demo import render_page
 from pipelines.errors import PortalStructureError
 from pipelines.portal import parse_portal_page
-from pipelines.sample_portal import render_page
 
 PAGE_URL = "https://www.gov.br/cgu/pt-br/acesso-a-informacao/dados-abertos/arquivos/terceirizados"
 HOST = "https://www.gov.br"

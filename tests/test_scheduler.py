@@ -10,7 +10,7 @@ import pendulum
 import pytest
 from prefect.engine.state import Failed, Skipped, Success
 
-from pipelines import database
+from pipelines import database, runs
 from pipelines.constants import SCHEDULER_LOGGER
 from pipelines.flows import pipeline_flow
 from pipelines.scheduled import LocalScheduler
@@ -132,7 +132,7 @@ def test_interrupted_attempt_counts_as_a_failed_attempt(db, settings):
     """A run left 'Running' by a dead process is later marked 'Interrompida': that is a failure."""
     store = PostgresAttemptStore(settings)
     store.start("interrompida-1", at("2026-05-01T00:00:00"), "agendada", at("2026-05-01T00:00:00"))
-    database.finish_run(settings, "interrompida-1", "Interrompida", "processo encerrado", at("2026-05-01T00:10:00"))
+    runs.finish_run(settings, "interrompida-1", "Interrompida", "processo encerrado", at("2026-05-01T00:10:00"))
     attempts = store.attempts()
     assert attempts == [Attempt(at("2026-05-01T00:00:00"), at("2026-05-01T00:00:00"), False)]
     assert decide(at("2026-05-01T09:00:00"), attempts).reason == "aguardando_repeticao"

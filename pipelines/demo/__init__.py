@@ -1,9 +1,11 @@
-"""The synthetic CGU portal as a web server: the page (years as <h3>, months as
-``a.internal-link``, with the real page's noise) and its files, with failures on demand.
+"""The offline demo portal: the synthetic CGU portal as a web server (the page, with years
+as <h3>, months as ``a.internal-link`` and the real page's noise, and its files, with
+failures on demand) and the small sample portal it serves with ``--amostra``.
 
 Used by the tests, the benchmark and the offline demo (``--amostra``), which serves the
-small sample portal shipped in ``bench/sample_portal``. The files themselves are made
-by ``bench/portal_generator.py``.
+sample portal shipped as package data in ``pipelines/demo/portal`` (declared in
+pyproject.toml, so an installed package carries it). The files themselves are made by
+``bench/portal_generator.py``.
 """
 
 from __future__ import annotations
@@ -19,13 +21,12 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from pipelines.constants import MONTH_NAMES
-from pipelines.settings import PROJECT_ROOT
 
-logger = logging.getLogger("pipelines.sample_portal")
+logger = logging.getLogger("pipelines.demo")
 
 PAGE_PATH = "/cgu/terceirizados"
 FILES_PATH = "/cgu/terceirizados/arquivos"
-SAMPLE_PORTAL_DIR = PROJECT_ROOT / "bench" / "sample_portal"
+SAMPLE_PORTAL_DIR = Path(__file__).resolve().parent / "portal"
 SAMPLE_OPTION = "--amostra"
 
 
