@@ -52,6 +52,7 @@ HISTORIC_MARTS = (
     "contratos_por_periodo",
     "orgaos_por_periodo",
     "empresas_por_periodo",
+    "escolaridade_por_periodo",
     "contratos",
     "variacao_entre_periodos",
 )

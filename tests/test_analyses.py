@@ -29,6 +29,7 @@ from tests.test_marts import (
     connect,
     marts_hold_the_whole_portal,
     reference,
+    reference_rows,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -157,6 +158,7 @@ def test_the_marts_are_tables_of_the_tables_page(marts, settings):
         "Análise: marts.contratos_por_periodo",
         "Análise: marts.orgaos_por_periodo",
         "Análise: marts.empresas_por_periodo",
+        "Análise: marts.escolaridade_por_periodo",
         "Análise: marts.contratos",
         "Análise: marts.variacao_entre_periodos",
     ]
@@ -171,6 +173,88 @@ def test_the_marts_are_tables_of_the_tables_page(marts, settings):
         assert [r["chave_contrato"] for r in first + rest] == [key for (key,) in expected]
     finally:
         tables.engine.dispose()
+
+
+def test_charts_read_the_marts_and_agree_with_the_historic_table(marts, settings, ref):
+    """The "Gráficos" page reads the small analysis tables once they are built; for every
+    period, its totals, organs and salary quartiles equal those computed from
+    staging.historic_transformed, and the companies' costs add up to the same totals."""
+    from pipelines.results.queries import MARTS_SOURCE
+
+    tables = ResultsRepository(make_engine(settings))
+    historic = "staging.historic_transformed"
+    try:
+        assert tables.chart_source() == MARTS_SOURCE
+        pd_testing = pytest.importorskip("pandas.testing")
+        totals = tables.totals_by_period(MARTS_SOURCE)
+        pd_testing.assert_frame_equal(totals, tables.totals_by_period(historic), check_dtype=False)
+        assert [tuple(p) for p in totals[["ano", "mes"]].itertuples(index=False)] == list(ref["periodos"])
+        for year, month in ref["periodos"]:
+            for dimension in ("nome_orgao", "razao_social_empresa"):
+                everything = 10_000
+                from_marts = tables.top_by_cost(MARTS_SOURCE, dimension, year, month, limit=everything)
+                from_rows = tables.top_by_cost(historic, dimension, year, month, limit=everything)
+                # a company's rows under two spellings of its name in a period count under the
+                # period's name in the marts (marts.empresas_por_periodo): the same total
+                assert money(from_marts["custo_total"]) == money(from_rows["custo_total"])
+                assert from_marts["terceirizados"].sum() == from_rows["terceirizados"].sum()
+                if dimension == "nome_orgao":
+                    pd_testing.assert_frame_equal(from_marts, from_rows, check_dtype=False)
+            # the table's query uses percentile_cont (in floating point): the same to the cent
+            salaries = tables.salary_by_education(MARTS_SOURCE, year, month)
+            assert len(salaries) >= 3
+            from_rows = tables.salary_by_education(historic, year, month)
+            assert list(salaries["nivel"]) == list(from_rows["nivel"])
+            assert list(salaries["terceirizados"]) == list(from_rows["terceirizados"])
+            for column in ("minimo", "q1", "mediana", "q3", "p95"):
+                assert all(
+                    abs(Decimal(str(a)) - Decimal(str(b))) <= Decimal("0.01")
+                    for a, b in zip(salaries[column], from_rows[column], strict=True)
+                ), column
+    finally:
+        tables.engine.dispose()
+
+
+def money(values) -> Decimal:
+    return sum((Decimal(str(value)) for value in values), Decimal("0"))
+
+
+def test_salary_quartiles_match_an_independent_computation(marts, portal):
+    """marts.escolaridade_por_periodo against the generated rows: per period and education
+    level, the workers, the salaried ones and percentile_cont's linear interpolation."""
+    from collections import defaultdict
+
+    def percentile(values: list[Decimal], fraction: str) -> Decimal:
+        position = Decimal(fraction) * (len(values) - 1)
+        low = int(position)
+        high = min(low + 1, len(values) - 1)
+        exact = values[low] + (values[high] - values[low]) * (position - low)
+        return exact.quantize(Decimal("0.01"), rounding="ROUND_HALF_UP")  # salaries are never negative
+
+    groups: dict = defaultdict(list)
+    for row in reference_rows(portal):
+        groups[(row["ano"], row["mes"], row["nivel_escolaridade"])].append(row["valor_salario_mensal"])
+    expected = {}
+    for key, salaries in groups.items():
+        known = sorted(s for s in salaries if s is not None)
+        quartiles = (
+            (known[0], *(percentile(known, f) for f in ("0.25", "0.5", "0.75", "0.95")), known[-1])
+            if known
+            else (None,) * 6
+        )
+        expected[key] = (len(salaries), len(known), *quartiles)
+    got = {
+        (y, m, level): tuple(rest)
+        for y, m, level, *rest in query(
+            marts,
+            "SELECT ano, mes, nivel_escolaridade, quantidade_terceirizados, quantidade_com_salario, "
+            "valor_salario_minimo, valor_salario_primeiro_quartil, valor_salario_mediano, "
+            "valor_salario_terceiro_quartil, valor_salario_percentil_95, valor_salario_maximo "
+            "FROM marts.escolaridade_por_periodo",
+        )
+    }
+    assert got == expected
+    assert sum(count for count, *_ in got.values()) == sum(e.loaded_rows for e in portal.portal.expectations.values())
 
 
 def test_the_largest_changes_between_the_last_two_publications(marts, ref, repo):

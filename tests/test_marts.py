@@ -25,7 +25,13 @@ from tests.conftest import query, run_flow
 
 MARTS = constants.HISTORIC_MARTS
 PERIODS = [spec.label for spec in small_periods()]  # 2019-01, 2021-01, 2022-05, 2023-09, 2024-05
-PER_PERIOD = ("totais_por_periodo", "contratos_por_periodo", "orgaos_por_periodo", "empresas_por_periodo")
+PER_PERIOD = (
+    "totais_por_periodo",
+    "contratos_por_periodo",
+    "orgaos_por_periodo",
+    "empresas_por_periodo",
+    "escolaridade_por_periodo",
+)
 WHOLE = ("contratos", "variacao_entre_periodos")
 UFJF = '["MEC", "UFJF", "UNIVERSIDADE FEDERAL DE JUIZ DE FORA"]'
 
@@ -460,6 +466,7 @@ def test_every_mart_and_column_is_documented_in_portuguese(built):
         "marts.contratos_por_periodo": ["ano", "mes", "chave_contrato", "chave_orgao"],
         "marts.orgaos_por_periodo": ["ano", "mes", "chave_orgao"],
         "marts.empresas_por_periodo": ["ano", "mes", "chave_empresa"],
+        "marts.escolaridade_por_periodo": ["ano", "mes", "chave_escolaridade"],
         "marts.contratos": ["chave_contrato"],
         "marts.variacao_entre_periodos": ["ano", "mes", "tipo", "chave"],
         "marts.periodos_construidos": ["modelo", "ano", "mes"],

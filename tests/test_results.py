@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.exc import OperationalError
 
 from pipelines.dbt import generate_docs
@@ -23,7 +23,16 @@ from pipelines.flows import capture_flow, historic_capture_flow, historic_materi
 from pipelines.results import views
 from pipelines.results.app import create_app, db_down_banner
 from pipelines.results.formatting import GRAPH_CONFIG, brl, duration, integer
-from pipelines.results.queries import Column, ResultsRepository, UnknownTableError, filter_sql, make_engine, order_sql
+from pipelines.results.queries import (
+    MARTS_SOURCE,
+    Column,
+    ResultsRepository,
+    UnknownTableError,
+    filter_sql,
+    jsonable,
+    make_engine,
+    order_sql,
+)
 from pipelines.settings import load_settings
 from tests.conftest import query, run_flow
 from tests.netproxy import Proxy
@@ -141,6 +150,70 @@ def test_pages_come_from_the_server_with_filters_sorting_and_counts(filled, repo
         repo.page("pg_catalog", "pg_authid", 0, 10, None, None)
 
 
+def test_large_tables_page_from_their_stored_counts(filled, repo, monkeypatch):
+    """The two large tables: the whole table's count comes from the counts kept with its rows
+    (never a count(*)) and equals count(*); a deep page starts at its period's row (a seek)
+    and is the same page OFFSET gives, for any start and size; a filtered view counts up to
+    a limit and then lets the grid find the end."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from pipelines.results import queries
+
+    conn = filled["conn"]
+    monkeypatch.setattr(queries, "SEEK_FROM_ROW", 1)  # every page but the first seeks
+    cases = {
+        (
+            "staging",
+            "historic_transformed",
+        ): "SELECT * FROM staging.historic_transformed ORDER BY ano, mes, id_terceirizado",
+        ("raw", "terceirizados"): "SELECT * FROM raw.terceirizados ORDER BY periodo, linha_origem",
+    }
+    expected = {case: ordered_rows(conn, ordered) for case, ordered in cases.items()}
+    for (schema, table), rows_in_order in expected.items():
+        statements: list[str] = []
+
+        def listen(*args, statements=statements):
+            statements.append(args[2])
+
+        event.listen(repo.engine, "before_cursor_execute", listen)
+        try:
+            rows, total = repo.page(schema, table, 0, 10, None, None)
+        finally:
+            event.remove(repo.engine, "before_cursor_execute", listen)
+        assert total == len(rows_in_order) > 200 and rows == rows_in_order[:10]
+        assert not any("count(" in sql.lower() and table in sql for sql in statements), statements
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(case=st.sampled_from(sorted(cases)), where=st.floats(0, 1.02), size=st.integers(1, 150))
+    def pages_match(case, where, size):
+        rows_in_order = expected[case]
+        start = int(where * len(rows_in_order))
+        rows, total = repo.page(*case, start, start + size, None, None)
+        assert total == len(rows_in_order)
+        assert rows == rows_in_order[start : start + size]
+
+    pages_match()
+    # a filter keeping more rows than the limit: unknown count until the last page
+    monkeypatch.setattr(queries, "FILTERED_COUNT_LIMIT", 50)
+    wide = {"ano": {"filterType": "number", "type": "greaterThan", "filter": 2000}}
+    everything = query(conn, "SELECT count(*) FROM staging.historic_transformed")[0][0]
+    assert repo.page("staging", "historic_transformed", 0, 100, None, wide)[1] == queries.UNKNOWN_COUNT
+    last_start = everything - 7
+    assert repo.page("staging", "historic_transformed", last_start, last_start + 100, None, wide) == (
+        repo.page("staging", "historic_transformed", last_start, last_start + 100, None, None)[0],
+        everything,
+    )
+
+
+def ordered_rows(conn, statement) -> list[dict]:
+    """Every row of ``statement`` as the app sends it to the browser."""
+    with conn.cursor() as cursor:
+        cursor.execute(statement)
+        names = [d.name for d in cursor.description]
+        return [jsonable(dict(zip(names, row, strict=True))) for row in cursor.fetchall()]
+
+
 def test_column_headers_carry_type_and_description(filled, repo):
     defs = {d["field"]: d for d in views.column_defs(repo.columns("staging", "transformed"))}
     assert defs["valor_custo_mensal"]["headerName"] == "valor_custo_mensal (numeric)"
@@ -231,7 +304,7 @@ def test_runs_and_logs_views(filled, repo):
 
 def test_charts_use_brazilian_money_format(filled, repo):
     source = repo.chart_source()
-    assert source == "staging.historic_transformed"
+    assert source == MARTS_SOURCE  # the analysis tables, built by the historic materialization
     totals = repo.totals_by_period(source)
     assert totals["terceirizados"].tolist() == [
         e.loaded_rows for _, e in sorted(filled["portal"].portal.expectations.items())
@@ -605,8 +678,9 @@ def test_browser_charts_axes_and_the_single_period_note(filled, served, browser)
         assert len(labels) >= 3 and len(set(labels)) == len(labels), labels
     assert tick_labels(page, "#chart-totals", "y2")[0] == "R$ 0"
     conn = filled["conn"]
-    with conn.cursor() as cursor:  # only the newest period left for the charts
+    with conn.cursor() as cursor:  # only the newest period left for the charts (no historic table, no marts)
         cursor.execute("ALTER TABLE staging.historic_transformed RENAME TO historic_guardada")
+        cursor.execute("ALTER SCHEMA marts RENAME TO marts_guardado")
     try:
         page.goto(served + "/graficos")
         wait_text(page, "#chart-totals", "Só um período")
@@ -619,6 +693,7 @@ def test_browser_charts_axes_and_the_single_period_note(filled, served, browser)
     finally:
         with conn.cursor() as cursor:
             cursor.execute("ALTER TABLE staging.historic_guardada RENAME TO historic_transformed")
+            cursor.execute("ALTER SCHEMA marts_guardado RENAME TO marts")
     page.close()
 
 

@@ -54,6 +54,7 @@ TABLES = (
     "contratos_por_periodo",
     "orgaos_por_periodo",
     "empresas_por_periodo",
+    "escolaridade_por_periodo",
     "contratos",
     "variacao_entre_periodos",
 )

@@ -23,6 +23,12 @@ LATEST, HISTORIC = c.LATEST_MODELS[-1], c.HISTORIC_MODELS[-1]
 RUNS = f"{c.LOGS_SCHEMA}.{c.RUNS_TABLE}"
 LOG_RECORDS = f"{c.LOGS_SCHEMA}.{c.LOG_RECORDS_TABLE}"
 
+# The charts' source when the analysis tables are built (see ResultsRepository.chart_source),
+# the marts it reads, and the mart of each "largest cost" chart's dimension.
+MARTS_SOURCE = f"{c.MARTS_SCHEMA} (tabelas de análise de {c.STAGING_SCHEMA}.{HISTORIC})"
+CHART_MARTS = ("totais_por_periodo", "orgaos_por_periodo", "empresas_por_periodo", "escolaridade_por_periodo")
+CHART_DIMENSIONS = {"nome_orgao": "orgaos_por_periodo", "razao_social_empresa": "empresas_por_periodo"}
+
 # Tables the app shows, in menu order: (schema, table, label).
 TABLES = [
     (c.STAGING_SCHEMA, LATEST, f"Período mais recente ({c.STAGING_SCHEMA}.{LATEST})"),
@@ -47,6 +53,30 @@ FALLBACK_KEYS = {
     },
     **{(c.STAGING_SCHEMA, model): ("ano", "mes", "id_terceirizado") for model in ("renamed", "historic_renamed")},
 }
+# Exact per-period row counts the pipeline keeps with the rows of its two large tables, written in
+# the same transaction as the rows: (the table that keeps them; a query giving each period's key
+# values and rows, in key order; the key's leading columns they stand for). A page of the whole table reads them instead
+# of counting millions of rows, and a deep page starts at its period instead of skipping rows.
+STORED_COUNTS = {
+    (c.STAGING_SCHEMA, HISTORIC): (
+        f"{c.STAGING_SCHEMA}.periodos_materializados",
+        "SELECT extract(year FROM periodo)::integer, extract(month FROM periodo)::integer, linhas "
+        f"FROM {c.STAGING_SCHEMA}.periodos_materializados WHERE modelo = '{HISTORIC}' AND linhas > 0 ORDER BY periodo",
+        ("ano", "mes"),
+    ),
+    (c.RAW_SCHEMA, c.RAW_TABLE): (
+        f"{c.RAW_SCHEMA}.{c.CAPTURES_TABLE}",
+        f"SELECT periodo, linhas_carregadas FROM {c.RAW_SCHEMA}.{c.CAPTURES_TABLE} "
+        "WHERE linhas_carregadas > 0 ORDER BY periodo",
+        ("periodo",),
+    ),
+}
+# A filtered view counts its rows up to this many; past it the grid learns the end while
+# scrolling (AG Grid's unknown row count), instead of a count of millions of rows per page.
+FILTERED_COUNT_LIMIT = 10_000
+UNKNOWN_COUNT = -1
+# From this offset on, a page of a table with stored counts starts at its period's row.
+SEEK_FROM_ROW = 10_000
 # The table every capture writes first: without it, nothing was ever captured here.
 PIPELINE_TABLE = f"{c.RAW_SCHEMA}.{c.RAW_TABLE}"
 NUMERIC_TYPES = {"integer", "smallint", "bigint", "numeric", "double precision", "real"}
@@ -168,23 +198,82 @@ class ResultsRepository:
     def page(
         self, schema: str, table: str, start: int, end: int, sort_model: list | None, filter_model: dict | None
     ) -> tuple[list[dict], int]:
-        """One page of rows (server-side paging, sorting and filtering) and the filtered row count."""
+        """One page of rows (server-side paging, sorting and filtering) and the filtered row
+        count (UNKNOWN_COUNT when a filter keeps more than FILTERED_COUNT_LIMIT rows)."""
         check_filter_model(filter_model), check_sort_model(sort_model)  # before any query
         columns = {c.name: c for c in self.columns(schema, table)}
         if not columns:
             return [], 0
         where, params = filter_sql(filter_model, columns, self.quote)
-        order = order_sql(sort_model, columns, self.quote, self._page_key(schema, table, columns))
+        key = self._page_key(schema, table, columns)
+        order = order_sql(sort_model, columns, self.quote, key)
         relation = self.relation(schema, table)
         limit = max(min(end - start, 1000), 0)
+        start = max(start, 0)
         with self.engine.connect() as conn:
-            total = conn.execute(text(f"SELECT count(*) FROM {relation}{where}"), params).scalar_one()
-            result = conn.execute(
-                text(f"SELECT * FROM {relation}{where}{order} LIMIT :limit OFFSET :offset"),
-                {**params, "limit": limit, "offset": max(start, 0)},
-            )
+            counts = None if where else self._stored_counts(conn, schema, table)
+            if counts is not None:
+                total = sum(rows for *_, rows in counts)
+            elif where:
+                total = conn.execute(
+                    text(f"SELECT count(*) FROM (SELECT 1 FROM {relation}{where} LIMIT :cap) AS filtradas"),
+                    {**params, "cap": FILTERED_COUNT_LIMIT + 1},
+                ).scalar_one()
+                total = UNKNOWN_COUNT if total > FILTERED_COUNT_LIMIT else total
+            else:
+                total = conn.execute(text(f"SELECT count(*) FROM {relation}")).scalar_one()
+            seek = None
+            if counts and not sort_model and start >= SEEK_FROM_ROW:
+                seek = self._seek(conn, relation, key, STORED_COUNTS[(schema, table)][2], counts, start)
+            if seek is not None:
+                clause, seek_params = seek
+                statement, params = f"SELECT * FROM {relation} WHERE {clause}{order} LIMIT :limit", seek_params
+            else:
+                statement = f"SELECT * FROM {relation}{where}{order} LIMIT :limit OFFSET :offset"
+                params = {**params, "offset": start}
+            result = conn.execute(text(statement), {**params, "limit": limit})
             rows = [jsonable(dict(row._mapping)) for row in result]
+        if total == UNKNOWN_COUNT and len(rows) < limit:  # the last page of a large filtered view
+            total = start + len(rows)
         return rows, total
+
+    def _stored_counts(self, conn, schema: str, table: str) -> list[tuple] | None:
+        """The per-period counts kept with the table (STORED_COUNTS), or None when it has none."""
+        if (schema, table) not in STORED_COUNTS:
+            return None
+        registry, statement, _ = STORED_COUNTS[(schema, table)]
+        if not conn.execute(text("SELECT to_regclass(:name) IS NOT NULL"), {"name": registry}).scalar_one():
+            return None
+        return [tuple(row) for row in conn.execute(text(statement))]
+
+    def _seek(self, conn, relation: str, key: tuple[str, ...], prefix: tuple[str, ...], counts, start: int):
+        """A WHERE clause that starts the key-ordered table at row ``start``: the period holding
+        that row, from the per-period counts, then the row at that offset inside the period (one
+        short skip through the key's index instead of ``start`` rows). None when the key does
+        not start with the counts' columns or the row is past the end."""
+        if key[: len(prefix)] != prefix or len(key) == len(prefix):
+            return None
+        before, period = 0, None
+        for *values, rows in counts:
+            if start < before + rows:
+                period = values
+                break
+            before += rows
+        if period is None:
+            return None
+        inside = ", ".join(self.quote(name) for name in key[len(prefix) :])
+        same_period = " AND ".join(f"{self.quote(name)} = :s{i}" for i, name in enumerate(prefix))
+        bounds = {f"s{i}": value for i, value in enumerate(period)}
+        first = conn.execute(
+            text(f"SELECT {inside} FROM {relation} WHERE {same_period} ORDER BY {inside} OFFSET :inside LIMIT 1"),
+            {**bounds, "inside": start - before},
+        ).first()
+        if first is None:
+            return None
+        values = [*period, *first]
+        names = ", ".join(self.quote(name) for name in key)
+        marks = ", ".join(f":k{i}" for i in range(len(key)))
+        return f"({names}) >= ({marks})", {f"k{i}": value for i, value in enumerate(values)}
 
     def export_rows(self, schema: str, table: str, sort_model: list | None, filter_model: dict | None):
         """Column names, then every filtered row, streamed with a server-side cursor."""
@@ -258,39 +347,64 @@ class ResultsRepository:
 
     # -- charts ---------------------------------------------------------------------
     def chart_source(self) -> str | None:
-        """The table the charts read: the historic one when built, else the latest period."""
+        """What the charts read: the analysis tables (schema marts, small aggregates built with
+        the historic models) when they are built, else the historic table, else the latest period."""
+        if all(self.has_rows(c.MARTS_SCHEMA, table) for table in CHART_MARTS):
+            return MARTS_SOURCE
         for table in (HISTORIC, LATEST):
             if self.has_rows(c.STAGING_SCHEMA, table):
                 return f"{c.STAGING_SCHEMA}.{table}"
         return None
 
     def totals_by_period(self, source: str) -> pd.DataFrame:
+        if source == MARTS_SOURCE:
+            return self.frame(f"""SELECT ano, mes, quantidade_terceirizados AS terceirizados,
+                                         valor_custo_mensal_total AS custo_total
+                                  FROM {c.MARTS_SCHEMA}.totais_por_periodo ORDER BY ano, mes""")
         return self.frame(f"""SELECT ano, mes, count(*) AS terceirizados, sum(valor_custo_mensal) AS custo_total
                               FROM {self._chart_table(source)} GROUP BY ano, mes ORDER BY ano, mes""")
 
     def top_by_cost(self, source: str, dimension: str, year: int, month: int, limit: int = 10) -> pd.DataFrame:
-        if dimension not in ("nome_orgao", "razao_social_empresa"):
+        """The organs (by name) or companies (by corporate name) with the largest monthly cost."""
+        if dimension not in CHART_DIMENSIONS:
             raise UnknownTableError(f"Dimensão não permitida: {dimension}")
+        if source == MARTS_SOURCE:
+            # the same sums from the period's aggregates (a company's name: as published in the period)
+            relation = f"{c.MARTS_SCHEMA}.{CHART_DIMENSIONS[dimension]}"
+            count, cost = "sum(quantidade_terceirizados)", "sum(valor_custo_mensal_total)"
+        else:
+            relation, count, cost = self._chart_table(source), "count(*)", "sum(valor_custo_mensal)"
         return self.frame(
             f"""
-            SELECT coalesce({dimension}, '(não informado)') AS nome, count(*) AS terceirizados,
-                   sum(valor_custo_mensal) AS custo_total
-            FROM {self._chart_table(source)} WHERE ano = :year AND mes = :month
-            GROUP BY 1 ORDER BY custo_total DESC NULLS LAST LIMIT :limit""",
+            SELECT coalesce({dimension}, '(não informado)') AS nome, {count} AS terceirizados, {cost} AS custo_total
+            FROM {relation} WHERE ano = :year AND mes = :month
+            GROUP BY 1 ORDER BY custo_total DESC NULLS LAST, nome LIMIT :limit""",
             {"year": year, "month": month, "limit": limit},
         )
 
     def salary_by_education(self, source: str, year: int, month: int) -> pd.DataFrame:
+        if source == MARTS_SOURCE:
+            return self.frame(
+                f"""
+                SELECT coalesce(nivel_escolaridade, '(não informado)') AS nivel,
+                       quantidade_com_salario AS terceirizados, valor_salario_minimo AS minimo,
+                       valor_salario_primeiro_quartil AS q1, valor_salario_mediano AS mediana,
+                       valor_salario_terceiro_quartil AS q3, valor_salario_percentil_95 AS p95
+                FROM {c.MARTS_SCHEMA}.escolaridade_por_periodo
+                WHERE ano = :year AND mes = :month AND quantidade_com_salario > 0
+                ORDER BY mediana, nivel""",
+                {"year": year, "month": month},
+            )
         return self.frame(
             f"""
             SELECT coalesce(nivel_escolaridade, '(não informado)') AS nivel, count(*) AS terceirizados,
                    min(valor_salario_mensal) AS minimo,
-                   percentile_cont(0.25) WITHIN GROUP (ORDER BY valor_salario_mensal) AS q1,
-                   percentile_cont(0.5) WITHIN GROUP (ORDER BY valor_salario_mensal) AS mediana,
-                   percentile_cont(0.75) WITHIN GROUP (ORDER BY valor_salario_mensal) AS q3,
-                   percentile_cont(0.95) WITHIN GROUP (ORDER BY valor_salario_mensal) AS p95
+                   round(percentile_cont(0.25) WITHIN GROUP (ORDER BY valor_salario_mensal)::numeric, 2) AS q1,
+                   round(percentile_cont(0.5) WITHIN GROUP (ORDER BY valor_salario_mensal)::numeric, 2) AS mediana,
+                   round(percentile_cont(0.75) WITHIN GROUP (ORDER BY valor_salario_mensal)::numeric, 2) AS q3,
+                   round(percentile_cont(0.95) WITHIN GROUP (ORDER BY valor_salario_mensal)::numeric, 2) AS p95
             FROM {self._chart_table(source)} WHERE ano = :year AND mes = :month AND valor_salario_mensal IS NOT NULL
-            GROUP BY 1 ORDER BY mediana""",
+            GROUP BY 1 ORDER BY mediana, nivel""",
             {"year": year, "month": month},
         )
 

@@ -375,3 +375,14 @@
     {%- endif -%}
     {{ return(marts_period_predicate(periods, columns)) }}
 {%- endmacro %}
+
+
+{# A percentile of a sorted array of n numeric values, as percentile_cont computes it (linear
+   interpolation between the two nearest ranks) but in exact numeric arithmetic, rounded to
+   cents (half away from zero); null for an empty array. fraction: a numeric literal ('0.25'). #}
+{% macro marts_percentil(sorted_values, n, fraction) -%}
+    {%- set position = fraction ~ ' * (' ~ n ~ ' - 1)' -%}
+    {%- set low = sorted_values ~ '[floor(' ~ position ~ ')::integer + 1]' -%}
+    {%- set high = sorted_values ~ '[ceil(' ~ position ~ ')::integer + 1]' -%}
+    round({{ low }} + ({{ high }} - {{ low }}) * ({{ position }} - floor({{ position }})), 2)
+{%- endmacro %}
