@@ -275,16 +275,17 @@ def measure_scheduled_run(settings, env: dict, python: str) -> dict:
     return scheduled
 
 
-def measure_results_app(settings) -> dict:
-    """Server-side time of the results app's grid pages and charts on the historic table."""
+def measure_results_app(settings, deep_offset: int = 1_000_000) -> dict:
+    """Server-side time of the results app's grid pages and charts on the historic table
+    (the deep page starts at row ``deep_offset``)."""
     from pipelines.results.queries import ResultsRepository, make_engine
 
     repo = ResultsRepository(make_engine(settings))
     source = "staging.historic_transformed"
     cases = {
         "grade: 1a página": lambda: repo.page("staging", "historic_transformed", 0, 100, None, None),
-        "grade: página 10.000 (offset 1.000.000)": lambda: repo.page(
-            "staging", "historic_transformed", 1_000_000, 1_000_100, None, None
+        f"grade: página {deep_offset // 100 + 1:,} (offset {deep_offset:,})".replace(",", "."): lambda: repo.page(
+            "staging", "historic_transformed", deep_offset, deep_offset + 100, None, None
         ),
         "grade: ordenada por custo": lambda: repo.page(
             "staging", "historic_transformed", 0, 100, [{"colId": "valor_custo_mensal", "sort": "desc"}], None

@@ -1,5 +1,5 @@
-"""Test session: its own PostgreSQL database, temporary data/log folders and a
-small synthetic CGU portal served on 127.0.0.1."""
+"""Test session: its own PostgreSQL database (one per pytest-xdist worker), temporary data/log
+folders and a small synthetic CGU portal served on 127.0.0.1."""
 
 import os
 import tempfile
@@ -7,7 +7,10 @@ from pathlib import Path
 
 # Configure before any pipelines module reads the environment.
 _work = Path(tempfile.mkdtemp(prefix="terceirizados-tests-"))
-os.environ["POSTGRES_DB"] = os.environ.get("TEST_POSTGRES_DB", "terceirizados_test")
+# One database per pytest-xdist worker (gw0, gw1, ...): the workers never share tables or locks.
+_worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+_database = os.environ.get("TEST_POSTGRES_DB", "terceirizados_test")
+os.environ["POSTGRES_DB"] = f"{_database}_{_worker}" if _worker else _database
 os.environ.setdefault("POSTGRES_HOST", "127.0.0.1")
 os.environ.setdefault("POSTGRES_PORT", "5432")
 os.environ.setdefault("POSTGRES_USER", "postgres")
@@ -26,6 +29,27 @@ from bench.portal_generator import PortalServer, build_portal  # noqa: E402
 from pipelines import database  # noqa: E402
 from pipelines.runner import execute  # noqa: E402
 from pipelines.settings import load_settings  # noqa: E402
+
+# The longest modules first, so that with several workers (pytest-xdist, --dist loadfile) none
+# is left running one of them alone at the end.
+LONGEST_FIRST = (
+    "test_incremental.py",
+    "test_marts.py",
+    "test_results.py",
+    "test_pipeline_flow.py",
+    "test_materialize.py",
+    "test_analyses.py",
+    "test_start_scripts.py",
+    "test_concurrency.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item) -> int:
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: each module keeps its own order
 
 
 @pytest.fixture(scope="session")
