@@ -154,6 +154,14 @@ def test_first_run_builds_all_then_an_unchanged_rerun_rebuilds_and_reads_nothing
     ):
         assert "where false" in compiled_test(settings, name), name
     assert skipped_builds(db, materialize()) == CHAIN
+    # the key and the results app's sort index, each built once (by the full build)
+    assert sorted(
+        query(
+            db,
+            "SELECT regexp_replace(pg_get_indexdef(indexrelid), '^.* USING ', '') FROM pg_index "
+            "WHERE indrelid = 'staging.historic_transformed'::regclass",
+        )
+    ) == [("btree (ano, mes, id_terceirizado)",), ("btree (valor_custo_mensal DESC NULLS LAST)",)]
 
 
 def test_a_recaptured_period_is_the_only_one_rebuilt_and_equals_a_full_refresh(db, settings, captured):

@@ -386,6 +386,24 @@ select * from transformed
 {%- endmacro %}
 
 
+{# Post-hook: an index on ``expression`` (a column with its order, e.g. 'valor_custo_mensal desc
+   nulls last'), built in bulk only when the table has none with that definition (a full rebuild
+   creates the table; incremental runs insert into the existing index). For the results app's
+   common sorts on the large historic table: the first page of a sorted grid reads the index
+   instead of sorting every row. #}
+{% macro ensure_sort_index(expression) -%}
+    set local maintenance_work_mem = '512MB';
+    do $$
+    begin
+        if not exists (select 1 from pg_index where indrelid = '{{ this }}'::regclass
+                       and pg_get_indexdef(indexrelid) ilike '%using btree ({{ expression }})') then
+            create index on {{ this }} ({{ expression }});
+        end if;
+    end
+    $$
+{%- endmacro %}
+
+
 {# on-run-end: mark the periods verified for each by-period model whose tests all ran in this
    invocation and passed (warnings count as passed), and whose build, if it ran, succeeded. #}
 {% macro historic_mark_verified(results) -%}

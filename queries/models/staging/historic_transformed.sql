@@ -6,7 +6,9 @@
     incremental_strategy='periodo',
     on_schema_change='fail',
     pre_hook="{{ historic_prepare_state() }}",
-    post_hook=["{{ ensure_primary_key(['ano', 'mes', 'id_terceirizado']) }}", "{{ historic_record_full_build() }}"],
+    post_hook=["{{ ensure_primary_key(['ano', 'mes', 'id_terceirizado']) }}",
+               "{{ ensure_sort_index('valor_custo_mensal DESC NULLS LAST') }}",
+               "{{ historic_record_full_build() }}"],
 ) }}
 
 {{ terceirizados_transformed(ref('historic_renamed')) }}
