@@ -281,7 +281,7 @@ def measure_results_app(settings, deep_offset: int = 1_000_000) -> dict:
     from pipelines.results.queries import ResultsRepository, make_engine
 
     repo = ResultsRepository(make_engine(settings))
-    source = "staging.historic_transformed"
+    source = repo.chart_source()  # what the charts read: the analysis tables (marts) once built
     cases = {
         "grade: 1a página": lambda: repo.page("staging", "historic_transformed", 0, 100, None, None),
         f"grade: página {deep_offset // 100 + 1:,} (offset {deep_offset:,})".replace(",", "."): lambda: repo.page(

@@ -162,6 +162,12 @@ def test_first_run_builds_all_then_an_unchanged_rerun_rebuilds_and_reads_nothing
             "WHERE indrelid = 'staging.historic_transformed'::regclass",
         )
     ) == [("btree (ano, mes, id_terceirizado)",), ("btree (valor_custo_mensal DESC NULLS LAST)",)]
+    # and the planner's statistics of the rows, taken by the build itself
+    assert query(
+        db,
+        "SELECT count(*) > 20 FROM pg_stats WHERE schemaname = 'staging' AND tablename = %s",
+        ("historic_transformed",),
+    ) == [(True,)]
 
 
 def test_a_recaptured_period_is_the_only_one_rebuilt_and_equals_a_full_refresh(db, settings, captured):

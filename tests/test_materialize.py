@@ -133,6 +133,10 @@ def test_types_order_and_comments(built):
         "'staging.transformed'::regclass AND contype = 'p'",
     )
     assert primary_key == "PRIMARY KEY (ano, mes, id_terceirizado)"
+    # the planner's statistics of the new table, taken by the build (not left to autovacuum)
+    assert query(db, "SELECT count(*) FROM pg_stats WHERE schemaname = 'staging' AND tablename = 'transformed'") == [
+        (len(TRANSFORMED_COLUMNS),)
+    ]
 
 
 def test_zero_padding_of_codes_lost_in_xlsx_cells(built):

@@ -8,7 +8,8 @@
     pre_hook="{{ historic_prepare_state() }}",
     post_hook=["{{ ensure_primary_key(['ano', 'mes', 'id_terceirizado']) }}",
                "{{ ensure_sort_index('valor_custo_mensal DESC NULLS LAST') }}",
-               "{{ historic_record_full_build() }}"],
+               "{{ historic_record_full_build() }}",
+               "{{ refresh_statistics() }}"],
 ) }}
 
 {{ terceirizados_transformed(ref('historic_renamed')) }}

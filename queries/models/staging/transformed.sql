@@ -1,3 +1,3 @@
-{{ config(materialized='table', post_hook="{{ primary_key(['ano', 'mes', 'id_terceirizado']) }}") }}
+{{ config(materialized='table', post_hook=["{{ primary_key(['ano', 'mes', 'id_terceirizado']) }}", "{{ refresh_statistics() }}"]) }}
 
 {{ terceirizados_transformed(ref('renamed')) }}
