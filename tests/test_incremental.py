@@ -154,14 +154,19 @@ def test_first_run_builds_all_then_an_unchanged_rerun_rebuilds_and_reads_nothing
     ):
         assert "where false" in compiled_test(settings, name), name
     assert skipped_builds(db, materialize()) == CHAIN
-    # the key and the results app's sort index, each built once (by the full build)
+    # the key and the results app's indexes (a sort, two name filters), each built once (by the full build)
     assert sorted(
         query(
             db,
             "SELECT regexp_replace(pg_get_indexdef(indexrelid), '^.* USING ', '') FROM pg_index "
             "WHERE indrelid = 'staging.historic_transformed'::regclass",
         )
-    ) == [("btree (ano, mes, id_terceirizado)",), ("btree (valor_custo_mensal DESC NULLS LAST)",)]
+    ) == [
+        ("btree (ano, mes, id_terceirizado)",),
+        ("btree (nome_orgao)",),
+        ("btree (razao_social_empresa)",),
+        ("btree (valor_custo_mensal DESC NULLS LAST)",),
+    ]
     # and the planner's statistics of the rows, taken by the build itself
     assert query(
         db,

@@ -206,6 +206,73 @@ def test_large_tables_page_from_their_stored_counts(filled, repo, monkeypatch):
     )
 
 
+def test_name_filters_read_the_matching_names_first_and_keep_their_meaning(filled, repo):
+    """A text filter on an agency's or a company's name of the historic table finds the
+    matching distinct names in the column's index, then their rows: for any pattern and
+    operator (generated, with LIKE's special characters), the same rows as the plain ILIKE
+    over every row, through the page too."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from pipelines.results import queries
+
+    conn = filled["conn"]
+    lookups = repo._lookups("staging", "historic_transformed")
+    assert sorted(lookups) == ["nome_orgao", "razao_social_empresa"]
+    columns = {c.name: c for c in repo.columns("staging", "historic_transformed")}
+    names = sorted(
+        {value for (value,) in query(conn, "SELECT DISTINCT razao_social_empresa FROM staging.historic_transformed")}
+        | {value for (value,) in query(conn, "SELECT DISTINCT nome_orgao FROM staging.historic_transformed")},
+        key=str,
+    )
+    words = st.one_of(
+        st.sampled_from([n for n in names if n]).flatmap(
+            lambda n: st.tuples(st.integers(0, len(n)), st.integers(0, len(n))).map(lambda ab: n[min(ab) : max(ab)])
+        ),
+        st.text(alphabet="aeiousçãÇ%_\\ -.", max_size=6),
+    )
+
+    def rows(where: str, params: dict) -> list[tuple]:
+        with repo.engine.connect() as db:
+            return [
+                tuple(r)
+                for r in db.execute(
+                    text(f"SELECT ano, mes, id_terceirizado FROM staging.historic_transformed{where} ORDER BY 1, 2, 3"),
+                    params,
+                )
+            ]
+
+    @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(
+        column=st.sampled_from(["razao_social_empresa", "nome_orgao"]),
+        kind=st.sampled_from(["contains", "notContains", "startsWith", "endsWith", "equals", "notEqual"]),
+        word=words,
+    )
+    def same_rows(column, kind, word):
+        model = {column: {"filterType": "text", "type": kind, "filter": word}}
+        fast = filter_sql(model, columns, repo.quote, lookups)
+        plain = filter_sql(model, columns, repo.quote)
+        if kind not in ("equals",):
+            assert "ARRAY(SELECT v FROM" in fast[0]
+        assert rows(*fast) == rows(*plain)
+
+    same_rows()
+    # through the page
+    missing = {"razao_social_empresa": {"filterType": "text", "type": "contains", "filter": "nenhuma empresa assim"}}
+    assert repo.page("staging", "historic_transformed", 0, 100, None, missing) == ([], 0)
+    present = {"nome_orgao": {"filterType": "text", "type": "contains", "filter": "juiz de fora"}}
+    got, total = repo.page("staging", "historic_transformed", 0, 1000, None, present)
+    assert (
+        total
+        == len(got)
+        == query(conn, "SELECT count(*) FROM staging.historic_transformed WHERE nome_orgao ILIKE '%juiz de fora%'")[0][
+            0
+        ]
+        > 0
+    )
+    assert queries.LOOKUP_COLUMNS[("staging", "historic_transformed")] == ("razao_social_empresa", "nome_orgao")
+
+
 def ordered_rows(conn, statement) -> list[dict]:
     """Every row of ``statement`` as the app sends it to the browser."""
     with conn.cursor() as cursor:

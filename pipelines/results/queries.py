@@ -71,6 +71,11 @@ STORED_COUNTS = {
         ("periodo",),
     ),
 }
+# Text columns of the large tables that users filter by "contains" and that have few distinct
+# values (agencies, companies): each has a B-tree index (built with the table), and a text
+# filter on it first finds the matching distinct values (a loose scan of the index: one probe
+# per distinct value, not one per row), then reads their rows through the index.
+LOOKUP_COLUMNS = {(c.STAGING_SCHEMA, HISTORIC): ("razao_social_empresa", "nome_orgao")}
 # A filtered view counts its rows up to this many; past it the grid learns the end while
 # scrolling (AG Grid's unknown row count), instead of a count of millions of rows per page.
 FILTERED_COUNT_LIMIT = 10_000
@@ -204,7 +209,7 @@ class ResultsRepository:
         columns = {c.name: c for c in self.columns(schema, table)}
         if not columns:
             return [], 0
-        where, params = filter_sql(filter_model, columns, self.quote)
+        where, params = filter_sql(filter_model, columns, self.quote, self._lookups(schema, table))
         key = self._page_key(schema, table, columns)
         order = order_sql(sort_model, columns, self.quote, key)
         relation = self.relation(schema, table)
@@ -236,6 +241,29 @@ class ResultsRepository:
         if total == UNKNOWN_COUNT and len(rows) < limit:  # the last page of a large filtered view
             total = start + len(rows)
         return rows, total
+
+    def _lookups(self, schema: str, table: str) -> dict[str, str]:
+        """For the LOOKUP_COLUMNS of a table that have their index: column -> a query of its
+        distinct non-null values (``v``), read from the index."""
+        wanted = LOOKUP_COLUMNS.get((schema, table), ())
+        if not wanted:
+            return {}
+        with self.engine.connect() as conn:
+            indexed = set(
+                conn.execute(
+                    text("""
+                        SELECT a.attname FROM pg_index i
+                        JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+                        JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = i.indkey[0]
+                        JOIN pg_am am ON am.oid = (SELECT relam FROM pg_class WHERE oid = i.indexrelid)
+                        WHERE n.nspname = :schema AND c.relname = :table AND am.amname = 'btree'
+                          AND i.indisvalid AND i.indpred IS NULL AND i.indexprs IS NULL""").bindparams(
+                        schema=schema, table=table
+                    )
+                ).scalars()
+            )
+        relation = self.relation(schema, table)
+        return {column: distinct_values_sql(relation, self.quote(column)) for column in wanted if column in indexed}
 
     def _stored_counts(self, conn, schema: str, table: str) -> list[tuple] | None:
         """The per-period counts kept with the table (STORED_COUNTS), or None when it has none."""
@@ -281,7 +309,7 @@ class ResultsRepository:
         columns = {c.name: c for c in self.columns(schema, table)}
         if not columns:
             raise UnknownTableError(f"Tabela vazia ou inexistente: {schema}.{table}")
-        where, params = filter_sql(filter_model, columns, self.quote)
+        where, params = filter_sql(filter_model, columns, self.quote, self._lookups(schema, table))
         order = order_sql(sort_model, columns, self.quote, self._page_key(schema, table, columns))
         statement = text(f"SELECT * FROM {self.relation(schema, table)}{where}{order} LIMIT {MAX_EXPORT_ROWS}")
         yield list(columns)
@@ -516,7 +544,18 @@ def check_sort_model(sort_model) -> list:
     return sort_model
 
 
-def _condition(column: str, quoted: str, numeric: bool, spec: dict, params: dict) -> str:
+def distinct_values_sql(relation: str, quoted: str) -> str:
+    """The distinct non-null values of a column (as ``v``) by a loose scan of its B-tree index:
+    each step jumps to the next value, so the cost follows the distinct values, not the rows."""
+    return f"""WITH RECURSIVE valores(v) AS (
+        (SELECT {quoted} FROM {relation} WHERE {quoted} IS NOT NULL ORDER BY {quoted} LIMIT 1)
+        UNION ALL
+        SELECT (SELECT {quoted} FROM {relation} WHERE {quoted} > valores.v ORDER BY {quoted} LIMIT 1)
+        FROM valores WHERE valores.v IS NOT NULL
+    ) SELECT v FROM valores WHERE v IS NOT NULL"""
+
+
+def _condition(column: str, quoted: str, numeric: bool, spec: dict, params: dict, lookup: str | None = None) -> str:
     _check_condition(column, spec)
     kind = spec.get("type", "contains")
     key = f"p{len(params)}"
@@ -539,23 +578,29 @@ def _condition(column: str, quoted: str, numeric: bool, spec: dict, params: dict
     if "LIKE" in operator:
         value = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     params[key] = pattern.format(value)
+    if lookup is not None and operator != "=":  # the matching distinct values, then their rows
+        return f"{quoted} = ANY(ARRAY(SELECT v FROM ({lookup}) AS valores WHERE v {operator} :{key}))"
     return f"CAST({quoted} AS text) {operator} :{key}"
 
 
-def filter_sql(filter_model: dict | None, columns: dict[str, Column], quote) -> tuple[str, dict]:
+def filter_sql(
+    filter_model: dict | None, columns: dict[str, Column], quote, lookups: dict[str, str] | None = None
+) -> tuple[str, dict]:
     """AG Grid filterModel -> (' WHERE ...', bind parameters); unknown columns and
-    malformed filters are rejected (InvalidRequestError)."""
+    malformed filters are rejected (InvalidRequestError). ``lookups``: column -> query of its
+    distinct values, for the text columns whose filters match those values first."""
     clauses, params = [], {}
+    lookups = lookups or {}
     for name, spec in check_filter_model(filter_model).items():
         if name not in columns:
             raise UnknownTableError(f"Coluna desconhecida: {name}")
-        quoted, numeric = quote(name), columns[name].numeric
+        quoted, numeric, lookup = quote(name), columns[name].numeric, lookups.get(name)
         if "conditions" in spec or "operator" in spec:
-            parts = [_condition(name, quoted, numeric, c, params) for c in spec.get("conditions", [])]
+            parts = [_condition(name, quoted, numeric, c, params, lookup) for c in spec.get("conditions", [])]
             joiner = " OR " if spec.get("operator") == "OR" else " AND "
             clauses.append("(" + joiner.join(parts) + ")")
         else:
-            clauses.append(_condition(name, quoted, numeric, spec, params))
+            clauses.append(_condition(name, quoted, numeric, spec, params, lookup))
     return (" WHERE " + " AND ".join(clauses), params) if clauses else ("", params)
 
 

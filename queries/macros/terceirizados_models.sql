@@ -386,12 +386,14 @@ select * from transformed
 {%- endmacro %}
 
 
-{# Post-hook: an index on ``expression`` (a column with its order, e.g. 'valor_custo_mensal desc
-   nulls last'), built in bulk only when the table has none with that definition (a full rebuild
-   creates the table; incremental runs insert into the existing index). For the results app's
-   common sorts on the large historic table: the first page of a sorted grid reads the index
-   instead of sorting every row. #}
-{% macro ensure_sort_index(expression) -%}
+{# Post-hook: a B-tree index on ``expression`` (a column, with its order if any: e.g.
+   'valor_custo_mensal DESC NULLS LAST'), built in bulk only when the table has none with that
+   definition (a full rebuild creates the table; incremental runs insert into the existing
+   index). For the results app on the large historic table: the first page of a grid sorted by
+   cost reads the index instead of sorting every row, and a "contains" filter on an agency's or
+   a company's name finds the matching names in the index (one probe per distinct name) and
+   reads only their rows. #}
+{% macro ensure_index(expression) -%}
     set local maintenance_work_mem = '512MB';
     do $$
     begin

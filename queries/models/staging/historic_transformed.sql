@@ -7,7 +7,9 @@
     on_schema_change='fail',
     pre_hook="{{ historic_prepare_state() }}",
     post_hook=["{{ ensure_primary_key(['ano', 'mes', 'id_terceirizado']) }}",
-               "{{ ensure_sort_index('valor_custo_mensal DESC NULLS LAST') }}",
+               "{{ ensure_index('valor_custo_mensal DESC NULLS LAST') }}",
+               "{{ ensure_index('razao_social_empresa') }}",
+               "{{ ensure_index('nome_orgao') }}",
                "{{ historic_record_full_build() }}",
                "{{ refresh_statistics() }}"],
 ) }}
