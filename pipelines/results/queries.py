@@ -216,6 +216,7 @@ class ResultsRepository:
         limit = max(min(end - start, 1000), 0)
         start = max(start, 0)
         with self.engine.connect() as conn:
+            params = resolve_lookups(conn, params)
             counts = None if where else self._stored_counts(conn, schema, table)
             if counts is not None:
                 total = sum(rows for *_, rows in counts)
@@ -314,7 +315,7 @@ class ResultsRepository:
         statement = text(f"SELECT * FROM {self.relation(schema, table)}{where}{order} LIMIT {MAX_EXPORT_ROWS}")
         yield list(columns)
         with self.engine.connect().execution_options(stream_results=True, max_row_buffer=5000) as conn:
-            for row in conn.execute(statement, params):
+            for row in conn.execute(statement, resolve_lookups(conn, params)):
                 yield list(row)
 
     def _page_key(self, schema: str, table: str, columns: dict[str, Column]) -> tuple[str, ...]:
@@ -544,6 +545,25 @@ def check_sort_model(sort_model) -> list:
     return sort_model
 
 
+@dataclass(frozen=True)
+class DistinctMatches:
+    """A filter parameter still to be read: the distinct values of a column that match a pattern
+    (``query`` takes it as :p). resolve_lookups replaces it with the list of values."""
+
+    query: str
+    pattern: str
+
+
+def resolve_lookups(conn, params: dict) -> dict:
+    """The bind parameters with every DistinctMatches read into its list of values."""
+    return {
+        key: [row[0] for row in conn.execute(text(value.query), {"p": value.pattern})]
+        if isinstance(value, DistinctMatches)
+        else value
+        for key, value in params.items()
+    }
+
+
 def distinct_values_sql(relation: str, quoted: str) -> str:
     """The distinct non-null values of a column (as ``v``) by a loose scan of its B-tree index:
     each step jumps to the next value, so the cost follows the distinct values, not the rows."""
@@ -577,9 +597,13 @@ def _condition(column: str, quoted: str, numeric: bool, spec: dict, params: dict
     value = text_value(spec.get("filter", ""), f"o valor do filtro da coluna {column}")
     if "LIKE" in operator:
         value = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    if lookup is not None and operator != "=":
+        # the matching distinct values are read first (resolve_lookups), then their rows: the
+        # planner sees the actual values (none: no row is read)
+        matching = f"SELECT v FROM ({lookup}) AS valores WHERE v {operator} :p"
+        params[key] = DistinctMatches(matching, pattern.format(value))
+        return f"{quoted} = ANY(:{key})"
     params[key] = pattern.format(value)
-    if lookup is not None and operator != "=":  # the matching distinct values, then their rows
-        return f"{quoted} = ANY(ARRAY(SELECT v FROM ({lookup}) AS valores WHERE v {operator} :{key}))"
     return f"CAST({quoted} AS text) {operator} :{key}"
 
 
