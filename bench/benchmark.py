@@ -27,6 +27,7 @@ floor, peak RSS < 1.5 GB, the re-run with nothing new and the scheduled run unde
     .venv/bin/python -m bench.benchmark                    # 21 periods x 75,000 rows
     .venv/bin/python -m bench.benchmark --periods 5 --rows 5000
     .venv/bin/python -m bench.benchmark --rerun-only       # steps 3 and 4 again, on the last run's database
+    .venv/bin/python -m bench.benchmark --app-only         # the results app's timings again, on the same
 """
 
 from __future__ import annotations
@@ -392,6 +393,12 @@ def main() -> None:
         "DATA_DIR of the last full run (when the project changed during it); updates those "
         "keys of --output",
     )
+    parser.add_argument(
+        "--app-only",
+        action="store_true",
+        help="only the results app's timings, again, on the database of the last full run (after a "
+        "change to the app's queries); updates that key of --output",
+    )
     args = parser.parse_args()
 
     work = BENCH_DIR / "work"
@@ -424,6 +431,15 @@ def main() -> None:
     project = _project_fingerprint()
     if args.rerun_only:
         rerun_only(args, settings, env, server, project)
+        return
+    if args.app_only:
+        server.shutdown()
+        timings = measure_results_app(settings)
+        timings.update(measure_analyses_page(settings))
+        results = json.loads(args.output.read_text())
+        results["results_app_seconds"] = timings
+        results["results_app_measured_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+        args.output.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
         return
     shutil.rmtree(data_dir, ignore_errors=True)
     drop_database(settings, args.database)

@@ -183,6 +183,7 @@ def test_large_tables_page_from_their_stored_counts(filled, repo, monkeypatch):
             event.remove(repo.engine, "before_cursor_execute", listen)
         assert total == len(rows_in_order) > 200 and rows == rows_in_order[:10]
         assert not any("count(" in sql.lower() and table in sql for sql in statements), statements
+        assert repo.page(schema, table, total + 50, total + 150, None, None) == ([], total)  # past the end
 
     @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
     @given(case=st.sampled_from(sorted(cases)), where=st.floats(0, 1.02), size=st.integers(1, 150))

@@ -215,11 +215,15 @@ class ResultsRepository:
         relation = self.relation(schema, table)
         limit = max(min(end - start, 1000), 0)
         start = max(start, 0)
-        with self.engine.connect() as conn:
+        # one snapshot for the counts, the seek and the rows: a load committing in between
+        # cannot shift the page
+        with self.engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn:
             params = resolve_lookups(conn, params)
             counts = None if where else self._stored_counts(conn, schema, table)
-            if counts is not None:
+            if counts:
                 total = sum(rows for *_, rows in counts)
+                if start >= total:  # past the end (a grid that kept an older count): no skip
+                    return [], total
             elif where:
                 total = conn.execute(
                     text(f"SELECT count(*) FROM (SELECT 1 FROM {relation}{where} LIMIT :cap) AS filtradas"),
@@ -314,7 +318,9 @@ class ResultsRepository:
         order = order_sql(sort_model, columns, self.quote, self._page_key(schema, table, columns))
         statement = text(f"SELECT * FROM {self.relation(schema, table)}{where}{order} LIMIT {MAX_EXPORT_ROWS}")
         yield list(columns)
-        with self.engine.connect().execution_options(stream_results=True, max_row_buffer=5000) as conn:
+        with self.engine.connect().execution_options(
+            stream_results=True, max_row_buffer=5000, isolation_level="REPEATABLE READ"
+        ) as conn:
             for row in conn.execute(statement, resolve_lookups(conn, params)):
                 yield list(row)
 
@@ -378,19 +384,42 @@ class ResultsRepository:
     def chart_source(self) -> str | None:
         """What the charts read: the analysis tables (schema marts, small aggregates built with
         the historic models) when they are built, else the historic table, else the latest period."""
-        if all(self.has_rows(c.MARTS_SCHEMA, table) for table in CHART_MARTS):
+        if all(self.has_rows(c.MARTS_SCHEMA, table) for table in CHART_MARTS) and self._marts_current():
             return MARTS_SOURCE
         for table in (HISTORIC, LATEST):
             if self.has_rows(c.STAGING_SCHEMA, table):
                 return f"{c.STAGING_SCHEMA}.{table}"
         return None
 
+    def _marts_current(self) -> bool:
+        """Whether the marts hold the historic table's periods with its rows (a marts build that
+        failed after the historic models changed leaves them behind: the charts then read the
+        historic table instead of leaving a period out)."""
+        if not self.table_exists(c.STAGING_SCHEMA, "periodos_materializados"):
+            return False
+        with self.engine.connect() as conn:
+            return conn.execute(
+                text(f"""
+                    SELECT NOT EXISTS (
+                        (SELECT ano, mes, quantidade_terceirizados FROM {c.MARTS_SCHEMA}.totais_por_periodo
+                         EXCEPT
+                         SELECT extract(year FROM periodo)::integer, extract(month FROM periodo)::integer, linhas
+                         FROM {c.STAGING_SCHEMA}.periodos_materializados WHERE modelo = :model AND linhas > 0)
+                        UNION ALL
+                        (SELECT extract(year FROM periodo)::integer, extract(month FROM periodo)::integer, linhas
+                         FROM {c.STAGING_SCHEMA}.periodos_materializados WHERE modelo = :model AND linhas > 0
+                         EXCEPT
+                         SELECT ano, mes, quantidade_terceirizados FROM {c.MARTS_SCHEMA}.totais_por_periodo))"""),
+                {"model": HISTORIC},
+            ).scalar_one()
+
     def totals_by_period(self, source: str) -> pd.DataFrame:
         if source == MARTS_SOURCE:
             return self.frame(f"""SELECT ano, mes, quantidade_terceirizados AS terceirizados,
                                          valor_custo_mensal_total AS custo_total
                                   FROM {c.MARTS_SCHEMA}.totais_por_periodo ORDER BY ano, mes""")
-        return self.frame(f"""SELECT ano, mes, count(*) AS terceirizados, sum(valor_custo_mensal) AS custo_total
+        return self.frame(f"""SELECT ano, mes, count(*) AS terceirizados,
+                                     coalesce(sum(valor_custo_mensal), 0) AS custo_total
                               FROM {self._chart_table(source)} GROUP BY ano, mes ORDER BY ano, mes""")
 
     def top_by_cost(self, source: str, dimension: str, year: int, month: int, limit: int = 10) -> pd.DataFrame:
@@ -402,7 +431,7 @@ class ResultsRepository:
             relation = f"{c.MARTS_SCHEMA}.{CHART_DIMENSIONS[dimension]}"
             count, cost = "sum(quantidade_terceirizados)", "sum(valor_custo_mensal_total)"
         else:
-            relation, count, cost = self._chart_table(source), "count(*)", "sum(valor_custo_mensal)"
+            relation, count, cost = self._chart_table(source), "count(*)", "coalesce(sum(valor_custo_mensal), 0)"
         return self.frame(
             f"""
             SELECT coalesce({dimension}, '(não informado)') AS nome, {count} AS terceirizados, {cost} AS custo_total

@@ -416,6 +416,34 @@ select * from transformed
 {%- endmacro %}
 
 
+{# Post-hook: a trigram index (pg_trgm, GIN) on a text column with about one value per row (a
+   person's name), for the results app's "contains" filters, which a B-tree cannot serve. Built
+   in bulk only when the table has none (a full rebuild creates the table). Where the database
+   does not offer pg_trgm, or the user may not create it, the column stays without the index
+   (a filter on it then reads the table) and the build goes on. #}
+{% macro ensure_trigram_index(column) -%}
+    set local maintenance_work_mem = '512MB';
+    do $$
+    begin
+        if not exists (select 1 from pg_extension where extname = 'pg_trgm') then
+            begin
+                create extension if not exists pg_trgm;
+            exception when insufficient_privilege or undefined_file or feature_not_supported then
+                raise notice 'pg_trgm indisponível: {{ this }}.{{ column }} fica sem índice de trigramas';
+                return;
+            end;
+        end if;
+        if not exists (select 1 from pg_index where indrelid = '{{ this }}'::regclass
+                       and pg_get_indexdef(indexrelid) ilike '%using gin ({{ column }} %gin_trgm_ops)') then
+            execute format('create index on %s using gin (%I %s.gin_trgm_ops)', '{{ this }}', '{{ column }}',
+                           (select n.nspname from pg_extension e join pg_namespace n on n.oid = e.extnamespace
+                            where e.extname = 'pg_trgm'));
+        end if;
+    end
+    $$
+{%- endmacro %}
+
+
 {# on-run-end: mark the periods verified for each by-period model whose tests all ran in this
    invocation and passed (warnings count as passed), and whose build, if it ran, succeeded. #}
 {% macro historic_mark_verified(results) -%}

@@ -10,6 +10,7 @@
                "{{ ensure_index('valor_custo_mensal DESC NULLS LAST') }}",
                "{{ ensure_index('razao_social_empresa') }}",
                "{{ ensure_index('nome_orgao') }}",
+               "{{ ensure_trigram_index('nome') }}",
                "{{ historic_record_full_build() }}",
                "{{ refresh_statistics() }}"],
 ) }}
