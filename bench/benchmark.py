@@ -315,7 +315,7 @@ def measure_results_app(settings, deep_offset: int = 1_000_000) -> dict:
             None,
             {"nome_orgao": {"filterType": "text", "type": "contains", "filter": "juiz de fora"}},
         ),
-        "grade: filtro por nome de pessoa (sem índice)": lambda: repo.page(
+        "grade: filtro por nome de pessoa (trigramas)": lambda: repo.page(
             "staging",
             "historic_transformed",
             0,
