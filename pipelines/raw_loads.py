@@ -246,7 +246,19 @@ def captured_periods(settings: Settings) -> list[date]:
             raise RawDataMissingError(
                 "A tabela raw.terceirizados não existe: rode antes a captura (python run/capture.py)."
             )
-        cursor.execute(sql.SQL("SELECT DISTINCT periodo FROM {} ORDER BY periodo DESC").format(RAW))
+        # a loose scan of the (periodo, linha_origem) key: one probe per period, instead of a
+        # DISTINCT over every row (0.3-0.6 s on 1.6 million rows at every materialization)
+        cursor.execute(
+            sql.SQL(
+                """WITH RECURSIVE periodos(p) AS (
+                       (SELECT periodo FROM {raw} ORDER BY periodo DESC LIMIT 1)
+                       UNION ALL
+                       SELECT (SELECT periodo FROM {raw} WHERE periodo < periodos.p ORDER BY periodo DESC LIMIT 1)
+                       FROM periodos WHERE periodos.p IS NOT NULL
+                   )
+                   SELECT p FROM periodos WHERE p IS NOT NULL"""
+            ).format(raw=RAW)
+        )
         periods = [row[0] for row in cursor.fetchall()]
     if not periods:
         raise RawDataMissingError(

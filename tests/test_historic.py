@@ -2,6 +2,7 @@
 
 from decimal import Decimal
 
+from pipelines import raw_loads
 from pipelines.executors import parallel_executor
 from pipelines.flows import historic_capture_flow, historic_materialize_flow
 from pipelines.settings import load_settings
@@ -117,6 +118,12 @@ def test_historic_models_cover_every_period_and_quirk(db, fresh_portal):
     expectations = fresh_portal.portal.expectations
     captured, _ = capture_all(url=fresh_portal.page_url)
     assert captured.is_successful()
+    # the captured periods (a loose scan of the key), newest first: the same as a DISTINCT of every row
+    assert (
+        raw_loads.captured_periods(load_settings())
+        == [period for (period,) in query(db, "SELECT DISTINCT periodo FROM raw.terceirizados ORDER BY 1 DESC")]
+        and len(expectations) == 5
+    )
     state, run_id = run_flow(historic_materialize_flow)
     assert state.is_successful(), state.message
     per_period = query(
