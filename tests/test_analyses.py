@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 from dash import Dash, html
 
+from pipelines import constants
+from pipelines.dbt import run_dbt
 from pipelines.results import analyses
 from pipelines.results.formatting import brl, integer
 from pipelines.results.queries import ResultsRepository, make_engine
@@ -225,6 +227,23 @@ def test_charts_read_the_marts_and_agree_with_the_historic_table(marts, settings
                     "UPDATE marts.totais_por_periodo SET quantidade_terceirizados = "
                     "quantidade_terceirizados - 1 WHERE (ano, mes) = (2019, 1)"
                 )
+        assert tables.chart_source() == MARTS_SOURCE
+        # the historic table rewritten with the same rows' count (a new file of the same size whose
+        # marts build failed): the marts were built from another version of the period
+        with marts.cursor() as cursor:
+            cursor.execute(
+                "UPDATE staging.historic_transformed SET valor_custo_mensal = valor_custo_mensal + 1 "
+                "WHERE (ano, mes) = (2019, 1)"
+            )
+        assert tables.chart_source() == historic
+        with marts.cursor() as cursor:
+            cursor.execute(
+                "UPDATE staging.historic_transformed SET valor_custo_mensal = valor_custo_mensal - 1 "
+                "WHERE (ano, mes) = (2019, 1)"
+            )
+        # the marts built again (nothing was captured, so only a full refresh makes dbt run)
+        outcome = run_dbt(settings, "build", constants.HISTORIC_MARTS_SELECTOR, constants.DBT_HISTORIC, True)
+        assert outcome.success
         assert tables.chart_source() == MARTS_SOURCE
     finally:
         tables.engine.dispose()

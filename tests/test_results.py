@@ -200,6 +200,11 @@ def test_large_tables_page_from_their_stored_counts(filled, repo, monkeypatch):
     wide = {"ano": {"filterType": "number", "type": "greaterThan", "filter": 2000}}
     everything = query(conn, "SELECT count(*) FROM staging.historic_transformed")[0][0]
     assert repo.page("staging", "historic_transformed", 0, 100, None, wide)[1] == queries.UNKNOWN_COUNT
+    # asked past its end (a grid that kept an older count): no rows, and the real count
+    assert repo.page("staging", "historic_transformed", everything + 100, everything + 200, None, wide) == (
+        [],
+        everything,
+    )
     last_start = everything - 7
     assert repo.page("staging", "historic_transformed", last_start, last_start + 100, None, wide) == (
         repo.page("staging", "historic_transformed", last_start, last_start + 100, None, None)[0],

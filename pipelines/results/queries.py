@@ -236,15 +236,15 @@ class ResultsRepository:
             if counts and not sort_model and start >= SEEK_FROM_ROW:
                 seek = self._seek(conn, relation, key, STORED_COUNTS[(schema, table)][2], counts, start)
             if seek is not None:
-                clause, seek_params = seek
-                statement, params = f"SELECT * FROM {relation} WHERE {clause}{order} LIMIT :limit", seek_params
+                statement = f"SELECT * FROM {relation} WHERE {seek[0]}{order} LIMIT :limit"
             else:
                 statement = f"SELECT * FROM {relation}{where}{order} LIMIT :limit OFFSET :offset"
-                params = {**params, "offset": start}
-            result = conn.execute(text(statement), {**params, "limit": limit})
+            page_params = seek[1] if seek is not None else {**params, "offset": start}
+            result = conn.execute(text(statement), {**page_params, "limit": limit})
             rows = [jsonable(dict(row._mapping)) for row in result]
-        if total == UNKNOWN_COUNT and len(rows) < limit:  # the last page of a large filtered view
-            total = start + len(rows)
+            if total == UNKNOWN_COUNT and len(rows) < limit:  # the last page of a large filtered view
+                # (asked past its end: the grid needs the real count, taken once)
+                total = start + len(rows) if rows else self._count(conn, relation, where, params)
         return rows, total
 
     def _lookups(self, schema: str, table: str) -> dict[str, str]:
@@ -269,6 +269,11 @@ class ResultsRepository:
             )
         relation = self.relation(schema, table)
         return {column: distinct_values_sql(relation, self.quote(column)) for column in wanted if column in indexed}
+
+    @staticmethod
+    def _count(conn, relation: str, where: str, params: dict) -> int:
+        """Every row of a filtered view (a page asked past its end: rare, and then the grid needs it)."""
+        return conn.execute(text(f"SELECT count(*) FROM {relation}{where}"), params).scalar_one()
 
     def _stored_counts(self, conn, schema: str, table: str) -> list[tuple] | None:
         """The per-period counts kept with the table (STORED_COUNTS), or None when it has none."""
@@ -392,25 +397,64 @@ class ResultsRepository:
         return None
 
     def _marts_current(self) -> bool:
-        """Whether the marts hold the historic table's periods with its rows (a marts build that
-        failed after the historic models changed leaves them behind: the charts then read the
-        historic table instead of leaving a period out)."""
-        if not self.table_exists(c.STAGING_SCHEMA, "periodos_materializados"):
+        """Whether the charts' marts were built from the historic table as it is now (a marts
+        build that failed after the historic models changed leaves them behind: the charts then
+        read the historic table instead of showing old values or leaving a period out).
+
+        marts.periodos_construidos records, per mart and period, the version of its source the
+        rows were built from (queries/macros/marts_incremental.sql): for a mart built from the
+        historic table, 'historic_transformed@' and the transaction that wrote the period's
+        rows (the xmin of its first row by key; the models rewrite a period whole); for
+        orgaos/empresas_por_periodo, built from contratos_por_periodo, they must have been built
+        after it."""
+        if not self.table_exists(c.STAGING_SCHEMA, "periodos_materializados") or not self.table_exists(
+            c.MARTS_SCHEMA, "periodos_construidos"
+        ):
             return False
-        with self.engine.connect() as conn:
+        direct = ("totais_por_periodo", "escolaridade_por_periodo", "contratos_por_periodo")
+        derived = ("orgaos_por_periodo", "empresas_por_periodo")
+        with self.engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn:
             return conn.execute(
                 text(f"""
-                    SELECT NOT EXISTS (
-                        (SELECT ano, mes, quantidade_terceirizados FROM {c.MARTS_SCHEMA}.totais_por_periodo
-                         EXCEPT
-                         SELECT extract(year FROM periodo)::integer, extract(month FROM periodo)::integer, linhas
-                         FROM {c.STAGING_SCHEMA}.periodos_materializados WHERE modelo = :model AND linhas > 0)
-                        UNION ALL
-                        (SELECT extract(year FROM periodo)::integer, extract(month FROM periodo)::integer, linhas
-                         FROM {c.STAGING_SCHEMA}.periodos_materializados WHERE modelo = :model AND linhas > 0
-                         EXCEPT
-                         SELECT ano, mes, quantidade_terceirizados FROM {c.MARTS_SCHEMA}.totais_por_periodo))"""),
-                {"model": HISTORIC},
+                    WITH atual AS (
+                        SELECT p.ano, p.mes, '{HISTORIC}@' || (
+                            SELECT h.xmin::text FROM {c.STAGING_SCHEMA}.{HISTORIC} AS h
+                            WHERE h.ano = p.ano AND h.mes = p.mes ORDER BY h.id_terceirizado LIMIT 1
+                        ) AS versao
+                        FROM (SELECT extract(year FROM periodo)::integer AS ano,
+                                     extract(month FROM periodo)::integer AS mes
+                              FROM {c.STAGING_SCHEMA}.periodos_materializados
+                              WHERE modelo = :historic AND linhas > 0) AS p
+                    ),
+                    registro AS (
+                        SELECT modelo, ano, mes, versao_fonte, construido_em
+                        FROM {c.MARTS_SCHEMA}.periodos_construidos
+                    ),
+                    diretos AS (SELECT unnest(CAST(:direct AS text[])) AS modelo)
+                    SELECT NOT EXISTS (  -- a period of the table missing or of another version in a mart
+                        SELECT 1 FROM atual AS a CROSS JOIN diretos AS d
+                        LEFT JOIN registro AS r ON r.modelo = d.modelo AND r.ano = a.ano AND r.mes = a.mes
+                        WHERE r.versao_fonte IS DISTINCT FROM a.versao
+                    ) AND NOT EXISTS (  -- a period in a mart that the table no longer has
+                        SELECT 1 FROM registro AS r
+                        WHERE r.modelo = ANY(CAST(:all AS text[]))
+                          AND NOT EXISTS (SELECT 1 FROM atual AS a WHERE a.ano = r.ano AND a.mes = r.mes)
+                    ) AND NOT EXISTS (  -- a derived mart built before its source's period
+                        SELECT 1 FROM registro AS r JOIN registro AS fonte
+                            ON fonte.modelo = 'contratos_por_periodo' AND fonte.ano = r.ano AND fonte.mes = r.mes
+                        WHERE r.modelo = ANY(CAST(:derived AS text[])) AND r.construido_em < fonte.construido_em
+                    ) AND NOT EXISTS (  -- the periods' rows: the same in the table and in the totals
+                        SELECT ano, mes, quantidade_terceirizados FROM {c.MARTS_SCHEMA}.totais_por_periodo
+                        EXCEPT
+                        SELECT extract(year FROM periodo)::integer, extract(month FROM periodo)::integer, linhas
+                        FROM {c.STAGING_SCHEMA}.periodos_materializados WHERE modelo = :historic AND linhas > 0
+                    ) AND NOT EXISTS (  -- a derived mart without a period its source has
+                        SELECT 1 FROM registro AS fonte CROSS JOIN unnest(CAST(:derived AS text[])) AS d(modelo)
+                        WHERE fonte.modelo = 'contratos_por_periodo' AND NOT EXISTS (
+                            SELECT 1 FROM registro AS r WHERE r.modelo = d.modelo AND r.ano = fonte.ano
+                              AND r.mes = fonte.mes)
+                    )"""),
+                {"historic": HISTORIC, "direct": list(direct), "derived": list(derived), "all": [*direct, *derived]},
             ).scalar_one()
 
     def totals_by_period(self, source: str) -> pd.DataFrame:
