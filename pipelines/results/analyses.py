@@ -883,11 +883,13 @@ def register_callbacks(app: Dash, repository_or_engine) -> AnalysesRepository:
             if search is not None and not isinstance(search, str):
                 raise InvalidRequestError("a busca deve ser um texto")
             repo.require()
+            periods = repo.published_periods()
             if ctx.triggered_id == "analises-entidade":  # typing in the search box
                 current = value if isinstance(value, str) and value.startswith(kind + ":") else None
                 include = parse_option(current)[1] if current else None
-                return repo.entity_options(kind, search, include), no_update, no_update, no_update
-            periods = repo.published_periods()
+                # the source and the content too: this call may be the page's first (the dropdown
+                # can report its empty search before the type's initial call runs)
+                return repo.entity_options(kind, search, include), no_update, source_text(periods), {}
             options = repo.entity_options(kind)
             chosen = options[0]["value"] if options else None
             return options, chosen, source_text(periods), {}
