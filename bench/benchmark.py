@@ -276,6 +276,18 @@ def measure_scheduled_run(settings, env: dict, python: str) -> dict:
     return scheduled
 
 
+def time_app_calls(cases: dict) -> dict:
+    """Server-side seconds of each call, the second of two (the cache warm, like a second visit)."""
+    timings = {}
+    for label, call in cases.items():
+        call()
+        started = time.perf_counter()
+        call()
+        timings[label] = round(time.perf_counter() - started, 3)
+        print(f"  app de resultados, {label}: {timings[label]:.2f} s", flush=True)
+    return timings
+
+
 def measure_results_app(settings, deep_offset: int = 1_000_000) -> dict:
     """Server-side time of the results app's grid pages and charts on the historic table
     (the deep page starts at row ``deep_offset``)."""
@@ -283,58 +295,28 @@ def measure_results_app(settings, deep_offset: int = 1_000_000) -> dict:
 
     repo = ResultsRepository(make_engine(settings))
     source = repo.chart_source()  # what the charts read: the analysis tables (marts) once built
+
+    def grid(start=0, sort=None, filters=None):
+        return lambda: repo.page("staging", "historic_transformed", start, start + 100, sort, filters)
+
+    def contains(column, text):
+        return grid(filters={column: {"filterType": "text", "type": "contains", "filter": text}})
+
+    deep_page = f"grade: página {deep_offset // 100 + 1:,} (offset {deep_offset:,})".replace(",", ".")
     cases = {
-        "grade: 1a página": lambda: repo.page("staging", "historic_transformed", 0, 100, None, None),
-        f"grade: página {deep_offset // 100 + 1:,} (offset {deep_offset:,})".replace(",", "."): lambda: repo.page(
-            "staging", "historic_transformed", deep_offset, deep_offset + 100, None, None
-        ),
-        "grade: ordenada por custo": lambda: repo.page(
-            "staging", "historic_transformed", 0, 100, [{"colId": "valor_custo_mensal", "sort": "desc"}], None
-        ),
-        "grade: filtro de texto": lambda: repo.page(
-            "staging",
-            "historic_transformed",
-            0,
-            100,
-            None,
-            {"razao_social_empresa": {"filterType": "text", "type": "contains", "filter": "servicos"}},
-        ),
-        "grade: filtro de texto sem resultado (empresa)": lambda: repo.page(
-            "staging",
-            "historic_transformed",
-            0,
-            100,
-            None,
-            {"razao_social_empresa": {"filterType": "text", "type": "contains", "filter": "nenhuma empresa assim"}},
-        ),
-        "grade: filtro de texto raro (órgão)": lambda: repo.page(
-            "staging",
-            "historic_transformed",
-            0,
-            100,
-            None,
-            {"nome_orgao": {"filterType": "text", "type": "contains", "filter": "juiz de fora"}},
-        ),
-        "grade: filtro por nome de pessoa (trigramas)": lambda: repo.page(
-            "staging",
-            "historic_transformed",
-            0,
-            100,
-            None,
-            {"nome": {"filterType": "text", "type": "contains", "filter": "nenhuma pessoa assim"}},
-        ),
+        "grade: 1a página": grid(),
+        deep_page: grid(start=deep_offset),
+        "grade: ordenada por custo": grid(sort=[{"colId": "valor_custo_mensal", "sort": "desc"}]),
+        "grade: filtro de texto": contains("razao_social_empresa", "servicos"),
+        "grade: filtro de texto sem resultado (empresa)": contains("razao_social_empresa", "nenhuma empresa assim"),
+        "grade: filtro de texto raro (órgão)": contains("nome_orgao", "juiz de fora"),
+        "grade: filtro por nome de pessoa (trigramas)": contains("nome", "nenhuma pessoa assim"),
         "gráfico: totais por período": lambda: repo.totals_by_period(source),
         "gráfico: órgãos por custo": lambda: repo.top_by_cost(source, "nome_orgao", 2024, 5),
         "gráfico: empresas por custo": lambda: repo.top_by_cost(source, "razao_social_empresa", 2024, 5),
         "gráfico: salário por escolaridade": lambda: repo.salary_by_education(source, 2024, 5),
     }
-    timings = {}
-    for label, call in cases.items():
-        call()  # warm the cache like a second visit would
-        started = time.perf_counter()
-        call()
-        timings[label] = round(time.perf_counter() - started, 3)
-        print(f"  app de resultados, {label}: {timings[label]:.2f} s", flush=True)
+    timings = time_app_calls(cases)
     repo.engine.dispose()
     return timings
 
@@ -347,10 +329,9 @@ def measure_analyses_page(settings) -> dict:
 
     repo = analyses.AnalysesRepository(make_engine(settings))
     comparison = repo.comparison()
-    timings: dict[str, float] = {}
     if comparison is None:
         print("  página Análises: tabelas de análise vazias, nada medido", flush=True)
-        return timings
+        return {}
     cases: dict[str, object] = {}
     for kind, label in (("orgao", "órgão"), ("empresa", "empresa")):
         [option] = repo.entity_options(kind, limit=1)
@@ -369,14 +350,14 @@ def measure_analyses_page(settings) -> dict:
         cases[f"análises: maiores variações de {label}"] = lambda kind=kind: repo.changes(
             kind, "custo", "aumentos", comparison
         )
-    for label, call in cases.items():
-        call()  # warm the cache like a second visit would
-        started = time.perf_counter()
-        call()
-        timings[label] = round(time.perf_counter() - started, 3)
-        print(f"  app de resultados, {label}: {timings[label]:.2f} s", flush=True)
+    timings = time_app_calls(cases)
     repo.engine.dispose()
     return timings
+
+
+def measure_app(settings, deep_offset: int = 1_000_000) -> dict:
+    """The results app's grid pages and charts, then the Análises page's views."""
+    return {**measure_results_app(settings, deep_offset), **measure_analyses_page(settings)}
 
 
 def main() -> None:
@@ -434,8 +415,7 @@ def main() -> None:
         return
     if args.app_only:
         server.shutdown()
-        timings = measure_results_app(settings)
-        timings.update(measure_analyses_page(settings))
+        timings = measure_app(settings)
         results = json.loads(args.output.read_text())
         results["results_app_seconds"] = timings
         results["results_app_measured_at"] = datetime.now(UTC).isoformat(timespec="seconds")
@@ -455,8 +435,7 @@ def main() -> None:
     rerun = measure_rerun(settings, env, python)
     # the scheduled run: capture of the newest period (an XLSX) and the latest models
     scheduled = measure_scheduled_run(settings, env, python)
-    app_timings = measure_results_app(settings)
-    app_timings.update(measure_analyses_page(settings))
+    app_timings = measure_app(settings)
     csv_files = sorted((data_dir / "csv").rglob("terceirizados_*.csv"))
     floor = run_floor(settings, env, csv_files)
     strict_floor = run_strict_floor(settings, env)

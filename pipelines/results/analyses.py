@@ -49,15 +49,7 @@ NOTHING_CAPTURED_MESSAGE = "Nada foi capturado ainda."
 SQL_ACCENTS = (
     "translate({}, 'ÁÀÂÃÄÉÈÊËÍÌÎÏÓÒÔÕÖÚÙÛÜÇáàâãäéèêëíìîïóòôõöúùûüç', 'AAAAAEEEEIIIIOOOOOUUUUCaaaaaeeeeiiiiooooouuuuc')"
 )
-TABLES = (
-    "totais_por_periodo",
-    "contratos_por_periodo",
-    "orgaos_por_periodo",
-    "empresas_por_periodo",
-    "escolaridade_por_periodo",
-    "contratos",
-    "variacao_entre_periodos",
-)
+TABLES = c.HISTORIC_MARTS
 
 
 class MartsMissingError(RuntimeError):

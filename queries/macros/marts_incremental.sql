@@ -321,40 +321,6 @@
 {%- endmacro %}
 
 
-{# Post-hook: the primary key, built once on a new table (a full build); incremental runs insert
-   into it, so a duplicated key fails the run and the mart keeps its previous rows. #}
-{% macro marts_chave_primaria(columns) -%}
-    set local maintenance_work_mem = '256MB';
-    do $$
-    begin
-        if not exists (select 1 from pg_constraint where conrelid = '{{ this }}'::regclass and contype = 'p') then
-            alter table {{ this }} add primary key ({{ columns | join(', ') }});
-        end if;
-    end
-    $$
-{%- endmacro %}
-
-
-{# Post-hook: an index on exactly these columns, built once (a full build creates the table). #}
-{% macro marts_indice(columns) -%}
-    set local maintenance_work_mem = '256MB';
-    do $$
-    begin
-        if not exists (
-            select 1 from pg_index as i
-            where i.indrelid = '{{ this }}'::regclass and i.indpred is null and i.indexprs is null
-              and (select array_agg(a.attname::text order by k.position)
-                   from unnest(i.indkey::int2[]) with ordinality as k(attnum, position)
-                   join pg_attribute as a on a.attrelid = i.indrelid and a.attnum = k.attnum)
-                  = array[{% for column in columns %}'{{ column }}'{{ ", " if not loop.last }}{% endfor %}]
-        ) then
-            create index on {{ this }} ({{ columns | join(', ') }});
-        end if;
-    end
-    $$
-{%- endmacro %}
-
-
 {# The periods built by this dbt invocation, as a predicate on the year and month columns of a
    mart (true with --full-refresh or --vars '{verificar_todos_os_periodos: true}'; false when
    the invocation built none). For a mart without those columns: whether it was rebuilt. #}

@@ -14,7 +14,7 @@
     meta={'marts': {'fontes': ['contratos_por_periodo', 'empresas_por_periodo'], 'periodo': none,
                     'granularidade': 'tabela', 'chave': 'chave_contrato'}},
     pre_hook="{{ marts_preparar() }}",
-    post_hook=["{{ marts_registrar_construcao_completa() }}", "{{ marts_chave_primaria(['chave_contrato']) }}"],
+    post_hook=["{{ marts_registrar_construcao_completa() }}", "{{ ensure_primary_key(['chave_contrato']) }}"],
 ) }}
 
 {%- set appending = is_incremental() and marts_plan()['anexar'] %}

@@ -13,8 +13,8 @@
     meta={'marts': {'fontes': ['historic_transformed'], 'periodo': ['ano', 'mes']}},
     pre_hook="{{ marts_preparar() }}",
     post_hook=["{{ marts_registrar_construcao_completa() }}",
-               "{{ marts_chave_primaria(['ano', 'mes', 'chave_contrato', 'chave_orgao']) }}",
-               "{{ marts_indice(['ano', 'mes', 'chave_empresa']) }}"],
+               "{{ ensure_primary_key(['ano', 'mes', 'chave_contrato', 'chave_orgao']) }}",
+               "{{ ensure_index('ano, mes, chave_empresa') }}"],
 ) }}
 
 with periodos as (

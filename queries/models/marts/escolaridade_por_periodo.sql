@@ -8,7 +8,7 @@
     meta={'marts': {'fontes': ['historic_transformed'], 'periodo': ['ano', 'mes']}},
     pre_hook="{{ marts_preparar() }}",
     post_hook=["{{ marts_registrar_construcao_completa() }}",
-               "{{ marts_chave_primaria(['ano', 'mes', 'chave_escolaridade']) }}"],
+               "{{ ensure_primary_key(['ano', 'mes', 'chave_escolaridade']) }}"],
 ) }}
 
 with grupos as (

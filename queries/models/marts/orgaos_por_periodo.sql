@@ -6,7 +6,7 @@
     on_schema_change='fail',
     meta={'marts': {'fontes': ['contratos_por_periodo'], 'periodo': ['ano', 'mes']}},
     pre_hook="{{ marts_preparar() }}",
-    post_hook=["{{ marts_registrar_construcao_completa() }}", "{{ marts_chave_primaria(['ano', 'mes', 'chave_orgao']) }}"],
+    post_hook=["{{ marts_registrar_construcao_completa() }}", "{{ ensure_primary_key(['ano', 'mes', 'chave_orgao']) }}"],
 ) }}
 
 select

@@ -13,7 +13,7 @@
                     'periodo': ['ano', 'mes'], 'granularidade': 'tabela'}},
     pre_hook="{{ marts_preparar() }}",
     post_hook=["{{ marts_registrar_construcao_completa() }}",
-               "{{ marts_chave_primaria(['ano', 'mes', 'tipo', 'chave']) }}"],
+               "{{ ensure_primary_key(['ano', 'mes', 'tipo', 'chave']) }}"],
 ) }}
 
 with publicados as (

@@ -1,0 +1,77 @@
+{#- Post-hooks for a model's table, shared by the historic models and the marts: its primary key
+    and indexes, built in bulk once (a full build creates the table; incremental runs insert
+    into the existing ones, so a duplicated key fails the run and the table keeps its previous
+    rows), and the planner's statistics of what the model wrote. -#}
+
+{# Post-hook: the primary key, built in bulk, only when the table does not have one yet (a full
+   rebuild creates the table; incremental runs insert into the existing key). With more
+   maintenance memory than the default 64 MB the sort of 1.5 million keys stays in memory
+   (measured 8.8 s -> 5.9 s on a loaded 2-core machine). #}
+{% macro ensure_primary_key(columns) -%}
+    set local maintenance_work_mem = '512MB';
+    do $$
+    begin
+        if not exists (select 1 from pg_constraint where conrelid = '{{ this }}'::regclass and contype = 'p') then
+            alter table {{ this }} add primary key ({{ columns | join(', ') }});
+        end if;
+    end
+    $$
+{%- endmacro %}
+
+
+{# Post-hook: a B-tree index on ``expression`` (a column, with its order if any: e.g.
+   'valor_custo_mensal DESC NULLS LAST'), built in bulk only when the table has none with that
+   definition (a full rebuild creates the table; incremental runs insert into the existing
+   index). For the results app on the large historic table: the first page of a grid sorted by
+   cost reads the index instead of sorting every row, and a "contains" filter on an agency's or
+   a company's name finds the matching names in the index (one probe per distinct name) and
+   reads only their rows. #}
+{% macro ensure_index(expression) -%}
+    set local maintenance_work_mem = '512MB';
+    do $$
+    begin
+        if not exists (select 1 from pg_index where indrelid = '{{ this }}'::regclass
+                       and pg_get_indexdef(indexrelid) ilike '%using btree ({{ expression }})') then
+            create index on {{ this }} ({{ expression }});
+        end if;
+    end
+    $$
+{%- endmacro %}
+
+
+{# Post-hook: the planner's statistics of the rows just written (a sample of 30,000 rows, a
+   fraction of a second), in the model's transaction. Without them, until autovacuum gets to
+   the new table, the planner guesses: a "contains" filter of the results app on a column that
+   most rows match was estimated at 0.01% of the rows and read all 1.6 million rows and sorted
+   them (0.7 s) instead of walking the key's index to the first 100 matches (milliseconds). #}
+{% macro refresh_statistics() -%}
+    analyze {{ this }}
+{%- endmacro %}
+
+
+{# Post-hook: a trigram index (pg_trgm, GIN) on a text column with about one value per row (a
+   person's name), for the results app's "contains" filters, which a B-tree cannot serve. Built
+   in bulk only when the table has none (a full rebuild creates the table). Where the database
+   does not offer pg_trgm, or the user may not create it, the column stays without the index
+   (a filter on it then reads the table) and the build goes on. #}
+{% macro ensure_trigram_index(column) -%}
+    set local maintenance_work_mem = '512MB';
+    do $$
+    begin
+        if not exists (select 1 from pg_extension where extname = 'pg_trgm') then
+            begin
+                create extension if not exists pg_trgm;
+            exception when insufficient_privilege or undefined_file or feature_not_supported then
+                raise notice 'pg_trgm indisponível: {{ this }}.{{ column }} fica sem índice de trigramas';
+                return;
+            end;
+        end if;
+        if not exists (select 1 from pg_index where indrelid = '{{ this }}'::regclass
+                       and pg_get_indexdef(indexrelid) ilike '%using gin ({{ column }} %gin_trgm_ops)') then
+            execute format('create index on %s using gin (%I %s.gin_trgm_ops)', '{{ this }}', '{{ column }}',
+                           (select n.nspname from pg_extension e join pg_namespace n on n.oid = e.extnamespace
+                            where e.extname = 'pg_trgm'));
+        end if;
+    end
+    $$
+{%- endmacro %}
