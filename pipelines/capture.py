@@ -11,6 +11,7 @@ from pipelines import raw_loads, storage
 from pipelines.download import DownloadedFile, HttpLimits, download_file, fetch_page
 from pipelines.errors import CaptureRefusedError
 from pipelines.parse import ParsedFile, parse_file
+from pipelines.parse_process import parse_file_in_child
 from pipelines.portal import PortalListing, PublishedFile, parse_portal_page
 from pipelines.settings import Settings
 
@@ -37,9 +38,12 @@ def discover_published_files(settings: Settings, url: str | None = None, allow_u
     return files
 
 
-def parse_downloaded(downloaded: DownloadedFile) -> ParsedFile:
+def parse_downloaded(downloaded: DownloadedFile, in_child_process: bool = False) -> ParsedFile:
+    """Parse the file (``in_child_process``: in a child Python process, on another core) and
+    log what it holds."""
     published = downloaded.published
-    parsed = parse_file(downloaded.content, published.format, published.file_name)
+    parse = parse_file_in_child if in_child_process else parse_file
+    parsed = parse(downloaded.content, published.format, published.file_name)
     logger.info(
         "Arquivo %s (%s, codificação %s): %d linhas de dados, %d carregáveis (%d reparadas), %d em quarentena.",
         published.file_name,

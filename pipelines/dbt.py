@@ -191,10 +191,10 @@ def _project_fingerprint() -> str:
     return digest.hexdigest()
 
 
-def parsed_manifest(settings: Settings, family: str):
+def parsed_manifest(settings: Settings, family: str, task_name: str | None = None):
     """The project parsed for ``family`` (``dbt parse``, with dbt's partial parsing), kept for
     the next invocations of this process while the project files and the connection settings
-    stay the same."""
+    stay the same. ``task_name``: whose log dbt's lines go to (default: the running task)."""
     key = (
         _project_fingerprint(),
         settings.postgres_host,
@@ -207,11 +207,32 @@ def parsed_manifest(settings: Settings, family: str):
         cached = _manifests.get(family)
         if cached is not None and cached[0] == key:
             return cached[1]
-        result = _invoke(settings, ["parse"], family, callbacks=[_forwarder(current_task_name())], write_json=False)
+        forwarder = _forwarder(task_name or current_task_name())
+        result = _invoke(settings, ["parse"], family, callbacks=[forwarder], write_json=False)
         if not result.success or result.result is None:
             raise DbtBuildError(f"dbt parse falhou: {result.exception or 'veja o log do dbt'}")
         _manifests[family] = (key, result.result)
         return result.result
+
+
+def prepare_in_background(settings: Settings, family: str) -> threading.Thread:
+    """Import dbt and read the project for ``family`` (``parsed_manifest``) in a background
+    thread, so the first build of the run finds both done: the scheduled run does it while
+    the capture downloads, parses (in a child process: ``pipelines.parse_process``) and loads
+    the newest file. The build waits for the thread (``parsed_manifest``'s lock), never
+    starts a second parse. A failure here is left to the build, which parses again and
+    fails with dbt's own message."""
+    task_name = current_task_name()
+
+    def prepare() -> None:
+        try:
+            parsed_manifest(settings, family, task_name=task_name)
+        except Exception as exc:  # reported by the build that needs the manifest
+            logger.debug("Preparação do dbt em segundo plano falhou (o build tenta de novo): %s", exc)
+
+    thread = threading.Thread(target=prepare, name=f"dbt-preparacao-{family}", daemon=True)
+    thread.start()
+    return thread
 
 
 # -- the latest models -------------------------------------------------------------------

@@ -19,7 +19,7 @@ from prefect.triggers import always_run
 
 from pipelines import capture, database, logs, raw_loads, recovery, runs, storage
 from pipelines.constants import EVENT_RETRY, SCHEDULED_TIME_KEY, SCHEDULER_LOCK_KEY, STAGING_SCHEMA
-from pipelines.dbt import newest_period_materialized, run_dbt
+from pipelines.dbt import newest_period_materialized, prepare_in_background, run_dbt
 from pipelines.download import DownloadedFile, HttpLimits, download_file
 from pipelines.errors import (
     DatabaseUnavailableError,
@@ -237,8 +237,9 @@ def save_raw_data_locally(downloaded: DownloadedFile) -> str:
 
 
 @task(name="parse_data_into_dataframes")
-def parse_data(downloaded: DownloadedFile) -> ParsedFile:
-    return capture.parse_downloaded(downloaded)
+def parse_data(downloaded: DownloadedFile, in_child_process: bool = False) -> ParsedFile:
+    """``in_child_process``: parse on the other core (the scheduled run prepares dbt meanwhile)."""
+    return capture.parse_downloaded(downloaded, in_child_process=in_child_process)
 
 
 @task(name="save_data_as_csv_locally")
@@ -249,6 +250,15 @@ def save_data_as_csv(downloaded: DownloadedFile, parsed: ParsedFile) -> str:
 @task(name="upload_csv_to_database")
 def upload_csv_to_database(csv_file: str, parsed: ParsedFile, downloaded: DownloadedFile) -> dict:
     return capture.load_parsed(task_settings(), Path(csv_file), parsed, downloaded, current_run_id())
+
+
+@task(name="prepare_dbt")
+def prepare_dbt(family: str) -> str:
+    """Start importing dbt and reading the project for ``family`` in the background
+    (``pipelines.dbt.prepare_in_background``); returns at once, and never fails the run."""
+    prepare_in_background(task_settings(), family)
+    logger.info("Preparando o dbt (%s) em segundo plano enquanto a captura roda.", family)
+    return family
 
 
 @task(name="check_raw_data")

@@ -116,3 +116,42 @@ def test_a_family_parses_from_the_newest_state_of_its_siblings(tmp_path):
     assert (targets / "historic" / dbt.PARTIAL_PARSE_FILE).read_bytes() == b"novo"
     dbt._seed_partial_parse(targets, "latest")  # already the newest: kept
     assert (targets / "latest" / dbt.PARTIAL_PARSE_FILE).read_bytes() == b"novo"
+
+
+def test_the_background_preparation_parses_once_and_the_build_reuses_it(settings, fake_dbt, monkeypatch):
+    """The scheduled run starts dbt's import and parse before the capture's parse; the build that
+    comes later waits for it (the manifest's lock) and never parses a second time."""
+    import threading
+
+    started, release = threading.Event(), threading.Event()
+    invoke = fake_dbt.invoke
+
+    def slow_parse(*args, **kwargs):  # the parse is still running when the build asks for the manifest
+        if args[1][0] == "parse":
+            started.set()
+            release.wait(10)
+        return invoke(*args, **kwargs)
+
+    monkeypatch.setattr(dbt, "_invoke", slow_parse)
+    thread = dbt.prepare_in_background(settings, "latest")
+    assert started.wait(10) and thread.daemon
+    threading.Timer(0.3, release.set).start()
+    assert dbt.run_dbt(settings, "build", "raw", "latest").models == {"raw": "success"}
+    thread.join(10)
+    assert not thread.is_alive()
+    assert fake_dbt.commands() == ["parse", "build"]
+    assert fake_dbt.calls[1]["manifest"] == "manifesto-1"
+
+
+def test_a_failed_background_preparation_is_left_to_the_build(settings, fake_dbt, monkeypatch):
+    """Nothing escapes the thread; the build parses again and fails with dbt's own message."""
+    import threading
+
+    escaped = []
+    monkeypatch.setattr(threading, "excepthook", lambda hook_args: escaped.append(hook_args.exc_value))
+    answers = iter([SimpleNamespace(success=False, exception="projeto inválido", result=None)] * 2)
+    monkeypatch.setattr(dbt, "_invoke", lambda *args, **kwargs: next(answers))
+    dbt.prepare_in_background(settings, "latest").join(10)
+    assert escaped == []
+    with pytest.raises(dbt.DbtBuildError, match="^dbt parse falhou: projeto inválido$"):
+        dbt.run_dbt(settings, "build", "raw", "latest")

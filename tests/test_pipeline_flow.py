@@ -50,6 +50,7 @@ WORK_ORDER = [
     "skip_if_already_materialized",
     "download_cgu_terceirizados_data",
     "save_raw_data_locally",
+    "prepare_dbt",
     "parse_data_into_dataframes",
     "save_data_as_csv_locally",
     "upload_csv_to_database",
@@ -218,8 +219,17 @@ def test_pipeline_is_built_from_the_capture_and_materialize_steps():
     assert order == WORK_ORDER
     capture_steps = work(capture_flow)[1:-1]  # without set-up and logs
     materialize_steps = work(materialize_flow)[1:-1]
-    assert capture_steps == WORK_ORDER[2:4] + WORK_ORDER[5:10]
-    assert materialize_steps == MATERIALIZE_STEPS == WORK_ORDER[10:17]
+    # the capture's steps, and dbt prepared in the background between saving and parsing the file
+    assert capture_steps == WORK_ORDER[2:4] + WORK_ORDER[5:7] + WORK_ORDER[8:11]
+    assert materialize_steps == MATERIALIZE_STEPS == WORK_ORDER[11:18]
+    [prepare] = pipeline_flow.get_tasks(name="prepare_dbt")
+    [parse] = pipeline_flow.get_tasks(name="parse_data_into_dataframes")
+    assert [t.name for t in pipeline_flow.upstream_tasks(prepare)] == ["save_raw_data_locally"]
+    assert prepare in pipeline_flow.upstream_tasks(parse)
+    assert pipeline_flow.constants[parse]["in_child_process"] is True  # on the other core meanwhile
+    [capture_parse] = capture_flow.get_tasks(name="parse_data_into_dataframes")
+    assert capture_flow.constants[capture_parse]["in_child_process"] is False
+    assert not capture_flow.get_tasks(name="prepare_dbt")
     [check] = pipeline_flow.get_tasks(name="check_raw_data")
     assert {t.name for t in pipeline_flow.upstream_tasks(check)} == {"upload_csv_to_database", "hold_raw_data.setup"}
     [hold] = pipeline_flow.get_tasks(name="hold_raw_data")  # held only after the load, never around it

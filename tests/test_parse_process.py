@@ -1,0 +1,86 @@
+"""The parse in a child process (the scheduled run's) gives exactly what the parse in this
+process gives, raises the parser's own errors, and turns a child that dies into a clear error."""
+
+import stat
+import sys
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bench.portal_generator import build_portal, default_periods
+from pipelines.errors import PipelineError, SourceFormatError
+from pipelines.parse import parse_file
+from pipelines.parse_process import parse_file_in_child
+from tests.test_parse import ROW, csv_bytes
+
+
+def same_outcome(a, b) -> None:
+    assert a.records == b.records
+    assert a.quarantine == b.quarantine
+    assert (a.data_rows, a.encoding, a.has_header, a.notes) == (b.data_rows, b.encoding, b.has_header, b.notes)
+
+
+@pytest.mark.parametrize("seed", [3, 11])
+def test_every_generated_file_parses_the_same_in_a_child_process(tmp_path, seed):
+    """CSV and XLSX of every format the portal has used, with quirks (shifted rows, quarantine,
+    cp1252, no header), two seeds."""
+    portal = build_portal(tmp_path, default_periods(), rows=40, seed=seed)
+    for spec in portal.specs:
+        content = (tmp_path / "cgu/terceirizados/arquivos" / spec.file_name).read_bytes()
+        here = parse_file(content, spec.format, spec.file_name)
+        there = parse_file_in_child(content, spec.format, spec.file_name)
+        same_outcome(here, there)
+        expected = portal.expectations[spec.label]
+        assert len(there.records) == len(expected.loaded), spec.label
+        assert [q.line_number for q in there.quarantine] == expected.quarantined_lines, spec.label
+
+
+# any text a CSV line may hold, the separator, quotes and line breaks included
+FIELD = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=12)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.lists(FIELD, min_size=20, max_size=26), min_size=1, max_size=8))
+def test_generated_lines_parse_the_same_in_a_child_process(lines):
+    content = csv_bytes([ROW, *lines])
+    try:
+        here = parse_file(content, "csv", "gerado.csv")
+    except SourceFormatError as exc:
+        with pytest.raises(SourceFormatError) as raised:
+            parse_file_in_child(content, "csv", "gerado.csv")
+        assert str(raised.value) == str(exc)
+        return
+    same_outcome(here, parse_file_in_child(content, "csv", "gerado.csv"))
+
+
+def test_the_parsers_own_error_comes_back_with_its_message():
+    with pytest.raises(SourceFormatError, match=r"^Não foi possível ler o XLSX quebrado\.xlsx: "):
+        parse_file_in_child(b"isto nao e um xlsx", "xlsx", "quebrado.xlsx")
+    with pytest.raises(SourceFormatError, match=r"Formato de arquivo não suportado: pdf \(x\.pdf\)"):
+        parse_file_in_child(b"%PDF", "pdf", "x.pdf")
+
+
+def test_a_child_that_dies_is_a_clear_error(tmp_path, monkeypatch):
+    """The child killed or broken (here: a Python that prints and exits 3) never yields a
+    partial result: the error names the file, the exit code and the child's last line."""
+    fake = tmp_path / "python"
+    fake.write_text("#!/bin/sh\necho 'Traceback (most recent call last):' >&2\necho 'MemoryError' >&2\nexit 3\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setattr(sys, "executable", str(fake))
+    with pytest.raises(PipelineError) as raised:
+        parse_file_in_child(csv_bytes([ROW]), "csv", "terceirizados202405.csv")
+    assert str(raised.value) == (
+        "A leitura de terceirizados202405.csv num processo separado falhou (código de saída 3): MemoryError"
+    )
+
+
+def test_a_child_that_answers_nonsense_is_a_clear_error(tmp_path, monkeypatch):
+    fake = tmp_path / "python"
+    # exits 0 and writes something that is not a pickle where the result goes ($4: after -m, the
+    # module and the source)
+    fake.write_text('#!/bin/sh\nprintf "lixo" > "$4"\nexit 0\n')
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setattr(sys, "executable", str(fake))
+    with pytest.raises(PipelineError, match=r"^A leitura de a\.csv num processo separado devolveu um resultado ilegí"):
+        parse_file_in_child(csv_bytes([ROW]), "csv", "a.csv")
