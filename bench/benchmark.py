@@ -286,6 +286,20 @@ def measure_scheduled_run(settings, env: dict, python: str) -> dict:
     return scheduled
 
 
+def cpu_calibration_seconds() -> float:
+    """Seconds of a fixed pure-Python loop (10 million additions), best of three: how fast this
+    machine's CPU is today, so measurements of different days can be compared (the same
+    2-core machine measured 0.6 s and 1.6 s on different days, with every step slower in proportion)."""
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        total = 0
+        for number in range(10_000_000):
+            total += number
+        best = min(best, time.perf_counter() - started)
+    return round(best, 2)
+
+
 def time_app_calls(cases: dict) -> dict:
     """Server-side seconds of each call, the second of two (the cache warm, like a second visit)."""
     timings = {}
@@ -435,6 +449,7 @@ def main() -> None:
     drop_database(settings, args.database)
     database.ensure_database(settings)
 
+    calibration = cpu_calibration_seconds()
     total_rows = sum(e["loaded_rows"] for e in expectations.values())
     print(f"Medindo com {total_rows:,} linhas ({args.periods} períodos)...", flush=True)
     python = sys.executable
@@ -459,6 +474,7 @@ def main() -> None:
             "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
             "python": platform.python_version(),
             "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+            "cpu_calibration_seconds": calibration,
         },
         "scale": {
             "periods": args.periods,
@@ -514,6 +530,7 @@ def rerun_only(args, settings, env: dict, server, project: str) -> None:
             "scheduled_run_new_period": scheduled,
             "rerun_measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "rerun_load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+            "rerun_cpu_calibration_seconds": cpu_calibration_seconds(),
             "project_changed_during_rerun": _project_fingerprint() != project,
         }
     )
