@@ -38,12 +38,14 @@ def discover_published_files(settings: Settings, url: str | None = None, allow_u
     return files
 
 
-def parse_downloaded(downloaded: DownloadedFile, in_child_process: bool = False) -> ParsedFile:
-    """Parse the file (``in_child_process``: in a child Python process, on another core) and
-    log what it holds."""
+def parse_downloaded(downloaded: DownloadedFile, child_work_dir: Path | None = None) -> ParsedFile:
+    """Parse the file and log what it holds. ``child_work_dir``: parse in a child Python process
+    (on another core), with its temporary files under this folder (DATA_DIR)."""
     published = downloaded.published
-    parse = parse_file_in_child if in_child_process else parse_file
-    parsed = parse(downloaded.content, published.format, published.file_name)
+    if child_work_dir is None:
+        parsed = parse_file(downloaded.content, published.format, published.file_name)
+    else:
+        parsed = parse_file_in_child(downloaded.content, published.format, published.file_name, child_work_dir)
     logger.info(
         "Arquivo %s (%s, codificação %s): %d linhas de dados, %d carregáveis (%d reparadas), %d em quarentena.",
         published.file_name,

@@ -89,14 +89,16 @@ def _forwarder(task_name: str | None):
 
 
 def dbt_environment(settings: Settings) -> None:
-    """profiles.yml reads the connection with env_var(): give it the validated settings."""
-    os.environ.update(
-        POSTGRES_HOST=settings.postgres_host,
-        POSTGRES_PORT=str(settings.postgres_port),
-        POSTGRES_USER=settings.postgres_user,
-        POSTGRES_PASSWORD=settings.postgres_password,
-        POSTGRES_DB=settings.postgres_db,
-    )
+    """profiles.yml reads the connection with env_var(): give it the validated settings (only
+    what differs is written: the environment is shared with other threads)."""
+    wanted = {
+        "POSTGRES_HOST": settings.postgres_host,
+        "POSTGRES_PORT": str(settings.postgres_port),
+        "POSTGRES_USER": settings.postgres_user,
+        "POSTGRES_PASSWORD": settings.postgres_password,
+        "POSTGRES_DB": settings.postgres_db,
+    }
+    os.environ.update({name: value for name, value in wanted.items() if os.environ.get(name) != value})
 
 
 def _invoke(settings: Settings, args: list[str], family: str, callbacks=(), manifest=None, write_json=True):
@@ -223,15 +225,27 @@ def prepare_in_background(settings: Settings, family: str) -> threading.Thread:
     starts a second parse. A failure here is left to the build, which parses again and
     fails with dbt's own message."""
     task_name = current_task_name()
+    dbt_environment(settings)  # here, before the thread: it then finds the environment as it wants it
+    # Importing dbt calls logging.basicConfig() (a stderr handler on the root logger, removed by
+    # _invoke afterwards): with a handler already there it does nothing, so the main thread's log
+    # lines are not printed twice on the console while the import runs.
+    quiet = logging.NullHandler()
+    logging.getLogger().addHandler(quiet)
 
     def prepare() -> None:
         try:
             parsed_manifest(settings, family, task_name=task_name)
         except Exception as exc:  # reported by the build that needs the manifest
             logger.debug("Preparação do dbt em segundo plano falhou (o build tenta de novo): %s", exc)
+        finally:
+            logging.getLogger().removeHandler(quiet)
 
     thread = threading.Thread(target=prepare, name=f"dbt-preparacao-{family}", daemon=True)
-    thread.start()
+    try:
+        thread.start()
+    except BaseException:
+        logging.getLogger().removeHandler(quiet)
+        raise
     return thread
 
 

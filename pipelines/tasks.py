@@ -239,7 +239,7 @@ def save_raw_data_locally(downloaded: DownloadedFile) -> str:
 @task(name="parse_data_into_dataframes")
 def parse_data(downloaded: DownloadedFile, in_child_process: bool = False) -> ParsedFile:
     """``in_child_process``: parse on the other core (the scheduled run prepares dbt meanwhile)."""
-    return capture.parse_downloaded(downloaded, in_child_process=in_child_process)
+    return capture.parse_downloaded(downloaded, task_settings().data_dir if in_child_process else None)
 
 
 @task(name="save_data_as_csv_locally")
@@ -256,7 +256,11 @@ def upload_csv_to_database(csv_file: str, parsed: ParsedFile, downloaded: Downlo
 def prepare_dbt(family: str) -> str:
     """Start importing dbt and reading the project for ``family`` in the background
     (``pipelines.dbt.prepare_in_background``); returns at once, and never fails the run."""
-    prepare_in_background(task_settings(), family)
+    try:
+        prepare_in_background(task_settings(), family)
+    except Exception as exc:  # a shortcut missed (no thread could start): the build parses itself
+        logger.warning("O dbt não pôde ser preparado em segundo plano (o build o prepara depois): %s", exc)
+        return family
     logger.info("Preparando o dbt (%s) em segundo plano enquanto a captura roda.", family)
     return family
 

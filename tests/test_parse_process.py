@@ -1,6 +1,7 @@
 """The parse in a child process (the scheduled run's) gives exactly what the parse in this
 process gives, raises the parser's own errors, and turns a child that dies into a clear error."""
 
+import pickle
 import stat
 import sys
 
@@ -9,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bench.portal_generator import build_portal, default_periods
-from pipelines.errors import PipelineError, SourceFormatError
+from pipelines.errors import PipelineError, SourceFormatError, StorageError
 from pipelines.parse import parse_file
 from pipelines.parse_process import parse_file_in_child
 from tests.test_parse import ROW, csv_bytes
@@ -29,7 +30,7 @@ def test_every_generated_file_parses_the_same_in_a_child_process(tmp_path, seed)
     for spec in portal.specs:
         content = (tmp_path / "cgu/terceirizados/arquivos" / spec.file_name).read_bytes()
         here = parse_file(content, spec.format, spec.file_name)
-        there = parse_file_in_child(content, spec.format, spec.file_name)
+        there = parse_file_in_child(content, spec.format, spec.file_name, tmp_path)
         same_outcome(here, there)
         expected = portal.expectations[spec.label]
         assert len(there.records) == len(expected.loaded), spec.label
@@ -42,45 +43,90 @@ FIELD = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_c
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.lists(FIELD, min_size=20, max_size=26), min_size=1, max_size=8))
-def test_generated_lines_parse_the_same_in_a_child_process(lines):
+def test_generated_lines_parse_the_same_in_a_child_process(tmp_path, lines):
     content = csv_bytes([ROW, *lines])
     try:
         here = parse_file(content, "csv", "gerado.csv")
     except SourceFormatError as exc:
         with pytest.raises(SourceFormatError) as raised:
-            parse_file_in_child(content, "csv", "gerado.csv")
+            parse_file_in_child(content, "csv", "gerado.csv", tmp_path)
         assert str(raised.value) == str(exc)
         return
-    same_outcome(here, parse_file_in_child(content, "csv", "gerado.csv"))
+    same_outcome(here, parse_file_in_child(content, "csv", "gerado.csv", tmp_path))
 
 
-def test_the_parsers_own_error_comes_back_with_its_message():
+def test_the_parsers_own_error_comes_back_with_its_message(tmp_path):
     with pytest.raises(SourceFormatError, match=r"^Não foi possível ler o XLSX quebrado\.xlsx: "):
-        parse_file_in_child(b"isto nao e um xlsx", "xlsx", "quebrado.xlsx")
+        parse_file_in_child(b"isto nao e um xlsx", "xlsx", "quebrado.xlsx", tmp_path)
     with pytest.raises(SourceFormatError, match=r"Formato de arquivo não suportado: pdf \(x\.pdf\)"):
-        parse_file_in_child(b"%PDF", "pdf", "x.pdf")
+        parse_file_in_child(b"%PDF", "pdf", "x.pdf", tmp_path)
+    assert list((tmp_path / "tmp").iterdir()) == []  # the temporary files are gone
 
 
-def test_a_child_that_dies_is_a_clear_error(tmp_path, monkeypatch):
-    """The child killed or broken (here: a Python that prints and exits 3) never yields a
-    partial result: the error names the file, the exit code and the child's last line."""
+def fake_python(tmp_path, monkeypatch, script: str) -> None:
+    """The child's Python replaced by a shell script (arguments: -P -m module source result ...)."""
     fake = tmp_path / "python"
-    fake.write_text("#!/bin/sh\necho 'Traceback (most recent call last):' >&2\necho 'MemoryError' >&2\nexit 3\n")
+    fake.write_text("#!/bin/sh\n" + script)
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setattr(sys, "executable", str(fake))
+
+
+def test_a_child_that_fails_is_a_clear_error_with_its_traceback_in_the_log(tmp_path, monkeypatch, caplog):
+    """A child that fails (here: a Python that prints a traceback and exits 3) never yields a
+    partial result: the error names the file, the exit code and the child's last line, and the
+    whole traceback goes to the log."""
+    fake_python(
+        tmp_path,
+        monkeypatch,
+        "echo 'Traceback (most recent call last):' >&2\necho '  File \"parse.py\", line 9' >&2\n"
+        "echo 'ValueError: bug no parser' >&2\nexit 3\n",
+    )
     with pytest.raises(PipelineError) as raised:
-        parse_file_in_child(csv_bytes([ROW]), "csv", "terceirizados202405.csv")
+        parse_file_in_child(csv_bytes([ROW]), "csv", "terceirizados202405.csv", tmp_path / "dados")
     assert str(raised.value) == (
-        "A leitura de terceirizados202405.csv num processo separado falhou (código de saída 3): MemoryError"
+        "A leitura de terceirizados202405.csv num processo separado falhou (código de saída 3): "
+        "ValueError: bug no parser"
+    )
+    [record] = [r for r in caplog.records if r.name == "pipelines.parse_process"]
+    assert record.levelname == "ERROR" and 'File "parse.py", line 9' in record.getMessage()
+    assert list((tmp_path / "dados" / "tmp").iterdir()) == []
+
+
+def test_a_child_killed_by_the_system_is_named(tmp_path, monkeypatch):
+    fake_python(tmp_path, monkeypatch, "kill -KILL $$\n")
+    with pytest.raises(PipelineError) as raised:
+        parse_file_in_child(csv_bytes([ROW]), "csv", "a.csv", tmp_path)
+    assert str(raised.value) == (
+        "A leitura de a.csv num processo separado falhou (o processo foi encerrado pelo sinal SIGKILL "
+        "(provavelmente faltou memória e o sistema encerrou o processo)): sem mensagem"
     )
 
 
 def test_a_child_that_answers_nonsense_is_a_clear_error(tmp_path, monkeypatch):
-    fake = tmp_path / "python"
-    # exits 0 and writes something that is not a pickle where the result goes ($4: after -m, the
-    # module and the source)
-    fake.write_text('#!/bin/sh\nprintf "lixo" > "$4"\nexit 0\n')
-    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
-    monkeypatch.setattr(sys, "executable", str(fake))
+    fake_python(tmp_path, monkeypatch, 'printf "lixo" > "$5"\nexit 0\n')  # $5: the result's path
     with pytest.raises(PipelineError, match=r"^A leitura de a\.csv num processo separado devolveu um resultado ilegí"):
-        parse_file_in_child(csv_bytes([ROW]), "csv", "a.csv")
+        parse_file_in_child(csv_bytes([ROW]), "csv", "a.csv", tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("module", "name", "expected"),
+    [
+        ("pipelines.errors", "SourceFormatError", SourceFormatError),
+        ("pipelines.errors", "NaoExiste", PipelineError),  # a class this side does not know
+        ("os", "system", PipelineError),  # never anything outside the package
+    ],
+)
+def test_the_parsers_error_is_rebuilt_by_type_and_message(tmp_path, monkeypatch, module, name, expected):
+    answer = tmp_path / "resposta.pickle"
+    answer.write_bytes(pickle.dumps(("erro", module, name, "Arquivo a.csv ilegível.")))
+    fake_python(tmp_path, monkeypatch, f'cp "{answer}" "$5"\nexit 0\n')
+    with pytest.raises(PipelineError) as raised:
+        parse_file_in_child(csv_bytes([ROW]), "csv", "a.csv", tmp_path)
+    assert type(raised.value) is expected and str(raised.value) == "Arquivo a.csv ilegível."
+
+
+def test_a_data_dir_that_cannot_be_written_names_the_variable(tmp_path):
+    blocked = tmp_path / "arquivo"
+    blocked.write_text("não é uma pasta")
+    with pytest.raises(StorageError, match=r"\(pasta de DATA_DIR\).*aponte DATA_DIR no \.env"):
+        parse_file_in_child(csv_bytes([ROW]), "csv", "a.csv", blocked)
