@@ -35,6 +35,7 @@ from tests.browser import launched_chromium  # noqa: E402
 # is left running one of them alone at the end.
 LONGEST_FIRST = (
     "test_incremental.py",
+    "test_incremental_failures.py",
     "test_marts.py",
     "test_results.py",
     "test_pipeline_flow.py",

@@ -17,6 +17,10 @@ PERIODS = ["2019-01", "2021-01", "2022-05", "2023-09", "2024-05"]
 
 @pytest.fixture
 def captured(db, fresh_portal):
+    return capture_every_period(db, fresh_portal)
+
+
+def capture_every_period(db, portal):
     """Every period of the test portal captured, no historic model built yet."""
     with db.cursor() as cursor:
         cursor.execute(
@@ -24,9 +28,7 @@ def captured(db, fresh_portal):
             "staging.historic_cleaned CASCADE"
         )
     settings = load_settings()
-    files = {
-        published.label: published for published in capture.discover_published_files(settings, fresh_portal.page_url)
-    }
+    files = {published.label: published for published in capture.discover_published_files(settings, portal.page_url)}
     assert sorted(files) == PERIODS
     for published in files.values():
         capture.capture_period(settings, published, False, "captura-de-teste")
@@ -227,71 +229,6 @@ def test_a_period_removed_from_raw_disappears(db, captured):
     assert query(db, "SELECT count(*) FROM staging.historic_cleaned WHERE periodo = '2019-01-01'") == [(0,)]
     assert sorted(record(db)) == sorted(record(db, "historic_cleaned")) == PERIODS[1:]
     del versions["2019-01"]
-    assert row_versions(db) == versions
-
-
-def test_a_failed_check_is_run_again_until_the_period_passes(db, captured):
-    materialize()
-    with db.cursor() as cursor:  # a period in a month the CGU never publishes: accepted_values(mes) fails
-        cursor.execute("CREATE TEMPORARY TABLE marco AS SELECT * FROM raw.terceirizados WHERE periodo = '2024-05-01'")
-        cursor.execute("UPDATE marco SET periodo = '2024-03-01', capturado_em = now()")
-        cursor.execute("INSERT INTO raw.terceirizados SELECT * FROM marco")
-    for _ in range(2):  # the failure is not forgotten: the period is rebuilt and checked again
-        run_id = materialize(expect_success=False)
-        assert plan_lines(db, run_id)["historic_transformed"] == ["1 período(s) a reconstruir (2024-03), 0 a remover."]
-        errors = " ".join(
-            m
-            for (m,) in query(
-                db, "SELECT mensagem FROM logs.registros WHERE id_execucao = %s AND nivel = 'ERROR'", (run_id,)
-            )
-        )
-        assert "accepted_values_historic_transformed_mes" in errors
-        assert record(db)["2024-03"][3] is None  # built, not verified
-    with db.cursor() as cursor:
-        cursor.execute("DELETE FROM raw.terceirizados WHERE periodo = '2024-03-01'")
-    run_id = materialize()
-    assert plan_lines(db, run_id)["historic_transformed"] == ["0 período(s) a reconstruir, 1 a remover (2024-03)."]
-    assert query(db, "SELECT DISTINCT mes FROM staging.historic_transformed ORDER BY 1") == [(1,), (5,), (9,)]
-
-
-def test_a_failed_rebuild_keeps_the_previous_rows_of_the_period(db, captured):
-    materialize()
-    before, built = digest(db, "staging.historic_transformed"), record(db)
-    with db.cursor() as cursor:  # a new capture of 2023-09 with a duplicated worker id: the key refuses it
-        cursor.execute(
-            "UPDATE raw.terceirizados SET capturado_em = now(), id_terc = CASE WHEN linha_origem = "
-            "(SELECT max(linha_origem) FROM raw.terceirizados WHERE periodo = '2023-09-01') THEN "
-            "(SELECT min(id_terc) FROM raw.terceirizados WHERE periodo = '2023-09-01') ELSE id_terc END "
-            "WHERE periodo = '2023-09-01'"
-        )
-    run_id = materialize(expect_success=False)
-    assert plan_lines(db, run_id)["historic_transformed"] == ["1 período(s) a reconstruir (2023-09), 0 a remover."]
-    # one transaction: the delete of the period was undone with the failed insert, and its record too
-    assert digest(db, "staging.historic_transformed") == before
-    assert record(db) == built
-
-
-def test_dbt_runs_again_when_the_project_or_a_relation_changed(db, captured, monkeypatch):
-    materialize()
-    assert skipped_builds(db, materialize()) == CHAIN
-    versions = row_versions(db)
-    # another version of the project (a macro, a test, dbt itself): dbt decides
-    monkeypatch.setattr(dbt, "_project_fingerprint", lambda: "outro-projeto")
-    run_id = materialize()
-    assert skipped_builds(db, run_id) == []
-    assert plan_lines(db, run_id) == {model: ["0 período(s) a reconstruir, 0 a remover."] for model in MODELS}
-    assert skipped_builds(db, materialize()) == CHAIN
-    # a view dropped by hand is built again
-    with db.cursor() as cursor:
-        cursor.execute("DROP VIEW staging.historic_renamed")
-    assert skipped_builds(db, materialize()) == []
-    assert query(db, "SELECT to_regclass('staging.historic_renamed') IS NOT NULL") == [(True,)]
-    # a build of historic_cleaned that started and never ended (the process died): it and
-    # every build after it are left to dbt, the ones before it too (the chain is rebuilt)
-    dbt._mark_historic_build(load_settings(), "historic_cleaned", built=False)
-    assert sorted(dbt._read_marker(load_settings())["modelos"]) == ["historic_raw"]
-    assert skipped_builds(db, materialize()) == []
-    assert skipped_builds(db, materialize()) == CHAIN
     assert row_versions(db) == versions
 
 
