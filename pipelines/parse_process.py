@@ -16,10 +16,13 @@ import importlib
 import logging
 import os
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 from pipelines.errors import PipelineError, storage_error
@@ -29,6 +32,10 @@ logger = logging.getLogger("pipelines.parse_process")
 
 OK, ERROR = "ok", "erro"
 TEMPORARY_FOLDER = "tmp"  # under work_dir
+# The child could not write its result (DATA_DIR full): it exits with this + errno, since it
+# cannot write an error message either.
+STORAGE_EXIT = 100
+ORPHAN_CHECK_SECONDS = 1.0
 
 
 def _child_environment() -> dict[str, str]:
@@ -51,6 +58,19 @@ def _rebuilt_error(module: str, name: str, message: str) -> PipelineError:
     return PipelineError(message)
 
 
+def _sweep_abandoned(folder: Path) -> None:
+    """Remove the temporary folders of parses whose process is gone (a parent killed with -9
+    never removes its own): each folder is named after the pid that made it."""
+    for abandoned in folder.glob("leitura-*-*"):
+        try:
+            pid = int(abandoned.name.split("-")[1])
+            os.kill(pid, 0)  # alive (or another user's): kept
+        except ProcessLookupError:
+            shutil.rmtree(abandoned, ignore_errors=True)
+        except (ValueError, PermissionError, OSError):
+            continue
+
+
 def _death(returncode: int) -> str:
     """How the child ended, in words."""
     if returncode < 0:
@@ -70,7 +90,8 @@ def parse_file_in_child(content: bytes, file_format: str, file_name: str, work_d
     folder = work_dir / TEMPORARY_FOLDER
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        temporary = tempfile.TemporaryDirectory(prefix="leitura-", dir=folder)
+        _sweep_abandoned(folder)
+        temporary = tempfile.TemporaryDirectory(prefix=f"leitura-{os.getpid()}-", dir=folder)
     except OSError as exc:
         raise storage_error("DATA_DIR", folder, exc) from exc
     with temporary as name:
@@ -102,6 +123,9 @@ def parse_file_in_child(content: bytes, file_format: str, file_name: str, work_d
             if status == ERROR and len(value) == 3:
                 raise _rebuilt_error(*value)
         trace = errors.read_text(encoding="utf-8", errors="replace").strip()
+        if not trace and STORAGE_EXIT < child.returncode < STORAGE_EXIT + 100:
+            code = child.returncode - STORAGE_EXIT
+            raise storage_error("DATA_DIR", source.parent, OSError(code, os.strerror(code)))
     if trace:
         logger.error("Saída de erro do processo que lia %s:\n%s", file_name, trace[-4000:])
     last_line = trace.splitlines()[-1] if trace else "sem mensagem"
@@ -110,16 +134,37 @@ def parse_file_in_child(content: bytes, file_format: str, file_name: str, work_d
     )
 
 
-def main(argv: list[str]) -> int:
+def exit_when_orphaned(parent: int, interval: float = ORPHAN_CHECK_SECONDS, stop=os._exit) -> threading.Thread:
+    """A watchdog for the child: when the process that started it is gone (killed with -9, its
+    temporary files then swept by the next parse), the child stops instead of parsing on."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        stop(1)
+
+    thread = threading.Thread(target=watch, name="orfao", daemon=True)
+    thread.start()
+    return thread
+
+
+def main(argv: list[str], parent: int | None = None) -> int:
     """The child: reads the file at ``source``, writes the outcome pickled to ``result``:
-    ``(OK, parsed)`` or ``(ERROR, module, class name, message)`` of the parser's own error."""
+    ``(OK, parsed)`` or ``(ERROR, module, class name, message)`` of the parser's own error.
+    A result that cannot be written (disk full) ends it with ``STORAGE_EXIT + errno``."""
     source, result, file_format, file_name = argv
+    exit_when_orphaned(os.getppid() if parent is None else parent)
     content = Path(source).read_bytes()
     try:
         outcome = (OK, parse_file(content, file_format, file_name))
     except PipelineError as exc:
         outcome = (ERROR, type(exc).__module__, type(exc).__qualname__, str(exc))
-    Path(result).write_bytes(pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL))
+    try:
+        Path(result).write_bytes(pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL))
+    except OSError as exc:
+        if exc.errno is None or not 0 < exc.errno < 100:
+            raise
+        return STORAGE_EXIT + exc.errno
     return 0
 
 

@@ -28,6 +28,8 @@ from pipelines.scheduled import DEFAULT_TICK_SECONDS, LocalScheduler, run_pipeli
 from pipelines.schedules import SystemClock
 from pipelines.settings import load_settings
 
+INTERRUPTED = 128 + signal.SIGTERM  # exit code of --agora / --uma-vez stopped by SIGTERM
+
 
 def positive_seconds(text: str) -> float:
     try:
@@ -75,7 +77,10 @@ def main() -> int:
     scheduler_logger.setLevel(logging.INFO)
     print(f"Agendador iniciado (log em {text_log}).", flush=True)
 
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # interrupts the sleep too
+    # interrupts the sleep too; a single attempt stopped half-way did not succeed: 128 + SIGTERM,
+    # the shell's code for it (the next run marks the attempt Interrompida)
+    single = args.agora or args.uma_vez
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(INTERRUPTED if single else 0))
 
     def upload_logs() -> None:
         runs.insert_log_records(settings, logs.read_records(settings.log_dir, SCHEDULER_FLOW, session_id))

@@ -1,6 +1,8 @@
 """The parse in a child process (the scheduled run's) gives exactly what the parse in this
 process gives, raises the parser's own errors, and turns a child that dies into a clear error."""
 
+import errno
+import os
 import pickle
 import stat
 import sys
@@ -12,7 +14,7 @@ from hypothesis import strategies as st
 from bench.portal_generator import build_portal, default_periods
 from pipelines.errors import PipelineError, SourceFormatError, StorageError
 from pipelines.parse import parse_file
-from pipelines.parse_process import parse_file_in_child
+from pipelines.parse_process import STORAGE_EXIT, exit_when_orphaned, main, parse_file_in_child
 from tests.test_parse import ROW, csv_bytes
 
 
@@ -130,3 +132,38 @@ def test_a_data_dir_that_cannot_be_written_names_the_variable(tmp_path):
     blocked.write_text("não é uma pasta")
     with pytest.raises(StorageError, match=r"\(pasta de DATA_DIR\).*aponte DATA_DIR no \.env"):
         parse_file_in_child(csv_bytes([ROW]), "csv", "a.csv", blocked)
+
+
+def test_a_child_that_cannot_write_its_result_names_data_dir(tmp_path, monkeypatch):
+    """DATA_DIR filling up while the child writes its result: the child cannot write an error
+    message either, so it says it by its exit code, and the parent names DATA_DIR."""
+    fake_python(tmp_path, monkeypatch, f"exit {STORAGE_EXIT + errno.ENOSPC}\n")
+    with pytest.raises(StorageError) as raised:
+        parse_file_in_child(csv_bytes([ROW]), "csv", "a.csv", tmp_path)
+    assert "(pasta de DATA_DIR): disco cheio [Errno 28]" in str(raised.value)
+
+
+def test_the_child_reports_a_result_it_could_not_write(tmp_path):
+    source = tmp_path / "arquivo"
+    source.write_bytes(csv_bytes([ROW]))
+    missing = tmp_path / "nao-existe" / "resultado.pickle"  # ENOENT, as a full disk would give ENOSPC
+    assert main([str(source), str(missing), "csv", "a.csv"], parent=os.getppid()) == STORAGE_EXIT + errno.ENOENT
+
+
+def test_an_orphaned_child_stops(tmp_path):
+    """The parent killed with -9: the child notices it has another parent and stops."""
+    stopped = []
+    watchdog = exit_when_orphaned(parent=os.getppid() + 1_000_000, interval=0.01, stop=stopped.append)
+    watchdog.join(5)
+    assert stopped == [1]
+
+
+def test_the_temporary_folders_of_dead_parses_are_swept(tmp_path):
+    folder = tmp_path / "tmp"
+    abandoned = folder / f"leitura-{2**22 + 12345}-x1"  # above pid_max: no process has this pid
+    alive = folder / f"leitura-{os.getpid()}-x2"  # a parse still running in this process
+    for path in (abandoned, alive):
+        path.mkdir(parents=True)
+        (path / "arquivo").write_bytes(b"89 MB")
+    parse_file_in_child(csv_bytes([ROW]), "csv", "a.csv", tmp_path)
+    assert sorted(p.name for p in folder.iterdir()) == [alive.name]

@@ -475,3 +475,37 @@ def test_scheduler_process_survives_a_database_outage(db, settings, portal, tmp_
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_a_single_attempt_stopped_by_a_signal_exits_as_a_failure(db, settings, tmp_path):
+    """``--agora`` stopped by SIGTERM in the middle of its attempt (here: waiting for a portal
+    that never answers) did not succeed: it exits with 128 + SIGTERM, never 0."""
+    import socket
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(1)  # connections wait in the backlog: the request never gets an answer
+    env = {
+        **os.environ,
+        "LOG_DIR": str(tmp_path / "logs"),
+        "DATA_DIR": str(tmp_path / "dados"),
+        "CGU_TERCEIRIZADOS_URL": f"http://127.0.0.1:{silent.getsockname()[1]}/cgu/terceirizados",
+        "PYTHONUNBUFFERED": "1",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "run/scheduler.py", "--agora"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        Output(process.stdout).wait_for("Task 'discover_published_files': Starting task run")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 128 + signal.SIGTERM
+    finally:
+        silent.close()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
