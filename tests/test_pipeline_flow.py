@@ -427,6 +427,18 @@ class Output:
         return True
 
 
+def start_scheduler(env: dict, *options: str) -> subprocess.Popen:
+    """The real local scheduler (``run/scheduler.py``) as a process, its output as text lines."""
+    return subprocess.Popen(
+        [sys.executable, "run/scheduler.py", *options],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
 OUTAGE_SECONDS = 3  # three ticks of the scheduler under test
 
 
@@ -438,14 +450,7 @@ def test_scheduler_process_survives_a_database_outage(db, settings, portal, tmp_
     proxy.cut()  # PostgreSQL unreachable for the scheduler from the start
     cut_at = time.monotonic()
     env = {**os.environ, "POSTGRES_PORT": str(proxy.port), "LOG_DIR": str(tmp_path / "logs"), "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen(
-        [sys.executable, "run/scheduler.py", "--intervalo", "1"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    process = start_scheduler(env, "--intervalo", "1")
     try:
         output = Output(process.stdout)
         output.wait_for("Agendador iniciado")
@@ -492,14 +497,7 @@ def test_a_single_attempt_stopped_by_a_signal_exits_as_a_failure(db, settings, t
         "CGU_TERCEIRIZADOS_URL": f"http://127.0.0.1:{silent.getsockname()[1]}/cgu/terceirizados",
         "PYTHONUNBUFFERED": "1",
     }
-    process = subprocess.Popen(
-        [sys.executable, "run/scheduler.py", "--agora"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    process = start_scheduler(env, "--agora")
     try:
         Output(process.stdout).wait_for("Task 'discover_published_files': Starting task run")
         process.send_signal(signal.SIGTERM)
