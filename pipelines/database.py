@@ -227,6 +227,20 @@ _EXPLAINED = {
 }
 
 
+def distinct_values_sql(relation: str, column: str, descending: bool = False) -> str:
+    """The distinct non-null values of ``column`` (as ``v``, in its order, or the reverse with
+    ``descending``) by a loose scan of a B-tree index that starts with it: each step jumps to the
+    next value, so the cost follows the distinct values, not the rows. ``relation`` and
+    ``column`` go into the SQL as given (quoted where needed)."""
+    order, step = (" DESC", "<") if descending else ("", ">")
+    return f"""WITH RECURSIVE valores(v) AS (
+        (SELECT {column} FROM {relation} WHERE {column} IS NOT NULL ORDER BY {column}{order} LIMIT 1)
+        UNION ALL
+        SELECT (SELECT {column} FROM {relation} WHERE {column} {step} valores.v ORDER BY {column}{order} LIMIT 1)
+        FROM valores WHERE valores.v IS NOT NULL
+    ) SELECT v FROM valores WHERE v IS NOT NULL"""
+
+
 def describe_database_error(error: BaseException) -> str:
     """The cause of a driver error in one line, with the SQLSTATE name when there is one
     (``AdminShutdown``: the server was shut down or restarted), looking through the chain

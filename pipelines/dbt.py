@@ -304,17 +304,10 @@ def _historic_relations() -> list[str]:
 # The capture behind each period of raw.terceirizados (as the models' macro historic_source_versions_sql):
 # a loose scan of the (periodo, linha_origem) index, a few probes per period.
 _SOURCE_VERSIONS_SQL = f"""
-    WITH RECURSIVE periodos AS (
-        (SELECT periodo FROM {RAW_SCHEMA}.{RAW_TABLE} ORDER BY periodo LIMIT 1)
-        UNION ALL
-        SELECT (SELECT s.periodo FROM {RAW_SCHEMA}.{RAW_TABLE} AS s WHERE s.periodo > p.periodo
-                ORDER BY s.periodo LIMIT 1)
-        FROM periodos AS p WHERE p.periodo IS NOT NULL
-    )
-    SELECT to_char(p.periodo, 'YYYY-MM-DD'),
-           (SELECT s.capturado_em FROM {RAW_SCHEMA}.{RAW_TABLE} AS s WHERE s.periodo = p.periodo
+    SELECT to_char(p.v, 'YYYY-MM-DD'),
+           (SELECT s.capturado_em FROM {RAW_SCHEMA}.{RAW_TABLE} AS s WHERE s.periodo = p.v
             ORDER BY s.linha_origem LIMIT 1)::text
-    FROM periodos AS p WHERE p.periodo IS NOT NULL ORDER BY 1"""
+    FROM ({database.distinct_values_sql(f"{RAW_SCHEMA}.{RAW_TABLE}", "periodo")}) AS p ORDER BY 1"""
 
 
 def _build_marker(settings: Settings) -> Path:

@@ -7,7 +7,6 @@ materializes it. The scheduled pipeline is the only flow with a schedule."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 
 from prefect import Flow, Parameter, Task, unmapped
 
@@ -45,18 +44,19 @@ def newest_period_steps(portal_url, after: Task) -> list[Task]:
     return [published_files, select_newest_period(published_files)]
 
 
-def capture_steps(newest: Task, beside_parse: Callable[[Task], Task] | None = None) -> list[Task]:
+def capture_steps(newest: Task, prepare_dbt_family: str | None = None) -> list[Task]:
     """download -> save raw -> parse -> save CSV -> load, for the period ``newest`` returns.
-    ``beside_parse``: makes a task (given the one to follow) that starts work in the background
-    right before the parse, which then runs in a child process, on the other core. Not
+    ``prepare_dbt_family``: right before the parse, dbt is prepared for that family in the
+    background (``prepare_dbt``) and the parse runs in a child process, on the other core. Not
     earlier: a busy background thread slows the download's many small reads (Python's GIL)."""
     downloaded = download_data(newest)
-    raw_file = save_raw_data_locally(downloaded)
-    before_parse = raw_file if beside_parse is None else beside_parse(raw_file)
-    parsed = parse_data(downloaded, in_child_process=beside_parse is not None, upstream_tasks=[before_parse])
+    steps = [downloaded, save_raw_data_locally(downloaded)]
+    if prepare_dbt_family is not None:
+        steps.append(prepare_dbt(prepare_dbt_family, upstream_tasks=[steps[-1]]))
+    parsed = parse_data(downloaded, in_child_process=prepare_dbt_family is not None, upstream_tasks=[steps[-1]])
     csv_file = save_data_as_csv(downloaded, parsed)
     loaded = upload_csv_to_database(csv_file, parsed, downloaded)
-    return [downloaded, raw_file, *([before_parse] if beside_parse else []), parsed, csv_file, loaded]
+    return [*steps, parsed, csv_file, loaded]
 
 
 def materialize_steps(
@@ -160,9 +160,7 @@ with Flow(
     pending = skip_if_already_materialized(found[-1])
     # dbt is imported and the project read in the background while the capture parses the
     # file (in a child process, on the other core) and loads it: the first build finds them done
-    captured = capture_steps(
-        pending, beside_parse=lambda previous: prepare_dbt(constants.DBT_LATEST, upstream_tasks=[previous])
-    )
+    captured = capture_steps(pending, prepare_dbt_family=constants.DBT_LATEST)
     materialized = materialize_steps(constants.LATEST_MODELS, constants.DBT_LATEST, captured[-1])
     # every step is an input of the attempt's record, which reports the one that failed
     finished = finish_scheduled_run(

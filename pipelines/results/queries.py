@@ -17,6 +17,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from pipelines import constants as c
+from pipelines.database import distinct_values_sql
 from pipelines.settings import Settings
 
 LATEST, HISTORIC = c.LATEST_MODELS[-1], c.HISTORIC_MODELS[-1]
@@ -635,17 +636,6 @@ def resolve_lookups(conn, params: dict) -> dict:
         else value
         for key, value in params.items()
     }
-
-
-def distinct_values_sql(relation: str, quoted: str) -> str:
-    """The distinct non-null values of a column (as ``v``) by a loose scan of its B-tree index:
-    each step jumps to the next value, so the cost follows the distinct values, not the rows."""
-    return f"""WITH RECURSIVE valores(v) AS (
-        (SELECT {quoted} FROM {relation} WHERE {quoted} IS NOT NULL ORDER BY {quoted} LIMIT 1)
-        UNION ALL
-        SELECT (SELECT {quoted} FROM {relation} WHERE {quoted} > valores.v ORDER BY {quoted} LIMIT 1)
-        FROM valores WHERE valores.v IS NOT NULL
-    ) SELECT v FROM valores WHERE v IS NOT NULL"""
 
 
 def _condition(column: str, quoted: str, numeric: bool, spec: dict, params: dict, lookup: str | None = None) -> str:
