@@ -288,8 +288,8 @@ def measure_scheduled_run(settings, env: dict, python: str) -> dict:
 
 def cpu_calibration_seconds() -> float:
     """Seconds of a fixed pure-Python loop (10 million additions), best of three: how fast this
-    machine's CPU is today, so measurements of different days can be compared (the same
-    2-core machine measured 0.6 s and 1.6 s on different days, with every step slower in proportion)."""
+    machine's CPU is at the time of the measurement, next to the floors (which say the same of
+    the disk and PostgreSQL), so measurements of different days can be compared."""
     best = float("inf")
     for _ in range(3):
         started = time.perf_counter()
