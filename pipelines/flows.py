@@ -17,6 +17,7 @@ from pipelines.tasks import (
     capture_period,
     check_raw_data,
     dbt_build,
+    dbt_build_task_name,
     decide_scheduled_run,
     discover_published_files,
     download_data,
@@ -66,6 +67,9 @@ def materialize_steps(
     all while the raw data is held (``RawDataHold``: no load changes it half-way).
     ``family``: the models' dbt build family (constants.DBT_LATEST or DBT_HISTORIC).
     ``full_refresh``: dbt's --full-refresh for every model (a flow parameter, or a constant)."""
+    # The latest models are built by one dbt invocation (one Prefect task still reports each
+    # model); the historic ones by one each, which their up-to-date check skips one by one.
+    chain = models if family == constants.DBT_LATEST else None
     with RawDataHold(models[-1], upstream_tasks=[after]):
         built = check_raw_data(upstream_tasks=[after])
         steps = [built]
@@ -74,8 +78,9 @@ def materialize_steps(
                 model,
                 family,
                 full_refresh,
+                chain,
                 upstream_tasks=[built],
-                task_args={"name": f"dbt_build_{constants.STAGING_SCHEMA}.{model}"},
+                task_args={"name": dbt_build_task_name(model)},
             )
             steps.append(built)
         steps.append(record_materialized_rows(models[-1], upstream_tasks=[built]))

@@ -19,7 +19,7 @@ from prefect.triggers import always_run
 
 from pipelines import capture, database, logs, raw_loads, recovery, runs, storage
 from pipelines.constants import EVENT_RETRY, SCHEDULED_TIME_KEY, SCHEDULER_LOCK_KEY, STAGING_SCHEMA
-from pipelines.dbt import newest_period_materialized, prepare_in_background, run_dbt
+from pipelines.dbt import chain_build, newest_period_materialized, prepare_in_background, run_dbt
 from pipelines.download import DownloadedFile, HttpLimits, download_file
 from pipelines.errors import (
     DatabaseUnavailableError,
@@ -273,12 +273,27 @@ def check_raw_data() -> str:
     return newest
 
 
+def dbt_build_task_name(model: str) -> str:
+    """The name of a model's ``dbt_build`` task in the flows."""
+    return f"dbt_build_{STAGING_SCHEMA}.{model}"
+
+
 @task(name="dbt_build")
-def dbt_build(model: str, family: str, full_refresh: bool = False) -> dict:
+def dbt_build(model: str, family: str, full_refresh: bool = False, chain: tuple[str, ...] | None = None) -> dict:
     """``dbt build`` of one model (or selector) and its tests; error-level failures fail the task.
     ``family``: the dbt build family (constants.DBT_LATEST or DBT_HISTORIC).
-    ``full_refresh``: dbt's --full-refresh (the historic models are rebuilt whole)."""
-    outcome = run_dbt(task_settings(), "build", model, family, full_refresh=bool(full_refresh))
+    ``full_refresh``: dbt's --full-refresh (the historic models are rebuilt whole).
+    ``chain``: the models built one after the other by these tasks, ``model`` one of them: one
+    dbt invocation builds them all (started by the first one's task, ``pipelines.dbt.ChainBuild``)
+    and this task reports its model's part of it."""
+    settings = task_settings()
+    if chain:
+        if full_refresh:
+            raise ValueError("a chain of models is built without --full-refresh")
+        names = {name: dbt_build_task_name(name) for name in chain}
+        outcome = chain_build(settings, current_run_id(), tuple(chain), family, names).wait(model)
+    else:
+        outcome = run_dbt(settings, "build", model, family, full_refresh=bool(full_refresh))
     return {"modelos": outcome.models, "avisos": outcome.warnings}
 
 

@@ -1,11 +1,10 @@
 """Captura o período mais recente publicado pela CGU: ``python run/capture.py``."""
 
 import argparse
-import sys
 
 from pipelines.demo import add_sample_option, serve_sample_if_asked
 from pipelines.flows import capture_flow
-from pipelines.runner import run_flow
+from pipelines.runner import exit_process, run_flow
 
 
 def main() -> int:
@@ -18,4 +17,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main)

@@ -5,11 +5,10 @@ Roda em paralelo com LocalDaskExecutor, ou no cluster Dask de DASK_SCHEDULER_ADD
 """
 
 import argparse
-import sys
 
 from pipelines.demo import add_sample_option, serve_sample_if_asked
 from pipelines.flows import historic_capture_flow
-from pipelines.runner import run_flow
+from pipelines.runner import exit_process, run_flow
 
 
 def main() -> int:
@@ -29,4 +28,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main)

@@ -6,10 +6,9 @@ capturados (ou recapturados) desde a última construção verificada e remove os
 raw.terceirizados. ``--full-refresh`` reconstrói tudo e roda todos os testes em todas as linhas."""
 
 import argparse
-import sys
 
 from pipelines.flows import historic_materialize_flow
-from pipelines.runner import run_flow
+from pipelines.runner import exit_process, run_flow
 
 
 def main() -> int:
@@ -24,4 +23,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main)

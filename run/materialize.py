@@ -1,10 +1,9 @@
 """Materializa o período mais recente em staging (dbt): ``python run/materialize.py``."""
 
 import argparse
-import sys
 
 from pipelines.flows import materialize_flow
-from pipelines.runner import run_flow
+from pipelines.runner import exit_process, run_flow
 
 
 def main() -> int:
@@ -13,4 +12,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main)

@@ -23,7 +23,7 @@ from pipelines import logs, runs
 from pipelines.constants import SCHEDULER_FLOW, SCHEDULER_LOGGER
 from pipelines.demo import add_sample_option, serve_sample_if_asked
 from pipelines.errors import ConfigError
-from pipelines.runner import prepare
+from pipelines.runner import exit_process, prepare
 from pipelines.scheduled import DEFAULT_TICK_SECONDS, LocalScheduler, run_pipeline
 from pipelines.schedules import SystemClock
 from pipelines.settings import load_settings
@@ -101,4 +101,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main)

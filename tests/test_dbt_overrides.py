@@ -73,3 +73,54 @@ def test_the_upstream_macro_is_unchanged():
         f"{UPSTREAM_MACRO} in {file} of {UPSTREAM_PACKAGE} {importlib.metadata.version(UPSTREAM_PACKAGE)} "
         f"changed (sha256 {digest}, recorded {UPSTREAM_MACRO_SHA256}). {REDIFF}"
     )
+
+
+# -- pipelines.dbt._cheaper_behavior_flag_source: dbt-common's BehaviorFlagRendered._default_source
+# replaced by the same loop over inspect.stack(0). sha256 of the upstream function's source text
+# (inspect.getsource) in dbt-common 1.39.0.
+UPSTREAM_DEFAULT_SOURCE_SHA256 = "29a653aaaebbe60df498b6787b9d2678e1a167990aa4eba49d62f60659809e3f"
+
+
+def _upstream_default_source():
+    import importlib
+
+    from dbt_common import behavior_flags
+
+    return importlib.reload(behavior_flags).BehaviorFlagRendered._default_source
+
+
+def test_the_upstream_behavior_flag_source_is_unchanged():
+    import inspect
+
+    source = inspect.getsource(_upstream_default_source())
+    digest = hashlib.sha256(source.encode("utf-8")).hexdigest()
+    assert digest == UPSTREAM_DEFAULT_SOURCE_SHA256, (
+        f"BehaviorFlagRendered._default_source changed in dbt-common {importlib.metadata.version('dbt-common')} "
+        f"(sha256 {digest}): re-read it and pipelines.dbt._cheaper_behavior_flag_source, then update "
+        "UPSTREAM_DEFAULT_SOURCE_SHA256."
+    )
+
+
+def test_the_cheaper_behavior_flag_source_gives_the_upstream_answer():
+    """Both name the first module of the call stack other than dbt-common's behavior_flags: the
+    caller's, however deep the stack."""
+    from dbt_common import behavior_flags
+
+    from pipelines import dbt as pipelines_dbt
+
+    upstream = _upstream_default_source()
+    pipelines_dbt._cheaper_behavior_flag_source()
+    cheaper = behavior_flags.BehaviorFlagRendered._default_source
+    assert cheaper is not upstream and cheaper._pipelines
+    pipelines_dbt._cheaper_behavior_flag_source()  # a second call changes nothing
+    assert behavior_flags.BehaviorFlagRendered._default_source is cheaper
+
+    def deep(levels: int, function):
+        return function() if levels == 0 else deep(levels - 1, function)
+
+    for levels in (0, 5, 80):
+        assert deep(levels, cheaper) == deep(levels, upstream) == __name__
+    # called from dbt-common's own module (a flag rendered there), both look further up
+    namespace = {"__name__": behavior_flags.__name__}
+    exec("def call(function):\n    return function()", namespace)
+    assert namespace["call"](cheaper) == namespace["call"](upstream) == __name__

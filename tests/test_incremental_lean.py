@@ -24,7 +24,7 @@ class FakeDbt:
         )
         if args[0] == "parse":
             return SimpleNamespace(success=True, exception=None, result=f"manifesto-{len(self.calls)}")
-        node = SimpleNamespace(resource_type="model", name=args[2])
+        node = SimpleNamespace(resource_type="model", name=args[2], unique_id=f"model.terceirizados.{args[2]}")
         return SimpleNamespace(
             success=True,
             exception=None,
@@ -155,3 +155,166 @@ def test_a_failed_background_preparation_is_left_to_the_build(settings, fake_dbt
     assert escaped == []
     with pytest.raises(dbt.DbtBuildError, match="^dbt parse falhou: projeto inválido$"):
         dbt.run_dbt(settings, "build", "raw", "latest")
+
+
+# -- one dbt invocation for the chain of latest models (pipelines.dbt.ChainBuild) ----------------
+
+
+def _node(kind, name, reads=()):
+    return SimpleNamespace(
+        unique_id=f"{kind}.terceirizados.{name}",
+        resource_type=kind,
+        name=name,
+        depends_on=SimpleNamespace(nodes=[f"model.terceirizados.{model}" for model in reads]),
+        attached_node=f"model.terceirizados.{reads[0]}" if kind == "test" and reads else None,
+    )
+
+
+CHAIN_NODES = [
+    _node("model", "raw"),
+    _node("model", "cleaned", ["raw"]),
+    _node("test", "values_nulled_cleaned", ["cleaned"]),
+    # attached to cleaned but reading transformed too: dbt runs it after transformed
+    _node("test", "sum_matches_source_cleaned", ["cleaned", "transformed"]),
+    _node("model", "transformed", ["cleaned"]),
+    _node("test", "not_null_transformed_ano", ["transformed"]),
+]
+
+
+def _event(name, node=None, status=None, message="", failures=0):
+    data = SimpleNamespace(
+        node_info=SimpleNamespace(unique_id=node.unique_id) if node else None,
+        run_result=SimpleNamespace(status=status, message=message, num_failures=failures),
+    )
+    return SimpleNamespace(info=SimpleNamespace(name=name, level="debug", msg=""), data=data)
+
+
+class ScriptedBuild:
+    """Stands in for dbt's build of the chain: fires NodeStart/NodeFinished for each node of
+    ``script`` (node, status[, failures]), pausing before the node named in ``pause_before``
+    until ``go`` is set, then answers like dbtRunner."""
+
+    def __init__(self, script, pause_before=None, exception=None):
+        import threading
+
+        self.script, self.pause_before, self.exception = script, pause_before, exception
+        self.go, self.paused = threading.Event(), threading.Event()
+        self.builds = []
+
+    def invoke(self, settings, args, family, callbacks=(), manifest=None, write_json=True):
+        self.builds.append(args)
+        results = []
+        for node, status, *failures in self.script:
+            if node.name == self.pause_before:
+                self.paused.set()
+                assert self.go.wait(10)
+            for callback in callbacks:
+                callback(_event("NodeStart", node))
+            result_status = status
+            for callback in callbacks:
+                callback(_event("NodeFinished", node, result_status, f"{node.name} {status}", *failures))
+            results.append(
+                SimpleNamespace(
+                    node=node, status=status, message=f"{node.name} {status}", failures=(failures or [0])[0]
+                )
+            )
+        success = not any(status in ("error", "fail") for _, status, *_ in self.script)
+        return SimpleNamespace(success=success, exception=self.exception, result=None if self.exception else results)
+
+
+@pytest.fixture
+def chain_of(settings, monkeypatch):
+    manifest = SimpleNamespace(nodes={node.unique_id: node for node in CHAIN_NODES})
+    monkeypatch.setattr(dbt, "parsed_manifest", lambda *args, **kwargs: manifest)
+
+    def start(script, **options):
+        scripted = ScriptedBuild(script, **options)
+        monkeypatch.setattr(dbt, "_invoke", scripted.invoke)
+        names = {model: f"tarefa_{model}" for model in ("raw", "cleaned", "transformed")}
+        chain = dbt.ChainBuild(settings, ("raw", "cleaned", "transformed"), "latest", names).start()
+        return chain, scripted
+
+    return start
+
+
+def test_a_model_of_the_chain_is_reported_once_dbt_has_moved_past_it(chain_of):
+    import threading
+
+    raw, cleaned, nulled, summed, transformed, ano = CHAIN_NODES
+    script = [
+        (raw, "success"),
+        (cleaned, "success"),
+        (nulled, "warn", 3),
+        (transformed, "success"),
+        (summed, "pass"),
+        (ano, "pass"),
+    ]
+    chain, scripted = chain_of(script, pause_before="transformed")
+    assert chain.wait("raw").models == {"raw": "success"}  # cleaned started: raw is done
+    assert scripted.paused.wait(10)
+    answer = []
+    waiting = threading.Thread(target=lambda: answer.append(chain.wait("cleaned")))
+    waiting.start()
+    waiting.join(0.3)
+    assert waiting.is_alive() and not answer  # transformed has not started: cleaned's tests may still run
+    scripted.go.set()
+    waiting.join(10)
+    [outcome] = answer
+    assert outcome.models == {"cleaned": "success"} and outcome.warnings == {"values_nulled_cleaned": 3}
+    last = chain.wait("transformed")
+    # the test attached to cleaned that reads transformed too is transformed's, and ran after it
+    assert last.models == {"transformed": "success"} and last.failures == {} and chain.ended
+    assert scripted.builds == [["build", "--select", "raw cleaned transformed", "--indirect-selection", "buildable"]]
+
+
+def test_a_failed_test_of_the_chain_fails_its_model_after_dbt_ended(chain_of):
+    raw, cleaned, nulled, summed, transformed, ano = CHAIN_NODES
+    # the test reading cleaned and transformed fails: dbt runs it after transformed, whose task fails
+    chain, _ = chain_of(
+        [
+            (raw, "success"),
+            (cleaned, "success"),
+            (nulled, "pass"),
+            (transformed, "success"),
+            (summed, "fail", 2),
+            (ano, "pass"),
+        ]
+    )
+    assert chain.wait("cleaned").failures == {}
+    with pytest.raises(
+        dbt.DbtBuildError, match=r"^dbt build --select transformed falhou: sum_matches_source_cleaned: "
+    ):
+        chain.wait("transformed")
+    assert chain.ended
+
+
+def test_a_model_the_chain_never_built_fails_its_task(chain_of):
+    raw, cleaned, nulled, summed, transformed, ano = CHAIN_NODES
+    chain, _ = chain_of([(raw, "success"), (cleaned, "error")])
+    assert chain.wait("raw").models == {"raw": "success"}
+    with pytest.raises(dbt.DbtBuildError, match="^dbt build --select cleaned falhou: cleaned: cleaned error$"):
+        chain.wait("cleaned")
+    with pytest.raises(
+        dbt.DbtBuildError, match=r"transformed: não construído: o dbt falhou antes \(cleaned: cleaned error\)"
+    ):
+        chain.wait("transformed")
+
+
+def test_dbt_unable_to_run_fails_every_model_of_the_chain(chain_of):
+    chain, _ = chain_of([], exception=RuntimeError("perfil inválido"))
+    for model in ("raw", "cleaned", "transformed"):
+        with pytest.raises(dbt.DbtBuildError, match="^dbt build não pôde rodar: perfil inválido$"):
+            chain.wait(model)
+
+
+def test_each_flow_run_has_its_own_chain(settings, chain_of):
+    raw, cleaned, *_ = CHAIN_NODES
+    chain_of([(raw, "success"), (cleaned, "success")])
+    names = {"raw": "r", "cleaned": "c"}
+    first = dbt.chain_build(settings, "execucao-1", ("raw", "cleaned"), "latest", names)
+    assert dbt.chain_build(settings, "execucao-1", ("raw", "cleaned"), "latest", names) is first
+    first.wait("cleaned")
+    second = dbt.chain_build(settings, "execucao-2", ("raw", "cleaned"), "latest", names)
+    assert second is not first
+    second.wait("cleaned")
+    assert ("execucao-1", "latest") not in dbt._chains  # an ended run's build is forgotten

@@ -340,3 +340,78 @@ def test_unique_combination_reads_rows_only_without_a_unique_index(db, settings)
     assert "never executed" in plan
     with db.cursor() as cursor:
         cursor.execute("DROP TABLE public.chaves")
+
+
+def test_one_dbt_invocation_builds_the_four_models_and_each_task_reports_its_own(
+    db, settings, materialized, monkeypatch
+):
+    """The latest models are built by one `dbt build` (pipelines.dbt.ChainBuild); each model's task
+    still logs its own model's lines and outcome, and nothing else."""
+    from pipelines import dbt
+
+    invocations = []
+    invoke = dbt._invoke
+
+    def counted(settings, args, *rest, **options):
+        invocations.append(args)
+        return invoke(settings, args, *rest, **options)
+
+    monkeypatch.setattr(dbt, "_invoke", counted)
+    state, run_id = run_flow(materialize_flow)
+    assert state.is_successful(), state.message
+    assert [args[:3] for args in invocations if args[0] == "build"] == [
+        ["build", "--select", "raw cleaned renamed transformed"]
+    ]
+    by_task = {}
+    for task, message in query(
+        db, "SELECT nome_task, mensagem FROM logs.registros WHERE id_execucao = %s ORDER BY id", (run_id,)
+    ):
+        by_task.setdefault(task, []).append(message)
+    dbt_lines = {task: [m for m in lines if m.startswith("dbt | ")] for task, lines in by_task.items()}
+    for model, kind in (("raw", "view"), ("cleaned", "table"), ("renamed", "view"), ("transformed", "table")):
+        created = [
+            t for t, lines in dbt_lines.items() for m in lines if f"OK created sql {kind} model staging.{model} " in m
+        ]
+        assert created == [f"dbt_build_staging.{model}"]
+        assert f"dbt build --select {model} concluído: {model}=success." in by_task[f"dbt_build_staging.{model}"]
+    # the cleaned model's warning tests in its task's log, the 12 tests of transformed in its own
+    cleaned = by_task["dbt_build_staging.cleaned"]
+    assert any("WARN" in m and "values_nulled_cleaned" in m for m in cleaned)
+    assert any(m.startswith("Teste dbt com aviso: load_fields_match_period_cleaned_ encontrou") for m in cleaned)
+    passed = [m for m in dbt_lines["dbt_build_staging.transformed"] if " PASS " in m]
+    assert len(passed) == 12 and all("_transformed" in m for m in passed)
+    assert not any("transformed" in m for m in dbt_lines["dbt_build_staging.cleaned"])
+    assert dbt_lines["dbt_build_staging.raw"][0].startswith("dbt | Running with dbt=")
+    assert warnings_of(db, run_id)["values_nulled_cleaned"] > 0
+
+
+def test_a_model_that_fails_in_the_one_invocation_stops_the_chain_there(db, settings, materialized):
+    """staging.cleaned cannot be built (a column of raw.terceirizados renamed): its task fails with
+    PostgreSQL's message, the models after it are neither built nor reported as built, dbt has
+    finished when the flow ends, and the previous staging.transformed stays as it was."""
+    import threading
+
+    from pipelines import database
+
+    before = table_digest(db, "staging.transformed")
+    with db.cursor() as cursor:
+        cursor.execute("ALTER TABLE raw.terceirizados RENAME COLUMN nm_orgao TO nm_orgao_renomeada")
+    try:
+        state, run_id = run_flow(materialize_flow)
+    finally:
+        with db.cursor() as cursor:
+            cursor.execute("ALTER TABLE raw.terceirizados RENAME COLUMN nm_orgao_renomeada TO nm_orgao")
+        database.ensure_schema(settings)
+    assert state.is_failed()
+    assert not [t for t in threading.enumerate() if t.name.startswith("dbt-build-")]  # dbt is done
+    states = {task.name: task_state for task, task_state in state.result.items()}
+    assert states["dbt_build_staging.raw"].is_successful()
+    assert states["dbt_build_staging.cleaned"].is_failed()
+    message = str(states["dbt_build_staging.cleaned"].result)
+    assert message.startswith("dbt build --select cleaned falhou: cleaned: ") and "nm_orgao" in message
+    for later in ("dbt_build_staging.renamed", "dbt_build_staging.transformed", "record_materialized_rows"):
+        assert type(states[later]).__name__ == "TriggerFailed", later
+    assert table_digest(db, "staging.transformed") == before
+    messages = [m for (m,) in query(db, "SELECT mensagem FROM logs.registros WHERE id_execucao = %s", (run_id,))]
+    assert not any("OK created sql table model staging.transformed" in m for m in messages)
+    assert any("SKIP relation staging.transformed" in m for m in messages)
