@@ -525,17 +525,25 @@ def _report(outcome: DbtOutcome, command: str, select: str) -> None:
 # -- one dbt invocation for a chain of models -----------------------------------------------
 
 
+FAILED_STATUSES = ("error", "fail")
+
+
 class ChainBuild:
     """``dbt build`` of a chain of models (the latest models: raw -> cleaned -> renamed ->
     transformed) in ONE dbt invocation, run in a background thread and reported model by
     model: each model's Prefect task calls ``wait(model)``.
 
-    dbt's build runs a model's tests before anything that depends on it starts, so when a node
-    of a later model of the chain starts, every node of the earlier ones has finished:
-    ``wait`` returns a model's outcome (its node and the tests attached to it) then, or when
-    the invocation ends. A model that failed is reported only after the invocation ended (dbt
-    skips what depends on it): once its task fails, nothing of the chain runs any more. dbt's
-    lines go to the log of the task of the model they are about (``task_names``).
+    dbt's build runs a model's tests before any model downstream of everything the test reads
+    starts. A test that reads only models of the chain belongs to the last of them, and every
+    node of a model is done once a node of a later model starts: ``wait`` returns a model's
+    outcome then, if the model was built and nothing of it failed. Everything else waits for
+    the end of the invocation: a model that failed or was not built (dbt skips what depends on
+    it, and nothing of the chain may still run once its task fails), the last model, and any
+    node that belongs to no model of its own (a test that also reads a source or a model out
+    of the chain, a hook, a unit test of no model of the chain) belongs to the last model.
+    The last model's task also fails for any failure of the invocation that no earlier task
+    reported, so none is lost. dbt's lines go to the log of the task of the model they are
+    about (``task_names``).
 
     One invocation instead of one per model saves dbt's set-up and wind-down for each (the
     adapter, the cache of relations, the schemas, the hooks): 2.0-2.3 s -> 1.6 s for the four
@@ -545,9 +553,11 @@ class ChainBuild:
         self.settings, self.models, self.family, self.task_names = settings, tuple(models), family, task_names
         self.select = " ".join(self.models)
         self._changed = threading.Condition()
+        self._manifest = None
         self._owners: dict[str, str] = {}  # node unique_id -> model of the chain
         self._results: dict[str, _NodeResult] = {}  # unique_id -> result, as nodes finish
         self._reached = -1  # index in the chain of the latest model a node started for
+        self._reported: dict[str, bool] = {}  # model -> its wait returned (True) or raised (False)
         self._ended = False
         self._success = False
         self._error: BaseException | None = None
@@ -558,59 +568,69 @@ class ChainBuild:
         self._thread.start()
         return self
 
+    def join(self) -> None:
+        """Wait for the end of the invocation."""
+        self._thread.join()
+
     @property
     def ended(self) -> bool:
         with self._changed:
             return self._ended
 
-    def _owner(self, manifest, unique_id: str) -> str:
-        """The chain's model a node belongs to: a model itself; a test, the last model of the
-        chain it reads (dbt runs it after that model, and before anything downstream of it);
-        anything else (a hook, a test of no model of the chain) the last model, whose task
-        waits for the end of the invocation."""
-        node = manifest.nodes.get(unique_id)
-        if node is not None and node.resource_type == "model" and node.name in self.models:
+    def _owner(self, manifest, node) -> str:
+        """The chain's model a node belongs to (see the class)."""
+        if node.resource_type == "model" and node.name in self.models:
             return node.name
-        parents = getattr(getattr(node, "depends_on", None), "nodes", None) or []
-        read = [
-            self.models.index(name)
-            for name in (getattr(manifest.nodes.get(parent), "name", None) for parent in parents)
-            if name in self.models
-        ]
-        if str(getattr(node, "resource_type", "")) == "test" and read:
-            return self.models[max(read)]
+        if str(node.resource_type) == "unit_test" and getattr(node, "model", None) in self.models:
+            return node.model  # runs before its model
+        if str(node.resource_type) == "test":
+            parents = [manifest.nodes.get(parent) for parent in node.depends_on.nodes]
+            read = [getattr(parent, "name", None) for parent in parents]
+            if read and all(name in self.models for name in read):
+                return max(read, key=self.models.index)
         return self.models[-1]
 
     def _task_of(self, unique_id: str | None) -> str | None:
+        """Whose log a line of dbt goes to: its node's model; a line of no node, the first model
+        that failed, or else the first one whose task is still waiting."""
         with self._changed:
-            if unique_id and unique_id in self._owners:
-                model = self._owners[unique_id]
-            else:  # dbt's own lines: the model it is at (the first before any node starts)
-                model = self.models[max(self._reached, 0)]
+            model = self._owners.get(unique_id or "")
+            if model is None:
+                failed = [m for m in self.models if self._failed(m)]
+                waiting = [m for m in self.models if m not in self._reported]
+                model = (failed or waiting or self.models[-1:])[0]
         return self.task_names.get(model)
 
     def _on_event(self, event) -> None:
-        info = event.info
-        node_info = getattr(event.data, "node_info", None)
-        unique_id = node_info.unique_id if node_info is not None and node_info.unique_id else None
-        if info.name == "NodeStart" and unique_id:
-            with self._changed:
-                reached = self.models.index(self._owners.get(unique_id, self.models[-1]))
+        """dbt's callback (from dbt's threads). Never raises: an exception here would stop dbt's
+        queue for good; what it misses, dbt's own list of results gives at the end."""
+        try:
+            self._record(event)
+        except Exception as exc:  # noqa: BLE001 - see the docstring
+            logger.debug("Evento do dbt não registrado (%s): %s", getattr(event.info, "name", "?"), exc)
+
+    def _record(self, event) -> None:
+        info, data = event.info, event.data
+        node_info = getattr(data, "node_info", None)
+        unique_id = (getattr(node_info, "unique_id", "") or getattr(data, "unique_id", "")) or None
+        with self._changed:
+            known = unique_id in self._owners
+            if info.name == "NodeStart" and known:
+                reached = self.models.index(self._owners[unique_id])
                 if reached > self._reached:
                     self._reached = reached
                     self._changed.notify_all()
-        elif info.name == "NodeFinished" and unique_id:
-            run_result = event.data.run_result
-            node = self._manifest.nodes.get(unique_id)
-            with self._changed:
+            elif info.name in ("NodeFinished", "GenericExceptionOnRun") and known:
+                node = self._manifest.nodes.get(unique_id) or getattr(self._manifest, "unit_tests", {}).get(unique_id)
+                if info.name == "NodeFinished":
+                    run = data.run_result
+                    status, message, failures = str(run.status), run.message or "", int(run.num_failures or 0)
+                else:  # an exception inside dbt's worker: no NodeFinished for that node
+                    status, message, failures = "error", str(getattr(data, "exc", "")), 0
                 self._results[unique_id] = _NodeResult(
-                    unique_id,
-                    node.name if node is not None else unique_id,
-                    str(node.resource_type) if node is not None else "",
-                    str(run_result.status),
-                    (run_result.message or "").strip(),
-                    int(run_result.num_failures or 0),
+                    unique_id, node.name, str(node.resource_type), status, message.strip(), failures
                 )
+                self._changed.notify_all()
         level = LEVELS.get(str(info.level), logging.INFO)
         if level >= logging.WARNING or info.name in KEPT_EVENTS:
             message = info.msg.strip()
@@ -619,27 +639,24 @@ class ChainBuild:
 
     def _run(self) -> None:
         try:
-            self._manifest = parsed_manifest(self.settings, self.family, task_name=self.task_names.get(self.models[0]))
-            owners = {
-                unique_id: self._owner(self._manifest, unique_id)
-                for unique_id in self._manifest.nodes
-                if unique_id.startswith(("model.", "test.", "operation."))
-            }
+            manifest = parsed_manifest(self.settings, self.family, task_name=self.task_names.get(self.models[0]))
+            nodes = [*manifest.nodes.values(), *getattr(manifest, "unit_tests", {}).values()]
             with self._changed:
-                self._owners = owners
+                self._manifest = manifest
+                self._owners = {node.unique_id: self._owner(manifest, node) for node in nodes}
             result = _invoke(
                 self.settings,
                 ["build", "--select", self.select, "--indirect-selection", "buildable"],
                 self.family,
                 callbacks=[self._on_event],
-                manifest=self._manifest,
+                manifest=manifest,
                 write_json=False,
             )
             if result.exception is not None:
                 raise DbtBuildError(f"dbt build não pôde rodar: {result.exception}") from result.exception
             final = {node.unique_id: node for node in (_NodeResult.of(r) for r in result.result or [])}
             with self._changed:
-                self._results.update(final)  # dbt's own list is the last word (a node can end without an event)
+                self._results.update(final)  # dbt's own list is the last word
                 self._success = bool(result.success)
         except BaseException as exc:  # given to every task still waiting
             with self._changed:
@@ -649,34 +666,49 @@ class ChainBuild:
                 self._ended = True
                 self._changed.notify_all()
 
+    def _own(self, model: str) -> list[_NodeResult]:
+        return [r for r in self._results.values() if self._owners.get(r.unique_id, self.models[-1]) == model]
+
     def _failed(self, model: str) -> bool:
-        own = (r for r in self._results.values() if self._owners.get(r.unique_id) == model)
-        return any(r.status in ("error", "fail") for r in own)
+        return any(r.status in FAILED_STATUSES for r in self._own(model))
+
+    def _built(self, model: str) -> bool:
+        return any(r.resource_type == "model" and r.name == model and r.status == "success" for r in self._own(model))
 
     def wait(self, model: str) -> DbtOutcome:
         """Block until dbt is done with ``model``; its outcome, logged like ``run_dbt``'s (in the
         calling task's log). Raises DbtBuildError when the model or an error-level test of it
-        failed, or when dbt stopped before building it."""
+        failed, or when dbt did not build it."""
         index = self.models.index(model)
+        last = index == len(self.models) - 1
         with self._changed:
-            self._changed.wait_for(lambda: self._ended or self._reached > index)
-            if not self._ended and self._failed(model):  # nothing may run after its task fails
-                self._changed.wait_for(lambda: self._ended)
-            error, ended, success = self._error, self._ended, self._success
-            own = [r for r in self._results.values() if self._owners.get(r.unique_id) == model]
+            self._changed.wait_for(
+                lambda: (
+                    self._ended
+                    or (not last and self._reached > index and self._built(model) and not self._failed(model))
+                )
+            )
+            own = self._own(model)
+            failures = [r for r in self._results.values() if r.status in FAILED_STATUSES]
+            error, success = self._error, self._success
+            if last:  # what no earlier task reported, and no failure of the invocation goes unsaid
+                own += [r for r in failures if r not in own and self._reported.get(self._owners.get(r.unique_id))]
+            built = self._built(model)
+            self._reported[model] = False
         if error is not None:
             if isinstance(error, DbtBuildError):
                 raise DbtBuildError(str(error)) from error
             raise DbtBuildError(f"dbt build --select {self.select} falhou: {error}") from error
-        built = any(r.resource_type == "model" and r.name == model and r.status == "success" for r in own)
-        outcome = _outcome(built and not any(r.status in ("error", "fail") for r in own), own)
+        outcome = _outcome(built and not any(r.status in FAILED_STATUSES for r in own), own)
         if not built and not outcome.failures:
-            others = "; ".join(
-                f"{r.name}: {r.message or r.status}" for r in self._results.values() if r.status in ("error", "fail")
-            )
-            state = "falhou" if ended and not success else "terminou"
-            outcome.failures[model] = f"não construído: o dbt {state} antes ({others or 'veja o log do dbt'})"
+            before = "; ".join(f"{r.name}: {r.message or r.status}" for r in failures)
+            outcome.failures[model] = f"não construído: o dbt parou antes ({before or 'veja o log do dbt'})"
+        elif last and not success and outcome.success:
+            outcome.success = False
+            outcome.failures[self.select] = "o dbt terminou com falha (veja o log do dbt)"
         _report(outcome, "build", model)
+        with self._changed:
+            self._reported[model] = True
         return outcome
 
 
@@ -695,6 +727,15 @@ def chain_build(
         if chain is None or chain.models != tuple(models):
             chain = _chains[(run_key, family)] = ChainBuild(settings, models, family, task_names).start()
         return chain
+
+
+def finish_chain_builds(run_key: str) -> None:
+    """Wait until no chain build of this flow run is running (the raw data's hold is released
+    after it: a task that failed early must not leave dbt writing)."""
+    with _chains_lock:
+        chains = [chain for (key, _), chain in _chains.items() if key == run_key]
+    for chain in chains:
+        chain.join()
 
 
 # -- documentation ------------------------------------------------------------------------

@@ -19,7 +19,13 @@ from prefect.triggers import always_run
 
 from pipelines import capture, database, logs, raw_loads, recovery, runs, storage
 from pipelines.constants import EVENT_RETRY, SCHEDULED_TIME_KEY, SCHEDULER_LOCK_KEY, STAGING_SCHEMA
-from pipelines.dbt import chain_build, newest_period_materialized, prepare_in_background, run_dbt
+from pipelines.dbt import (
+    chain_build,
+    finish_chain_builds,
+    newest_period_materialized,
+    prepare_in_background,
+    run_dbt,
+)
 from pipelines.download import DownloadedFile, HttpLimits, download_file
 from pipelines.errors import (
     DatabaseUnavailableError,
@@ -311,6 +317,7 @@ class RawDataHold:
         return database.hold_raw_data(task_settings(), self.name)
 
     def cleanup(self, conn) -> None:
+        finish_chain_builds(current_run_id())  # dbt still running for a task that ended early
         database.release_raw_data(conn)
 
 

@@ -194,10 +194,11 @@ class ScriptedBuild:
     ``script`` (node, status[, failures]), pausing before the node named in ``pause_before``
     until ``go`` is set, then answers like dbtRunner."""
 
-    def __init__(self, script, pause_before=None, exception=None):
+    def __init__(self, script, pause_before=None, exception=None, silent=(), crash=()):
         import threading
 
         self.script, self.pause_before, self.exception = script, pause_before, exception
+        self.silent, self.crash = set(silent), set(crash)  # no events at all / an exception in dbt's worker
         self.go, self.paused = threading.Event(), threading.Event()
         self.builds = []
 
@@ -208,11 +209,15 @@ class ScriptedBuild:
             if node.name == self.pause_before:
                 self.paused.set()
                 assert self.go.wait(10)
-            for callback in callbacks:
-                callback(_event("NodeStart", node))
-            result_status = status
-            for callback in callbacks:
-                callback(_event("NodeFinished", node, result_status, f"{node.name} {status}", *failures))
+            if node.name not in self.silent:
+                for callback in callbacks:
+                    callback(_event("NodeStart", node))
+                    if node.name in self.crash:
+                        crashed = _event("GenericExceptionOnRun", node)
+                        crashed.data.exc = "conexão perdida"
+                        callback(crashed)
+                    else:
+                        callback(_event("NodeFinished", node, status, f"{node.name} {status}", *failures))
             results.append(
                 SimpleNamespace(
                     node=node, status=status, message=f"{node.name} {status}", failures=(failures or [0])[0]
@@ -295,7 +300,7 @@ def test_a_model_the_chain_never_built_fails_its_task(chain_of):
     with pytest.raises(dbt.DbtBuildError, match="^dbt build --select cleaned falhou: cleaned: cleaned error$"):
         chain.wait("cleaned")
     with pytest.raises(
-        dbt.DbtBuildError, match=r"transformed: não construído: o dbt falhou antes \(cleaned: cleaned error\)"
+        dbt.DbtBuildError, match=r"transformed: não construído: o dbt parou antes \(cleaned: cleaned error\)"
     ):
         chain.wait("transformed")
 
@@ -318,3 +323,67 @@ def test_each_flow_run_has_its_own_chain(settings, chain_of):
     assert second is not first
     second.wait("cleaned")
     assert ("execucao-1", "latest") not in dbt._chains  # an ended run's build is forgotten
+
+
+def test_a_test_reading_a_source_too_belongs_to_the_last_model(chain_of):
+    """dbt orders such a test only before the models downstream of all it reads: it may run
+    after later models started, so it is reported by the last model's task, never lost."""
+    raw, cleaned, nulled, summed, transformed, ano = CHAIN_NODES
+    quarantine = _node("test", "quarantine_matches_cleaned", ["cleaned"])
+    quarantine.depends_on.nodes.append("source.terceirizados.raw.terceirizados_quarentena")
+    CHAIN_NODES.append(quarantine)
+    try:
+        chain, _ = chain_of([(raw, "success"), (cleaned, "success"), (transformed, "success"), (quarantine, "fail", 4)])
+        assert chain.wait("cleaned").failures == {}
+        with pytest.raises(dbt.DbtBuildError, match="transformed falhou: quarantine_matches_cleaned: quarantine"):
+            chain.wait("transformed")
+    finally:
+        CHAIN_NODES.remove(quarantine)
+
+
+def test_a_node_that_crashed_in_dbt_fails_its_model_after_dbt_ended(chain_of):
+    raw, cleaned, nulled, summed, transformed, ano = CHAIN_NODES
+    chain, _ = chain_of([(raw, "success"), (cleaned, "success"), (nulled, "error")], crash={"values_nulled_cleaned"})
+    with pytest.raises(dbt.DbtBuildError, match="cleaned falhou: values_nulled_cleaned: "):
+        chain.wait("cleaned")
+    assert chain.ended
+
+
+def test_a_failure_dbt_reports_only_at_the_end_fails_the_last_model(chain_of):
+    """A hook's error (no event of its own) or any failure that no earlier task reported."""
+    raw, cleaned, nulled, summed, transformed, ano = CHAIN_NODES
+    hook = SimpleNamespace(
+        unique_id="operation.terceirizados.terceirizados-on-run-end-0",
+        resource_type="operation",
+        name="terceirizados-on-run-end-0",
+        depends_on=SimpleNamespace(nodes=[]),
+    )
+    CHAIN_NODES.append(hook)
+    try:
+        chain, _ = chain_of(
+            [(raw, "success"), (cleaned, "success"), (transformed, "success"), (hook, "error")],
+            silent={"terceirizados-on-run-end-0"},
+        )
+        assert chain.wait("raw").failures == {} and chain.wait("cleaned").failures == {}
+        with pytest.raises(dbt.DbtBuildError, match="terceirizados-on-run-end-0: terceirizados-on-run-end-0 error"):
+            chain.wait("transformed")
+    finally:
+        CHAIN_NODES.remove(hook)
+
+
+def test_events_of_nodes_the_chain_does_not_know_move_nothing(chain_of):
+    """A unit test or another invocation's node starting does not release a waiting model."""
+    import threading
+
+    raw, cleaned, *_ = CHAIN_NODES
+    stranger = _node("unit_test", "teste_de_outro_projeto")
+    chain, scripted = chain_of([(raw, "success"), (stranger, "pass"), (cleaned, "success")], pause_before="cleaned")
+    assert scripted.paused.wait(10)
+    answer = []
+    waiting = threading.Thread(target=lambda: answer.append(chain.wait("raw")))
+    waiting.start()
+    waiting.join(0.3)
+    assert waiting.is_alive()  # the stranger started, but no node of a later model
+    scripted.go.set()
+    waiting.join(10)
+    assert answer[0].models == {"raw": "success"}
