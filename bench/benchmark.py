@@ -496,6 +496,7 @@ def main() -> None:
         # another project and ran dbt (measure it again with --rerun-only)
         "project_changed_during_run": _project_fingerprint() != project,
     }
+    results.update(carried_over(args.output))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
     print(json.dumps(results, indent=2, ensure_ascii=False))
@@ -505,6 +506,44 @@ def main() -> None:
         f"execução agendada: {scheduled['wall_seconds']} s (flow {scheduled['flow_seconds']} s) (metas < 5 s); "
         f"pico de memória {results['peak_rss_mib']:.0f} MiB (meta < 1536 MiB)."
     )
+
+
+EARLIER_KEPT = 5
+
+
+def headline(results: dict) -> dict:
+    """The numbers of a measurement the README compares with the next one."""
+    scheduled = results.get("scheduled_run_new_period", {})
+    return {
+        "measured_at": results.get("measured_at"),
+        "cpu_calibration_seconds": results.get("machine", {}).get("cpu_calibration_seconds"),
+        "historic_capture_wall_seconds": results.get("historic_capture", {}).get("wall_seconds"),
+        "historic_materialize_wall_seconds": results.get("historic_materialize", {}).get("wall_seconds"),
+        "strict_floor_wall_seconds": results.get("strict_floor", {}).get("wall_seconds"),
+        "pipeline_over_strict_floor": results.get("pipeline_over_strict_floor"),
+        "rerun_nothing_new_wall_seconds": results.get("rerun_nothing_new", {}).get("wall_seconds"),
+        "scheduled_run_new_period_wall_seconds": scheduled.get("wall_seconds"),
+        "scheduled_run_new_period_flow_seconds": scheduled.get("flow_seconds"),
+    }
+
+
+def carried_over(output: Path) -> dict:
+    """What a full measurement keeps of the file it replaces: the headline of that measurement
+    (``previous_measurement``) and of the ones before it (``earlier_measurements``, newest
+    first), and the 10x measurement of the app (``results_app_at_scale``, written by
+    bench/scale.py)."""
+    try:
+        previous = json.loads(output.read_text())
+    except (OSError, ValueError):
+        return {}
+    kept = {"previous_measurement": headline(previous)} if "measured_at" in previous else {}
+    earlier = [previous["previous_measurement"]] if "previous_measurement" in previous else []
+    earlier += previous.get("earlier_measurements", [])
+    if kept and earlier:  # the older headlines, newest first
+        kept["earlier_measurements"] = earlier[:EARLIER_KEPT]
+    if "results_app_at_scale" in previous:
+        kept["results_app_at_scale"] = previous["results_app_at_scale"]
+    return kept
 
 
 def rerun_only(args, settings, env: dict, server, project: str) -> None:
