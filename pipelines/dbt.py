@@ -465,6 +465,18 @@ def run_dbt(settings: Settings, command: str, select: str, family: str, full_ref
     return outcome
 
 
+def _one_line(message: str) -> str:
+    """dbt's message for a node in one line, for the run's message and the console: "Database
+    Error in model transformed (models/staging/transformed.sql): <PostgreSQL's message>", without
+    the PL/pgSQL context and the path of the compiled SQL (both stay in dbt's own log lines)."""
+    kept = [
+        " ".join(line.split())
+        for line in message.strip().splitlines()
+        if line.strip() and not line.strip().startswith(("compiled code at ", "CONTEXT:"))
+    ]
+    return ": ".join(kept)
+
+
 @dataclass(frozen=True)
 class _NodeResult:
     """What a build says of one node (a model, a test, a hook)."""
@@ -485,7 +497,7 @@ class _NodeResult:
             node.name,
             str(node.resource_type),
             str(node_result.status),
-            (node_result.message or "").strip(),
+            _one_line(node_result.message or ""),
             int(node_result.failures or 0),
         )
 
@@ -628,7 +640,7 @@ class ChainBuild:
                 else:  # an exception inside dbt's worker: no NodeFinished for that node
                     status, message, failures = "error", str(getattr(data, "exc", "")), 0
                 self._results[unique_id] = _NodeResult(
-                    unique_id, node.name, str(node.resource_type), status, message.strip(), failures
+                    unique_id, node.name, str(node.resource_type), status, _one_line(message), failures
                 )
                 self._changed.notify_all()
         level = LEVELS.get(str(info.level), logging.INFO)

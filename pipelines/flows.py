@@ -95,8 +95,11 @@ def materialize_steps(
                 )
             )
     # last: the dbt documentation of what was just built (the results app serves it under
-    # /docs/); outside the hold, regenerated only when the project or the tables changed,
-    # and it never fails the run (a warning when it cannot be made)
+    # /docs/); regenerated only when the project or the tables changed, and it never fails the
+    # run (a warning when it cannot be made). Outside the hold's block, but Prefect may release
+    # the hold after it (the cleanup is not upstream of it: a dependency would turn the docs of
+    # a run that failed or had nothing to do from TriggerFailed/Skipped into another state); a
+    # load then waits the docs' seconds too, nothing worse.
     steps.append(generate_dbt_docs(upstream_tasks=[steps[-1]]))
     return steps
 

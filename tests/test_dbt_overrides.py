@@ -124,3 +124,45 @@ def test_the_cheaper_behavior_flag_source_gives_the_upstream_answer():
     namespace = {"__name__": behavior_flags.__name__}
     exec("def call(function):\n    return function()", namespace)
     assert namespace["call"](cheaper) == namespace["call"](upstream) == __name__
+
+
+# -- queries/macros/verify_before_commit.sql: the error-level tests of staging.transformed also run
+# in the model's transaction (its post-hooks), so rows that fail one are never published. The
+# hooks repeat the tests' arguments: this keeps the two lists the same.
+
+
+def _hook_calls(sql: str) -> dict:
+    """verify_before_commit('name', key=value, ...) calls of a model's config -> {(name, column): arguments}."""
+    import ast
+
+    calls = {}
+    for match in re.finditer(r"verify_before_commit\((.*?)\) \}\}", sql):
+        call = ast.parse(f"f({match.group(1).replace('=false', '=False').replace('=true', '=True')})").body[0].value
+        [name] = [ast.literal_eval(arg) for arg in call.args]
+        arguments = {
+            k.arg: ast.unparse(k.value) if isinstance(k.value, ast.Call) else ast.literal_eval(k.value)
+            for k in call.keywords
+        }
+        calls[(name, arguments.pop("column_name", None))] = arguments
+    return calls
+
+
+def test_every_error_level_test_of_transformed_also_runs_before_the_commit():
+    import yaml
+
+    schema = yaml.safe_load((ROOT / "queries" / "models" / "staging" / "schema.yml").read_text(encoding="utf-8"))
+    [model] = [m for m in schema["models"] if m["name"] == "transformed"]
+    error_level = {}
+    for test in model["data_tests"]:
+        [(name, spec)] = test.items()
+        if (spec.get("config") or {}).get("severity", "error") == "error":
+            error_level[(name, spec.get("column_name"))] = spec.get("arguments", {})
+    sql = (ROOT / "queries" / "models" / "staging" / "transformed.sql").read_text(encoding="utf-8")
+    [key] = re.findall(r"primary_key\(\[([^\]]*)\]\)", sql)
+    key_columns = [column.strip(" '\"") for column in key.split(",")]
+    # the primary key (created before the commit) is the unique and not-null tests
+    by_key = {("unique_combination", None): {"combination_of_columns": key_columns}}
+    by_key |= {("not_null", column): {} for column in key_columns}
+    hooks = _hook_calls(sql)
+    assert hooks, "transformed.sql has no verify_before_commit hook"
+    assert error_level == by_key | hooks

@@ -507,3 +507,35 @@ def test_a_single_attempt_stopped_by_a_signal_exits_as_a_failure(db, settings, t
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_rows_that_fail_an_error_level_test_are_never_published_and_the_retry_does_not_succeed(db, portal, runtime):
+    """A period whose rows fail an error-level test of staging.transformed only after the table
+    is built (here a file published as June: `mes` 6 is not a month of the CGU's cycle): the
+    check runs in the model's transaction (verify_before_commit), so the attempt fails naming it
+    and the previous table stays; the next day's retry tries again and fails again, instead of
+    finding the period "already materialized"."""
+    from tests.test_hostile_http_portal import FILES, link, page
+
+    [first] = runtime.run_between(at("2026-05-01T00:00:00"), at("2026-05-01T00:00:01"))
+    assert first.outcome == ("2026-05-01 00:00", "Success")
+    before = query(db, "SELECT md5(string_agg(t::text, '|' ORDER BY t::text)), count(*) FROM staging.transformed t")
+    portal.page_override = page(
+        ("2024", link(f"{FILES}/{NEWEST_FILE}", "Junho"), link(f"{FILES}/{NEWEST_FILE}", "Maio"))
+    )
+    runs = runtime.run_between(at("2026-09-01T00:00:00"), at("2026-09-02T00:00:01"))
+    assert [r.outcome for r in runs] == [("2026-09-01 00:00", "Failed"), ("2026-09-02 00:00", "Failed")]
+    for run in runs:
+        assert run.state.message == (
+            "dbt_build_staging_transformed: dbt build --select transformed falhou: transformed: Database Error in "
+            "model transformed (models/staging/transformed.sql): verificação accepted_values (mes) falhou em "
+            "staging.transformed (1 resultado(s)): a tabela anterior foi mantida"
+        )
+        assert type(run.task_states()["record_materialized_rows"]).__name__ == "TriggerFailed"
+    assert query(db, "SELECT to_char(max(periodo), 'YYYY-MM') FROM raw.terceirizados") == [("2024-06",)]
+    assert (
+        query(db, "SELECT md5(string_agg(t::text, '|' ORDER BY t::text)), count(*) FROM staging.transformed t")
+        == before
+    )
+    assert query(db, "SELECT DISTINCT ano, mes FROM staging.transformed") == [(2024, 5)]
+    assert [state for _, _, state, _ in attempts(db)] == ["Success", "Failed", "Failed"]

@@ -1,0 +1,34 @@
+{#- Post-hook: the error-level test `test_name` of a table model (a generic test: the same macro
+    schema.yml runs), run INSIDE the model's transaction, after the new table has taken the place
+    of the previous one and before the commit. A failing row raises a PostgreSQL error: the
+    transaction rolls back and the previous table stays, as with a duplicated primary key.
+
+    dbt's `build` runs a model's tests only after the commit: a failing error-level test then
+    fails the run, but the table has already been replaced by the rows that failed it, and the
+    next run would find the newest period "already materialized". With these hooks a table with
+    rows that fail an error-level check is never published; the tests of schema.yml still run
+    after (the documentation, the log, the warnings) and find what the hooks found.
+    tests/test_dbt_overrides.py checks that every error-level test of a model with these hooks
+    is covered by one of them or by its primary key. -#}
+{% macro verify_before_commit(test_name) -%}
+    {%- set test = context.get('test_' ~ test_name) -%}
+    {%- if test is none -%}
+        {{ exceptions.raise_compiler_error("verify_before_commit: teste genérico desconhecido: " ~ test_name) }}
+    {%- endif -%}
+    {%- set arguments = kwargs.copy() -%}
+    {%- do arguments.update({'model': this}) -%}
+    {%- set label = test_name ~ (' (' ~ arguments['column_name'] ~ ')' if 'column_name' in arguments else '') -%}
+    do $verificacao$
+    declare
+        falhas bigint;
+    begin
+        select count(*) into falhas from (
+            {{ test(**arguments) }}
+        ) as linhas_que_falham;
+        if falhas > 0 then
+            raise exception 'verificação % falhou em % (% resultado(s)): a tabela anterior foi mantida',
+                '{{ label }}', '{{ this.schema }}.{{ this.identifier }}', falhas;
+        end if;
+    end
+    $verificacao$
+{%- endmacro %}
