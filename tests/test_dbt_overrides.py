@@ -11,6 +11,8 @@ import importlib.metadata
 import re
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 OVERRIDE = ROOT / "queries" / "macros" / "create_table_as.sql"
 UPSTREAM_PACKAGE = "dbt-postgres"
@@ -147,22 +149,23 @@ def _hook_calls(sql: str) -> dict:
     return calls
 
 
-def test_every_error_level_test_of_transformed_also_runs_before_the_commit():
+@pytest.mark.parametrize("model_name", ["transformed", "historic_transformed"])
+def test_every_error_level_test_of_transformed_also_runs_before_the_commit(model_name):
     import yaml
 
     schema = yaml.safe_load((ROOT / "queries" / "models" / "staging" / "schema.yml").read_text(encoding="utf-8"))
-    [model] = [m for m in schema["models"] if m["name"] == "transformed"]
+    [model] = [m for m in schema["models"] if m["name"] == model_name]
     error_level = {}
     for test in model["data_tests"]:
         [(name, spec)] = test.items()
         if (spec.get("config") or {}).get("severity", "error") == "error":
             error_level[(name, spec.get("column_name"))] = spec.get("arguments", {})
-    sql = (ROOT / "queries" / "models" / "staging" / "transformed.sql").read_text(encoding="utf-8")
+    sql = (ROOT / "queries" / "models" / "staging" / f"{model_name}.sql").read_text(encoding="utf-8")
     [key] = re.findall(r"primary_key\(\[([^\]]*)\]\)", sql)
     key_columns = [column.strip(" '\"") for column in key.split(",")]
     # the primary key (created before the commit) is the unique and not-null tests
     by_key = {("unique_combination", None): {"combination_of_columns": key_columns}}
     by_key |= {("not_null", column): {} for column in key_columns}
     hooks = _hook_calls(sql)
-    assert hooks, "transformed.sql has no verify_before_commit hook"
+    assert hooks, f"{model_name}.sql has no verify_before_commit hook"
     assert error_level == by_key | hooks

@@ -27,6 +27,7 @@ def captured(db, fresh_portal):
 
 def test_a_failed_check_is_run_again_until_the_period_passes(db, captured):
     materialize()
+    before = digest(db, "staging.historic_transformed")
     with db.cursor() as cursor:  # a period in a month the CGU never publishes: accepted_values(mes) fails
         cursor.execute("CREATE TEMPORARY TABLE marco AS SELECT * FROM raw.terceirizados WHERE periodo = '2024-05-01'")
         cursor.execute("UPDATE marco SET periodo = '2024-03-01', capturado_em = now()")
@@ -40,13 +41,18 @@ def test_a_failed_check_is_run_again_until_the_period_passes(db, captured):
                 db, "SELECT mensagem FROM logs.registros WHERE id_execucao = %s AND nivel = 'ERROR'", (run_id,)
             )
         )
-        assert "accepted_values_historic_transformed_mes" in errors
-        assert record(db)["2024-03"][3] is None  # built, not verified
+        # checked in the model's transaction (verify_before_commit), on the rebuilt period only:
+        # the period's rows and its record are never published
+        assert "verificação accepted_values (mes) falhou em staging.historic_transformed (1 resultado(s))" in errors
+        assert "2024-03" not in record(db)
+        assert digest(db, "staging.historic_transformed") == before
     with db.cursor() as cursor:
         cursor.execute("DELETE FROM raw.terceirizados WHERE periodo = '2024-03-01'")
     run_id = materialize()
-    assert plan_lines(db, run_id)["historic_transformed"] == ["0 período(s) a reconstruir, 1 a remover (2024-03)."]
+    # never published, so nothing to remove
+    assert plan_lines(db, run_id)["historic_transformed"] == ["0 período(s) a reconstruir, 0 a remover."]
     assert query(db, "SELECT DISTINCT mes FROM staging.historic_transformed ORDER BY 1") == [(1,), (5,), (9,)]
+    assert digest(db, "staging.historic_transformed") == before
 
 
 def test_a_failed_rebuild_keeps_the_previous_rows_of_the_period(db, captured):

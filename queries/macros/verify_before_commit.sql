@@ -8,6 +8,12 @@
     next run would find the newest period "already materialized". With these hooks a table with
     rows that fail an error-level check is never published; the tests of schema.yml still run
     after (the documentation, the log, the warnings) and find what the hooks found.
+    A model built by period (incremental_strategy 'periodo': the historic models) is checked on
+    the periods this build wrote, as its scoped tests are (`historic_scope_filter`: every row on
+    a full build), and so is the model it is compared with: the hook comes after the record of
+    the build (`historic_record_full_build`). A failure also undoes the rebuilt periods' delete
+    and insert and their records: the previous rows of those periods stay, and the next run
+    rebuilds and checks them again.
     tests/test_dbt_overrides.py checks that every error-level test of a model with these hooks
     is covered by one of them or by its primary key. -#}
 {% macro verify_before_commit(test_name) -%}
@@ -16,7 +22,14 @@
         {{ exceptions.raise_compiler_error("verify_before_commit: teste genérico desconhecido: " ~ test_name) }}
     {%- endif -%}
     {%- set arguments = kwargs.copy() -%}
-    {%- do arguments.update({'model': this}) -%}
+    {%- if config.get('incremental_strategy') == 'periodo' -%}
+        {%- do arguments.update({'model': verify_scope(this, 'escopo')}) -%}
+        {%- if 'compare_model' in arguments -%}
+            {%- do arguments.update({'compare_model': verify_scope(arguments['compare_model'], 'escopo_comparado')}) -%}
+        {%- endif -%}
+    {%- else -%}
+        {%- do arguments.update({'model': this}) -%}
+    {%- endif -%}
     {%- set label = test_name ~ (' (' ~ arguments['column_name'] ~ ')' if 'column_name' in arguments else '') -%}
     do $verificacao$
     declare
@@ -31,4 +44,10 @@
         end if;
     end
     $verificacao$
+{%- endmacro %}
+
+
+{# A by-period model's relation restricted to the periods being verified. #}
+{% macro verify_scope(relation, alias) -%}
+    {{ return('(select * from ' ~ relation ~ ' where ' ~ historic_scope_filter(relation) ~ ') as ' ~ alias) }}
 {%- endmacro %}
