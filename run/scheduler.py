@@ -41,6 +41,19 @@ def positive_seconds(text: str) -> float:
     return value
 
 
+def finish_session(upload_logs, settings, session_id: str) -> None:
+    """The end of a single attempt: the scheduler's own records loaded once more (everything it
+    logged is in the file by now) and their pending file removed, so attempts started by cron do
+    not pile files up in LOG_DIR/pendentes. When the database cannot take them, the file stays
+    for the next flow to load (pipelines.recovery)."""
+    try:
+        upload_logs()
+    except Exception as exc:  # noqa: BLE001 - kept for the recovery, said on the console
+        print(f"Registros do agendador não carregados no PostgreSQL (ficam para a próxima execução): {exc}")
+        return
+    logs.discard(settings.log_dir, SCHEDULER_FLOW, session_id)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--uma-vez", action="store_true", help="decide uma vez e sai")
@@ -89,9 +102,12 @@ def main() -> int:
         SystemClock(), functools.partial(run_pipeline, settings), args.intervalo, after_run=upload_logs
     )
     if args.agora:
-        return 0 if scheduler.run_now() else 1
+        succeeded = scheduler.run_now()
+        finish_session(upload_logs, settings, session_id)
+        return 0 if succeeded else 1
     if args.uma_vez:
         state = scheduler.step()
+        finish_session(upload_logs, settings, session_id)
         return 0 if state is not None and not state.is_failed() else 1
     try:
         scheduler.run_forever()

@@ -539,3 +539,23 @@ def test_rows_that_fail_an_error_level_test_are_never_published_and_the_retry_do
     )
     assert query(db, "SELECT DISTINCT ano, mes FROM staging.transformed") == [(2024, 5)]
     assert [state for _, _, state, _ in attempts(db)] == ["Success", "Failed", "Failed"]
+
+
+def test_a_single_attempt_leaves_no_pending_log_file(db, settings, portal, tmp_path):
+    """``--agora`` loads its own log records (the scheduler's session) at the end and removes
+    their pending file: cron-driven single attempts do not pile files up in LOG_DIR/pendentes."""
+    env = {
+        **os.environ,
+        "LOG_DIR": str(tmp_path / "logs"),
+        "DATA_DIR": str(tmp_path / "dados"),
+        "CGU_TERCEIRIZADOS_URL": portal.page_url,
+    }
+    done = subprocess.run(
+        [sys.executable, "run/scheduler.py", "--agora"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert sorted(p.name for p in (tmp_path / "logs" / "pendentes").iterdir()) == []
+    messages = [
+        m for (m,) in query(db, "SELECT mensagem FROM logs.registros WHERE nome_flow = %s", (constants.SCHEDULER_FLOW,))
+    ]
+    assert len(messages) == 1 and " concluída com sucesso: " + CAPTURED in messages[0]  # the scheduler's own line
