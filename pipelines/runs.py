@@ -62,11 +62,17 @@ def _release_lease(run_id: str) -> None:
             pass
 
 
-def finish_run(settings: Settings, run_id: str, state: str, message: str | None, finished_at: datetime) -> None:
+def finish_run(
+    settings: Settings, run_id: str, state: str, message: str | None, finished_at: datetime, wait_seconds: float = 30
+) -> None:
     """Close a run; its row totals are derived from the periods it captured. Waits briefly
-    for a database that is restarting, so a run's end is not lost to a short outage."""
+    (``wait_seconds``) for a database that is restarting, so a run's end is not lost to a
+    short outage."""
     try:
-        with transaction(settings, "o registro do fim da execução", wait_seconds=30) as conn, conn.cursor() as cursor:
+        with (
+            transaction(settings, "o registro do fim da execução", wait_seconds=wait_seconds) as conn,
+            conn.cursor() as cursor,
+        ):
             cursor.execute(
                 sql.SQL(
                     """UPDATE {runs} SET estado_final = %s, mensagem = %s, finalizado_em = %s,
@@ -85,6 +91,22 @@ def finish_run(settings: Settings, run_id: str, state: str, message: str | None,
 
 
 INTERRUPTED = "Interrompida"
+
+
+def interrupt_own_runs(settings: Settings, message: str) -> list[str]:
+    """Close as ``Interrompida``, with ``message``, every run whose lease this process holds: a
+    process stopped by a signal says why, instead of leaving its runs to be found dead by the
+    next start (``mark_interrupted_runs``, which can only guess the cause). Never raises and
+    never waits for the database: what it cannot write, that next start still marks."""
+    stopped = []
+    for run_id in list(_LEASES):
+        try:
+            finish_run(settings, run_id, INTERRUPTED, message, datetime.now().astimezone(), wait_seconds=0)
+        except Exception as exc:  # noqa: BLE001 - left to mark_interrupted_runs
+            logger.warning("Fim da execução %s interrompida não registrado: %s", run_id, exc)
+            continue
+        stopped.append(run_id)
+    return stopped
 
 
 def _alive_here(host: str | None, pid: int | None) -> bool:

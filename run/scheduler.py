@@ -91,9 +91,21 @@ def main() -> int:
     print(f"Agendador iniciado (log em {text_log}).", flush=True)
 
     # interrupts the sleep too; a single attempt stopped half-way did not succeed: 128 + SIGTERM,
-    # the shell's code for it (the next run marks the attempt Interrompida)
+    # the shell's code for it. The run in progress (and its attempt) is closed as Interrompida,
+    # saying so, and counts as a failure.
     single = args.agora or args.uma_vez
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(INTERRUPTED if single else 0))
+
+    def stop(*_) -> None:
+        stopped = runs.interrupt_own_runs(
+            settings, "Interrompida: o agendador recebeu SIGTERM (parada pedida) durante a execução. Conta como falha."
+        )
+        if stopped:
+            scheduler_logger.warning(
+                "Agendador parado por SIGTERM; execução(ões) interrompida(s): %s.", ", ".join(stopped)
+            )
+        sys.exit(INTERRUPTED if single else 0)
+
+    signal.signal(signal.SIGTERM, stop)
 
     def upload_logs() -> None:
         runs.insert_log_records(settings, logs.read_records(settings.log_dir, SCHEDULER_FLOW, session_id))

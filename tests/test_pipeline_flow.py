@@ -502,6 +502,15 @@ def test_a_single_attempt_stopped_by_a_signal_exits_as_a_failure(db, settings, t
         Output(process.stdout).wait_for("Task 'discover_published_files': Starting task run")
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 128 + signal.SIGTERM
+        # the run in progress and its attempt say why they stopped (not left for the next start to guess)
+        closed = query(db, "SELECT nome_flow, estado_final, mensagem FROM logs.execucoes ORDER BY iniciado_em")
+        assert {flow for flow, _, _ in closed} == {constants.PIPELINE_FLOW, constants.SCHEDULER_FLOW}
+        assert {(state, message) for _, state, message in closed} == {
+            (
+                "Interrompida",
+                "Interrompida: o agendador recebeu SIGTERM (parada pedida) durante a execução. Conta como falha.",
+            )
+        }
     finally:
         silent.close()
         if process.poll() is None:
