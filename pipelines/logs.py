@@ -162,6 +162,15 @@ def attach_handler(log_dir: Path, flow_name: str, run_id: str, loggers: tuple[st
     return text_path
 
 
+def detach_handlers(loggers: tuple[str, ...] = CAPTURED_LOGGERS) -> None:
+    """Stop routing these loggers into a flow run's log files: a run that was cut short by a
+    signal, whose own end never came (later lines are not its)."""
+    for name in loggers:
+        target = logging.getLogger(name)
+        for handler in [h for h in target.handlers if isinstance(h, FlowLogHandler)]:
+            target.removeHandler(handler)
+
+
 def setup_log_file(log_dir: Path, flow_name: str, run_id: str, loggers: tuple[str, ...] = CAPTURED_LOGGERS) -> Path:
     """Clear the flow's text log, create the run's records file, route the loggers into them.
     A folder that cannot be written fails here, naming LOG_DIR and the path."""

@@ -93,19 +93,33 @@ def finish_run(
 INTERRUPTED = "Interrompida"
 
 
-def interrupt_own_runs(settings: Settings, message: str) -> list[str]:
-    """Close as ``Interrompida``, with ``message``, every run whose lease this process holds: a
-    process stopped by a signal says why, instead of leaving its runs to be found dead by the
-    next start (``mark_interrupted_runs``, which can only guess the cause). Never raises and
-    never waits for the database: what it cannot write, that next start still marks."""
-    stopped = []
-    for run_id in list(_LEASES):
-        try:
-            finish_run(settings, run_id, INTERRUPTED, message, datetime.now().astimezone(), wait_seconds=0)
-        except Exception as exc:  # noqa: BLE001 - left to mark_interrupted_runs
-            logger.warning("Fim da execução %s interrompida não registrado: %s", run_id, exc)
-            continue
-        stopped.append(run_id)
+def interrupt_own_runs(settings: Settings, message: str, lock_timeout: str = "1s") -> list[str]:
+    """Close as ``Interrompida``, with ``message``, every run whose lease this process holds and
+    that is still Running (one that finished keeps its state): a process stopped by a signal
+    says why, instead of leaving its runs to be found dead by the next start
+    (``mark_interrupted_runs``, which can only guess the cause). Call it after the interrupted
+    code has unwound (its transactions closed), never from the signal handler itself. Never
+    raises, and waits at most ``lock_timeout`` for a row: what it cannot write, that next start
+    still marks. Returns the runs it closed."""
+    run_ids = list(_LEASES)
+    if not run_ids:
+        return []
+    try:
+        with connection(settings) as conn, conn, conn.cursor() as cursor:
+            cursor.execute("SELECT set_config('lock_timeout', %s, true)", (lock_timeout,))
+            cursor.execute(
+                sql.SQL(
+                    "UPDATE {} SET estado_final = %s, mensagem = %s, finalizado_em = now() "
+                    "WHERE id_execucao = ANY(%s) AND estado_final = 'Running' RETURNING id_execucao"
+                ).format(RUNS),
+                (INTERRUPTED, message, run_ids),
+            )
+            stopped = sorted(run_id for (run_id,) in cursor.fetchall())
+    except Exception as exc:  # noqa: BLE001 - left to mark_interrupted_runs
+        logger.warning("Fim das execuções interrompidas não registrado: %s", exc)
+        return []
+    for run_id in run_ids:
+        _release_lease(run_id)
     return stopped
 
 

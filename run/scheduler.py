@@ -18,11 +18,13 @@ import logging
 import os
 import signal
 import sys
+import uuid
 
 from pipelines import logs, runs
 from pipelines.constants import SCHEDULER_FLOW, SCHEDULER_LOGGER
 from pipelines.demo import add_sample_option, serve_sample_if_asked
 from pipelines.errors import ConfigError
+from pipelines.recovery import recover_runs
 from pipelines.runner import exit_process, prepare
 from pipelines.scheduled import DEFAULT_TICK_SECONDS, LocalScheduler, run_pipeline
 from pipelines.schedules import SystemClock
@@ -45,13 +47,34 @@ def finish_session(upload_logs, settings, session_id: str) -> None:
     """The end of a single attempt: the scheduler's own records loaded once more (everything it
     logged is in the file by now) and their pending file removed, so attempts started by cron do
     not pile files up in LOG_DIR/pendentes. When the database cannot take them, the file stays
-    for the next flow to load (pipelines.recovery)."""
+    (and the text log has the same lines), said on the console."""
     try:
         upload_logs()
-    except Exception as exc:  # noqa: BLE001 - kept for the recovery, said on the console
-        print(f"Registros do agendador não carregados no PostgreSQL (ficam para a próxima execução): {exc}")
+    except Exception as exc:  # noqa: BLE001 - the file stays, said on the console
+        path = logs.pending_path(settings.log_dir, SCHEDULER_FLOW, session_id)
+        print(f"Registros do agendador não carregados no PostgreSQL (continuam em {path}): {exc}")
         return
     logs.discard(settings.log_dir, SCHEDULER_FLOW, session_id)
+
+
+def after_signal(upload_logs, settings, session_id: str) -> None:
+    """The scheduler stopped by SIGTERM: the run in progress and its attempt closed as
+    Interrompida, saying so (they count as a failure), their log records loaded now (what the
+    next start's recovery would do), then the scheduler's own records loaded and their pending
+    file removed (finish_session)."""
+    stopped = runs.interrupt_own_runs(
+        settings, "Interrompida: o agendador recebeu SIGTERM (parada pedida) durante a execução. Conta como falha."
+    )
+    logs.detach_handlers()  # what is logged from here on is not the interrupted run's
+    try:
+        recover_runs(settings)
+    except Exception as exc:  # noqa: BLE001 - the next start loads them
+        print(f"Registros da execução interrompida não carregados agora (a próxima execução os carrega): {exc}")
+    logging.getLogger(SCHEDULER_LOGGER).warning(
+        "Agendador parado por SIGTERM%s.",
+        f"; execução(ões) interrompida(s): {', '.join(stopped)}" if stopped else "",
+    )
+    finish_session(upload_logs, settings, session_id)
 
 
 def main() -> int:
@@ -83,7 +106,8 @@ def main() -> int:
             print("Confira o arquivo .env (modelo em .env.example).", file=sys.stderr)
             return 2
 
-    session_id = f"agendador-{os.getpid()}"
+    # unique even when the pid is reused (cron, containers): each upload replaces the session's records
+    session_id = f"agendador-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     text_log = logs.setup_log_file(settings.log_dir, SCHEDULER_FLOW, session_id, loggers=(SCHEDULER_LOGGER,))
     scheduler_logger = logging.getLogger(SCHEDULER_LOGGER)
     scheduler_logger.addHandler(logging.StreamHandler(sys.stdout))
@@ -91,18 +115,15 @@ def main() -> int:
     print(f"Agendador iniciado (log em {text_log}).", flush=True)
 
     # interrupts the sleep too; a single attempt stopped half-way did not succeed: 128 + SIGTERM,
-    # the shell's code for it. The run in progress (and its attempt) is closed as Interrompida,
-    # saying so, and counts as a failure.
+    # the shell's code for it. The handler only raises: the database work of the stop
+    # (after_signal) is done once the interrupted code has unwound and closed its transactions,
+    # so it cannot wait on a row the interrupted code itself holds.
     single = args.agora or args.uma_vez
+    signalled = []
 
     def stop(*_) -> None:
-        stopped = runs.interrupt_own_runs(
-            settings, "Interrompida: o agendador recebeu SIGTERM (parada pedida) durante a execução. Conta como falha."
-        )
-        if stopped:
-            scheduler_logger.warning(
-                "Agendador parado por SIGTERM; execução(ões) interrompida(s): %s.", ", ".join(stopped)
-            )
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM does not cut the clean-up short
+        signalled.append(True)
         sys.exit(INTERRUPTED if single else 0)
 
     signal.signal(signal.SIGTERM, stop)
@@ -113,19 +134,24 @@ def main() -> int:
     scheduler = LocalScheduler(
         SystemClock(), functools.partial(run_pipeline, settings), args.intervalo, after_run=upload_logs
     )
-    if args.agora:
-        succeeded = scheduler.run_now()
-        finish_session(upload_logs, settings, session_id)
-        return 0 if succeeded else 1
-    if args.uma_vez:
-        state = scheduler.step()
-        finish_session(upload_logs, settings, session_id)
-        return 0 if state is not None and not state.is_failed() else 1
     try:
-        scheduler.run_forever()
-    except KeyboardInterrupt:
-        pass
-    return 0
+        if args.agora:
+            succeeded = scheduler.run_now()
+            finish_session(upload_logs, settings, session_id)
+            return 0 if succeeded else 1
+        if args.uma_vez:
+            state = scheduler.step()
+            finish_session(upload_logs, settings, session_id)
+            return 0 if state is not None and not state.is_failed() else 1
+        try:
+            scheduler.run_forever()
+        except KeyboardInterrupt:
+            pass
+        return 0
+    except SystemExit:
+        if signalled:
+            after_signal(upload_logs, settings, session_id)
+        raise
 
 
 if __name__ == "__main__":

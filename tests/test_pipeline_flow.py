@@ -511,6 +511,20 @@ def test_a_single_attempt_stopped_by_a_signal_exits_as_a_failure(db, settings, t
                 "Interrompida: o agendador recebeu SIGTERM (parada pedida) durante a execução. Conta como falha.",
             )
         }
+        # its own records loaded, their pending file removed
+        assert sorted(p.name for p in (tmp_path / "logs" / "pendentes").iterdir()) == []
+        [(said,)] = query(
+            db,
+            "SELECT mensagem FROM logs.registros WHERE nome_flow = %s AND nivel = 'WARNING'",
+            (constants.SCHEDULER_FLOW,),
+        )
+        assert said.startswith("Agendador parado por SIGTERM; execução(ões) interrompida(s): ")
+        # and the interrupted run's records loaded at once (not left for the next start)
+        assert query(
+            db,
+            "SELECT count(*) FROM logs.registros WHERE nome_flow = %s AND mensagem LIKE %s",
+            (constants.PIPELINE_FLOW, "Task 'discover_published_files': Starting task run%"),
+        ) == [(1,)]
     finally:
         silent.close()
         if process.poll() is None:
