@@ -75,19 +75,20 @@ class DbtOutcome:
     failures: dict[str, str] = field(default_factory=dict)  # node name -> message
 
 
+def _log_event(event, task_name: str | None) -> None:
+    """One of dbt's events in the flow's log, under ``task_name`` (dbt logs from its own
+    threads, where Prefect's context is not set), when it is worth keeping."""
+    info = event.info
+    level = LEVELS.get(str(info.level), logging.INFO)
+    if level >= logging.WARNING or info.name in KEPT_EVENTS:
+        message = info.msg.strip()
+        if message:
+            logger.log(level, "dbt | %s", message, extra={"nome_task": task_name})
+
+
 def _forwarder(task_name: str | None):
-    """A dbtRunner callback that logs dbt's events under the calling task's name (dbt logs
-    from its own threads, where Prefect's context is not set)."""
-
-    def forward(event) -> None:
-        info = event.info
-        level = LEVELS.get(str(info.level), logging.INFO)
-        if level >= logging.WARNING or info.name in KEPT_EVENTS:
-            message = info.msg.strip()
-            if message:
-                logger.log(level, "dbt | %s", message, extra={"nome_task": task_name})
-
-    return forward
+    """A dbtRunner callback that logs dbt's events under the calling task's name."""
+    return lambda event: _log_event(event, task_name)
 
 
 def dbt_environment(settings: Settings) -> None:
@@ -502,6 +503,9 @@ class _NodeResult:
         )
 
 
+FAILED_STATUSES = ("error", "fail")
+
+
 def _outcome(success: bool, results: list[_NodeResult]) -> DbtOutcome:
     outcome = DbtOutcome(success=success)
     for node in results:
@@ -509,7 +513,7 @@ def _outcome(success: bool, results: list[_NodeResult]) -> DbtOutcome:
             outcome.models[node.name] = node.status
         if node.status == "warn":
             outcome.warnings[node.name] = node.failures
-        elif node.status in ("error", "fail"):
+        elif node.status in FAILED_STATUSES:
             outcome.failures[node.name] = node.message or node.status
     return outcome
 
@@ -535,9 +539,6 @@ def _report(outcome: DbtOutcome, command: str, select: str) -> None:
 
 
 # -- one dbt invocation for a chain of models -----------------------------------------------
-
-
-FAILED_STATUSES = ("error", "fail")
 
 
 class ChainBuild:
@@ -643,11 +644,7 @@ class ChainBuild:
                     unique_id, node.name, str(node.resource_type), status, _one_line(message), failures
                 )
                 self._changed.notify_all()
-        level = LEVELS.get(str(info.level), logging.INFO)
-        if level >= logging.WARNING or info.name in KEPT_EVENTS:
-            message = info.msg.strip()
-            if message:
-                logger.log(level, "dbt | %s", message, extra={"nome_task": self._task_of(unique_id)})
+        _log_event(event, self._task_of(unique_id))
 
     def _run(self) -> None:
         try:

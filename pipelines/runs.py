@@ -62,17 +62,11 @@ def _release_lease(run_id: str) -> None:
             pass
 
 
-def finish_run(
-    settings: Settings, run_id: str, state: str, message: str | None, finished_at: datetime, wait_seconds: float = 30
-) -> None:
+def finish_run(settings: Settings, run_id: str, state: str, message: str | None, finished_at: datetime) -> None:
     """Close a run; its row totals are derived from the periods it captured. Waits briefly
-    (``wait_seconds``) for a database that is restarting, so a run's end is not lost to a
-    short outage."""
+    for a database that is restarting, so a run's end is not lost to a short outage."""
     try:
-        with (
-            transaction(settings, "o registro do fim da execução", wait_seconds=wait_seconds) as conn,
-            conn.cursor() as cursor,
-        ):
+        with transaction(settings, "o registro do fim da execução", wait_seconds=30) as conn, conn.cursor() as cursor:
             cursor.execute(
                 sql.SQL(
                     """UPDATE {runs} SET estado_final = %s, mensagem = %s, finalizado_em = %s,

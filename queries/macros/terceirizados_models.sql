@@ -442,10 +442,16 @@ select * from transformed
 {# A relation restricted like the test's model: scoped tests compare the same periods. #}
 {% macro scoped_relation(relation) -%}
     {%- if config.get('where') == historic_scope_token() -%}
-        (select * from {{ relation }} where {{ historic_scope_filter(relation) }}) as scoped
+        {{ historic_scoped_relation(relation) }}
     {%- else -%}
         {{ relation }}
     {%- endif -%}
+{%- endmacro %}
+
+
+{# A historic model's relation restricted to the periods being verified (historic_scope_filter). #}
+{% macro historic_scoped_relation(relation, alias='scoped') -%}
+    {{ return('(select * from ' ~ relation ~ ' where ' ~ historic_scope_filter(relation) ~ ') as ' ~ alias) }}
 {%- endmacro %}
 
 

@@ -23,9 +23,9 @@
     {%- endif -%}
     {%- set arguments = kwargs.copy() -%}
     {%- if config.get('incremental_strategy') == 'periodo' -%}
-        {%- do arguments.update({'model': verify_scope(this, 'escopo')}) -%}
+        {%- do arguments.update({'model': historic_scoped_relation(this, 'escopo')}) -%}
         {%- if 'compare_model' in arguments -%}
-            {%- do arguments.update({'compare_model': verify_scope(arguments['compare_model'], 'escopo_comparado')}) -%}
+            {%- do arguments.update({'compare_model': historic_scoped_relation(arguments['compare_model'], 'escopo_comparado')}) -%}
         {%- endif -%}
     {%- else -%}
         {%- do arguments.update({'model': this}) -%}
@@ -46,8 +46,3 @@
     $verificacao$
 {%- endmacro %}
 
-
-{# A by-period model's relation restricted to the periods being verified. #}
-{% macro verify_scope(relation, alias) -%}
-    {{ return('(select * from ' ~ relation ~ ' where ' ~ historic_scope_filter(relation) ~ ') as ' ~ alias) }}
-{%- endmacro %}
