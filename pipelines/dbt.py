@@ -31,7 +31,7 @@ from pathlib import Path
 from psycopg2 import sql
 
 from pipelines import constants, database
-from pipelines.constants import HISTORIC_MODELS, RAW_SCHEMA, RAW_TABLE, STAGING_SCHEMA
+from pipelines.constants import HISTORIC_MODELS, RAW_SCHEMA, RAW_TABLE, STAGING_SCHEMA, VERIFIED_BEFORE_COMMIT_TAG
 from pipelines.errors import PipelineError
 from pipelines.logs import current_task_name
 from pipelines.settings import PROJECT_ROOT, Settings
@@ -247,6 +247,9 @@ def parsed_manifest(settings: Settings, family: str, task_name: str | None = Non
         return result.result
 
 
+PREPARATION_SWITCH_INTERVAL = 0.0005  # seconds; Python's default is 0.005
+
+
 def prepare_in_background(settings: Settings, family: str) -> threading.Thread:
     """Import dbt and read the project for ``family`` (``parsed_manifest``) in a background
     thread, so the first build of the run finds both done: the scheduled run does it while
@@ -262,18 +265,26 @@ def prepare_in_background(settings: Settings, family: str) -> threading.Thread:
     quiet = logging.NullHandler()
     logging.getLogger().addHandler(quiet)
 
+    switch_interval = sys.getswitchinterval()
+
     def prepare() -> None:
         try:
             parsed_manifest(settings, family, task_name=task_name)
         except Exception as exc:  # reported by the build that needs the manifest
             logger.debug("Preparação do dbt em segundo plano falhou (o build tenta de novo): %s", exc)
         finally:
+            sys.setswitchinterval(switch_interval)
             logging.getLogger().removeHandler(quiet)
 
     thread = threading.Thread(target=prepare, name=f"dbt-preparacao-{family}", daemon=True)
+    # While the thread computes, the run's own thread waits for the GIL after every system call
+    # (a write, a query, a block sent to COPY) for up to the switch interval: a shorter one
+    # while both run.
+    sys.setswitchinterval(PREPARATION_SWITCH_INTERVAL)
     try:
         thread.start()
     except BaseException:
+        sys.setswitchinterval(switch_interval)
         logging.getLogger().removeHandler(quiet)
         raise
     return thread
@@ -426,6 +437,13 @@ def _mark_historic_build(settings: Settings, select: str, built: bool) -> None:
     os.replace(temporary, path)
 
 
+def selection(select: str) -> list[str]:
+    """dbt's arguments for the nodes of a flow's build: ``select`` (with the tests that read
+    only selected models) without the tests the models' own transactions already ran
+    (``constants.VERIFIED_BEFORE_COMMIT_TAG``)."""
+    return ["--select", select, "--indirect-selection", "buildable", "--exclude", f"tag:{VERIFIED_BEFORE_COMMIT_TAG}"]
+
+
 def run_dbt(settings: Settings, command: str, select: str, family: str, full_refresh: bool = False) -> DbtOutcome:
     """Invoke ``dbt <command> --select <select>`` in-process and summarise the results.
     ``family``: constants.DBT_LATEST or DBT_HISTORIC, the build's target folder.
@@ -443,7 +461,7 @@ def run_dbt(settings: Settings, command: str, select: str, family: str, full_ref
             select,
         )
         return DbtOutcome(success=True, models={select: "inalterado"})
-    args = [command, "--select", select, "--indirect-selection", "buildable"]
+    args = [command, *selection(select)]
     if full_refresh:
         args.append("--full-refresh")
     if tracked:
@@ -655,7 +673,7 @@ class ChainBuild:
                 self._owners = {node.unique_id: self._owner(manifest, node) for node in nodes}
             result = _invoke(
                 self.settings,
-                ["build", "--select", self.select, "--indirect-selection", "buildable"],
+                ["build", *selection(self.select)],
                 self.family,
                 callbacks=[self._on_event],
                 manifest=manifest,

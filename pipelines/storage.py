@@ -19,6 +19,11 @@ from pipelines.parse import ParsedFile
 from pipelines.portal import PublishedFile
 
 QUARANTINE_CSV_COLUMNS = ("linha_origem", "motivo", "linha_bruta")
+# The CSVs are written through a large buffer: a few system calls per file instead of one per
+# 8 KiB. Each system call gives up Python's GIL and waits to take it back, up to the switch
+# interval (5 ms) while another thread computes (the scheduled run imports dbt meanwhile):
+# 0.05 s of writing became 0.6 s that way, and 13 s next to a thread that never waits.
+WRITE_BUFFER_BYTES = 4 << 20
 
 
 def period_dir(base: Path, kind: str, published: PublishedFile) -> Path:
@@ -82,7 +87,7 @@ def save_csv(data_dir: Path, parsed: ParsedFile, downloaded: DownloadedFile) -> 
     after = [downloaded.downloaded_at.isoformat()]
 
     def write_rows(p: Path) -> None:
-        with p.open("w", encoding="utf-8", newline="") as handle:
+        with p.open("w", encoding="utf-8", newline="", buffering=WRITE_BUFFER_BYTES) as handle:
             handle.write(CSV_DELIMITER.join(RAW_COLUMNS) + "\n")
             _write_records(handle, parsed.records, before, after)
 
@@ -90,7 +95,7 @@ def save_csv(data_dir: Path, parsed: ParsedFile, downloaded: DownloadedFile) -> 
     _write_atomically(path, write_rows)
 
     def write_quarantine(p: Path) -> None:
-        with p.open("w", encoding="utf-8", newline="") as handle:
+        with p.open("w", encoding="utf-8", newline="", buffering=WRITE_BUFFER_BYTES) as handle:
             writer = csv.writer(handle, delimiter=CSV_DELIMITER)
             writer.writerow(QUARANTINE_CSV_COLUMNS)
             writer.writerows((q.line_number, q.reason, q.raw_line) for q in parsed.quarantine)

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from pipelines.constants import VERIFIED_BEFORE_COMMIT_TAG
+
 ROOT = Path(__file__).resolve().parent.parent
 OVERRIDE = ROOT / "queries" / "macros" / "create_table_as.sql"
 UPSTREAM_PACKAGE = "dbt-postgres"
@@ -155,11 +157,14 @@ def test_every_error_level_test_of_transformed_also_runs_before_the_commit(model
 
     schema = yaml.safe_load((ROOT / "queries" / "models" / "staging" / "schema.yml").read_text(encoding="utf-8"))
     [model] = [m for m in schema["models"] if m["name"] == model_name]
-    error_level = {}
+    error_level, tagged = {}, set()
     for test in model["data_tests"]:
         [(name, spec)] = test.items()
-        if (spec.get("config") or {}).get("severity", "error") == "error":
+        config = spec.get("config") or {}
+        if config.get("severity", "error") == "error":
             error_level[(name, spec.get("column_name"))] = spec.get("arguments", {})
+        if VERIFIED_BEFORE_COMMIT_TAG in config.get("tags", []):
+            tagged.add((name, spec.get("column_name")))
     sql = (ROOT / "queries" / "models" / "staging" / f"{model_name}.sql").read_text(encoding="utf-8")
     [key] = re.findall(r"primary_key\(\[([^\]]*)\]\)", sql)
     key_columns = [column.strip(" '\"") for column in key.split(",")]
@@ -169,3 +174,9 @@ def test_every_error_level_test_of_transformed_also_runs_before_the_commit(model
     hooks = _hook_calls(sql)
     assert hooks, f"{model_name}.sql has no verify_before_commit hook"
     assert error_level == by_key | hooks
+    # the flows' builds leave out exactly the tests the hooks run (dbt.selection), and the
+    # on-run-end record of verified periods knows them by the same tag
+    assert tagged == set(hooks)
+    assert f"'{VERIFIED_BEFORE_COMMIT_TAG}' in test.tags" in (
+        ROOT / "queries" / "macros" / "terceirizados_models.sql"
+    ).read_text(encoding="utf-8")

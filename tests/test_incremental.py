@@ -12,6 +12,12 @@ from pipelines.settings import load_settings
 from tests.conftest import query, run_flow
 
 MODELS = ("historic_cleaned", "historic_transformed")
+# the tests of historic_transformed that its transaction runs before the commit
+VERIFIED_BEFORE_COMMIT = (
+    "row_count_equals_historic",
+    "accepted_values_historic_transformed_mes",
+    "sum_matches_source_historic",
+)
 PERIODS = ["2019-01", "2021-01", "2022-05", "2023-09", "2024-05"]
 
 
@@ -130,6 +136,11 @@ def test_first_run_builds_all_then_an_unchanged_rerun_rebuilds_and_reads_nothing
         }
         assert all(verified is not None for *_, verified in built.values())  # every test passed
     assert "where true" in compiled_test(settings, "not_null_historic_transformed_ano")  # every row tested
+    # the error-level tests the model's transaction ran before the commit are not run again
+    # after it (tag verificado_antes_do_commit), and their periods are verified all the same
+    compiled = {path.stem for path in (settings.data_dir / "dbt_target" / "historic" / "compiled").rglob("*.sql")}
+    assert "not_null_historic_transformed_ano" in compiled
+    assert not [name for name in compiled if name.startswith(VERIFIED_BEFORE_COMMIT)], compiled
     versions, built = row_versions(db), record(db)
 
     # nothing new: known before dbt starts, so dbt is not even run
@@ -151,10 +162,34 @@ def test_first_run_builds_all_then_an_unchanged_rerun_rebuilds_and_reads_nothing
     assert record(db) == built
     for name in (
         "not_null_historic_transformed_ano",
-        "row_count_equals_historic_transformed_ref_historic_raw_",
+        "accepted_values_historic_transformed_nivel_escolaridade",
         "values_nulled_historic_cleaned",
     ):
         assert "where false" in compiled_test(settings, name), name
+    # the full check stays available: a manual dbt test of those tests, on every row, passes
+    check = dbt._invoke(
+        settings,
+        [
+            "test",
+            "--select",
+            "historic_transformed,tag:verificado_antes_do_commit",
+            "--vars",
+            "{verificar_todos_os_periodos: true}",
+        ],
+        "historic",
+    )
+    assert check.success
+    assert sorted((r.node.name, str(r.status)) for r in check.result if r.node.resource_type == "test") == [
+        (name, "pass")
+        for name in sorted(
+            [
+                "accepted_values_historic_transformed_mes__False__1__5__9",
+                "row_count_equals_historic_transformed_ref_historic_raw_",
+                "sum_matches_source_historic_transformed_valor_custo_mensal__vl_mensal_custo__ref_historic_cleaned_",
+            ]
+        )
+    ]
+    assert "where true" in compiled_test(settings, "row_count_equals_historic_transformed_ref_historic_raw_")
     assert skipped_builds(db, materialize()) == CHAIN
     # the key and the results app's indexes (a sort, three name filters), each built once (by the full build)
     assert sorted(
