@@ -247,7 +247,27 @@ def parsed_manifest(settings: Settings, family: str, task_name: str | None = Non
         return result.result
 
 
-PREPARATION_SWITCH_INTERVAL = 0.0005  # seconds; Python's default is 0.005
+# While dbt is prepared in the background, the run's own thread waits for the GIL after every
+# system call (a write, a query, a block sent to COPY) for up to Python's switch interval
+# (0.005 s): a shorter one while a preparation runs, the previous one back when the last ends.
+PREPARATION_SWITCH_INTERVAL = 0.0005  # seconds
+_preparations = {"running": 0, "interval": None}
+_preparations_lock = threading.Lock()
+
+
+def _preparation_started() -> None:
+    with _preparations_lock:
+        if _preparations["running"] == 0:
+            _preparations["interval"] = sys.getswitchinterval()
+            sys.setswitchinterval(PREPARATION_SWITCH_INTERVAL)
+        _preparations["running"] += 1
+
+
+def _preparation_ended() -> None:
+    with _preparations_lock:
+        _preparations["running"] -= 1
+        if _preparations["running"] == 0:
+            sys.setswitchinterval(_preparations["interval"])
 
 
 def prepare_in_background(settings: Settings, family: str) -> threading.Thread:
@@ -265,26 +285,21 @@ def prepare_in_background(settings: Settings, family: str) -> threading.Thread:
     quiet = logging.NullHandler()
     logging.getLogger().addHandler(quiet)
 
-    switch_interval = sys.getswitchinterval()
-
     def prepare() -> None:
         try:
             parsed_manifest(settings, family, task_name=task_name)
         except Exception as exc:  # reported by the build that needs the manifest
             logger.debug("Preparação do dbt em segundo plano falhou (o build tenta de novo): %s", exc)
         finally:
-            sys.setswitchinterval(switch_interval)
+            _preparation_ended()
             logging.getLogger().removeHandler(quiet)
 
     thread = threading.Thread(target=prepare, name=f"dbt-preparacao-{family}", daemon=True)
-    # While the thread computes, the run's own thread waits for the GIL after every system call
-    # (a write, a query, a block sent to COPY) for up to the switch interval: a shorter one
-    # while both run.
-    sys.setswitchinterval(PREPARATION_SWITCH_INTERVAL)
+    _preparation_started()
     try:
         thread.start()
     except BaseException:
-        sys.setswitchinterval(switch_interval)
+        _preparation_ended()
         logging.getLogger().removeHandler(quiet)
         raise
     return thread

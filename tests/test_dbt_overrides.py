@@ -180,3 +180,32 @@ def test_every_error_level_test_of_transformed_also_runs_before_the_commit(model
     assert f"'{VERIFIED_BEFORE_COMMIT_TAG}' in test.tags" in (
         ROOT / "queries" / "macros" / "terceirizados_models.sql"
     ).read_text(encoding="utf-8")
+
+
+def test_only_tests_that_a_hook_runs_before_the_commit_carry_the_tag():
+    """The flows' builds leave out the tagged tests and the record of verified periods counts them
+    as passed: a tag on any other test would skip it without it ever running."""
+    import yaml
+
+    tagged = []
+    for path in sorted((ROOT / "queries" / "models").rglob("*.yml")):
+        for model in yaml.safe_load(path.read_text(encoding="utf-8")).get("models", []):
+            tests = list(model.get("data_tests") or [])
+            for column in model.get("columns") or []:
+                tests += column.get("data_tests") or []
+            for test in tests:
+                if not isinstance(test, dict):
+                    continue
+                [(name, spec)] = test.items()
+                if VERIFIED_BEFORE_COMMIT_TAG in ((spec or {}).get("config") or {}).get("tags", []):
+                    tagged.append((model["name"], name, (spec or {}).get("column_name")))
+    expected = [
+        (model, name, column)
+        for model in ("transformed", "historic_transformed")
+        for name, column in (
+            ("row_count_equals", None),
+            ("accepted_values", "mes"),
+            ("sum_matches_source", "valor_custo_mensal"),
+        )
+    ]
+    assert sorted(tagged) == sorted(expected)

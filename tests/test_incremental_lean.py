@@ -133,12 +133,16 @@ def test_the_background_preparation_parses_once_and_the_build_reuses_it(settings
         return invoke(*args, **kwargs)
 
     monkeypatch.setattr(dbt, "_invoke", slow_parse)
+    interval = sys.getswitchinterval()
     thread = dbt.prepare_in_background(settings, "latest")
     assert started.wait(10) and thread.daemon
+    # a shorter switch interval while it runs (the run's thread gets the GIL back sooner)
+    assert sys.getswitchinterval() == dbt.PREPARATION_SWITCH_INTERVAL < interval
     threading.Timer(0.3, release.set).start()
     assert dbt.run_dbt(settings, "build", "raw", "latest").models == {"raw": "success"}
     thread.join(10)
     assert not thread.is_alive()
+    assert sys.getswitchinterval() == interval
     assert fake_dbt.commands() == ["parse", "build"]
     assert fake_dbt.calls[1]["manifest"] == "manifesto-1"
 
@@ -151,10 +155,38 @@ def test_a_failed_background_preparation_is_left_to_the_build(settings, fake_dbt
     monkeypatch.setattr(threading, "excepthook", lambda hook_args: escaped.append(hook_args.exc_value))
     answers = iter([SimpleNamespace(success=False, exception="projeto inválido", result=None)] * 2)
     monkeypatch.setattr(dbt, "_invoke", lambda *args, **kwargs: next(answers))
+    interval = sys.getswitchinterval()
     dbt.prepare_in_background(settings, "latest").join(10)
     assert escaped == []
+    assert sys.getswitchinterval() == interval
     with pytest.raises(dbt.DbtBuildError, match="^dbt parse falhou: projeto inválido$"):
         dbt.run_dbt(settings, "build", "raw", "latest")
+
+
+def test_overlapping_preparations_restore_the_switch_interval_when_the_last_ends(settings, fake_dbt, monkeypatch):
+    import threading
+
+    gates = {family: threading.Event() for family in ("latest", "historic")}
+    entered = threading.Event()
+
+    def held_parse(settings, args, family, *rest, **kwargs):
+        entered.set()
+        gates[family].wait(10)
+        return SimpleNamespace(success=True, exception=None, result=f"manifesto-{family}")
+
+    monkeypatch.setattr(dbt, "_invoke", held_parse)
+    interval = sys.getswitchinterval()
+    first = dbt.prepare_in_background(settings, "latest")
+    assert entered.wait(10)  # the first parses (the second then waits for it)
+    second = dbt.prepare_in_background(settings, "historic")
+    gates["latest"].set()
+    first.join(10)
+    assert not first.is_alive()
+    assert sys.getswitchinterval() == dbt.PREPARATION_SWITCH_INTERVAL  # the second still runs
+    gates["historic"].set()
+    second.join(10)
+    assert not second.is_alive()
+    assert sys.getswitchinterval() == interval
 
 
 # -- one dbt invocation for the chain of latest models (pipelines.dbt.ChainBuild) ----------------

@@ -143,7 +143,8 @@ select * from transformed
     the periods not verified yet (the ones this run rebuilt, or a failed run left
     behind); with --full-refresh, or --vars '{verificar_todos_os_periodos: true}', every
     row. The on-run-end hook marks the periods verified once every test of the model ran
-    and none failed.
+    and none failed (the tests tagged verificado_antes_do_commit, left out of the flows'
+    builds, ran in the model's transaction: passed if the model was built).
     ---------------------------------------------------------------------------------- -#}
 
 {% macro historic_state_relation() -%}
@@ -371,7 +372,9 @@ select * from transformed
 
 
 {# on-run-end: mark the periods verified for each by-period model whose tests all ran in this
-   invocation and passed (warnings count as passed), and whose build, if it ran, succeeded. #}
+   invocation and passed (warnings count as passed; a test tagged verificado_antes_do_commit
+   that dbt did not run passed inside the model's transaction if the model was built here),
+   and whose build, if it ran, succeeded. #}
 {% macro historic_mark_verified(results) -%}
     {%- if execute -%}
         {%- set status = {} -%}

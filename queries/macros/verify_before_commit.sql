@@ -6,8 +6,11 @@
     dbt's `build` runs a model's tests only after the commit: a failing error-level test then
     fails the run, but the table has already been replaced by the rows that failed it, and the
     next run would find the newest period "already materialized". With these hooks a table with
-    rows that fail an error-level check is never published; the tests of schema.yml still run
-    after (the documentation, the log, the warnings) and find what the hooks found.
+    rows that fail an error-level check is never published. Those tests carry the tag
+    verificado_antes_do_commit in schema.yml: the flows' builds leave them out (reading the
+    table again after the commit would give the same answer on the same rows), and the
+    on-run-end record of verified periods counts them as passed when the model was built; a
+    manual `dbt test` or `dbt build` still runs them.
     A model built by period (incremental_strategy 'periodo': the historic models) is checked on
     the periods this build wrote, as its scoped tests are (`historic_scope_filter`: every row on
     a full build), and so is the model it is compared with: the hook comes after the record of
@@ -15,7 +18,8 @@
     and insert and their records: the previous rows of those periods stay, and the next run
     rebuilds and checks them again.
     tests/test_dbt_overrides.py checks that every error-level test of a model with these hooks
-    is covered by one of them or by its primary key. -#}
+    is covered by one of them or by its primary key, and that the tag is on exactly the tests
+    the hooks run. -#}
 {% macro verify_before_commit(test_name) -%}
     {%- set test = context.get('test_' ~ test_name) -%}
     {%- if test is none -%}
