@@ -3,7 +3,7 @@ headline of the previous measurements and the app's 10x measurement (bench/scale
 
 import json
 
-from bench.benchmark import EARLIER_KEPT, carried_over
+from bench.benchmark import EARLIER_KEPT, carried_over, median_of_runs
 
 
 def measurement(at: str, scheduled: float, **extra) -> dict:
@@ -62,3 +62,22 @@ def test_nothing_is_carried_from_a_missing_or_unreadable_file(tmp_path):
     only_scale = tmp_path / "so_escala.json"  # bench/scale.py ran before any full measurement
     only_scale.write_text(json.dumps({"results_app_at_scale": {"scale": 10}}))
     assert carried_over(only_scale) == {"results_app_at_scale": {"scale": 10}}
+
+
+def test_the_scheduled_run_is_the_median_of_its_runs_each_kept():
+    runs = [
+        {"wall_seconds": 8.7, "flow_seconds": 7.9, "peak_rss_mib": 340.0},
+        {"wall_seconds": 7.2, "flow_seconds": 6.5, "peak_rss_mib": 351.2},
+        {"wall_seconds": 8.4, "flow_seconds": 7.6, "peak_rss_mib": 339.0},
+        {"wall_seconds": 9.1, "flow_seconds": 8.0, "peak_rss_mib": 345.5},
+    ]
+    summary = median_of_runs(runs)
+    assert summary == {
+        "wall_seconds": 8.55,
+        "flow_seconds": 7.75,
+        "peak_rss_mib": 351.2,
+        "wall_seconds_range": [7.2, 9.1],
+        "runs": runs,
+    }
+    one = median_of_runs(runs[:1])
+    assert (one["wall_seconds"], one["flow_seconds"], one["wall_seconds_range"]) == (8.7, 7.9, [8.7, 8.7])
