@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pipelines import raw_loads, storage
 from pipelines.download import DownloadedFile, HttpLimits, download_file, fetch_page
-from pipelines.errors import CaptureRefusedError
+from pipelines.errors import CaptureRefusedError, NewestPeriodWithdrawnError
 from pipelines.parse import ParsedFile, parse_file
 from pipelines.parse_process import parse_file_in_child
 from pipelines.portal import PortalListing, PublishedFile, parse_portal_page
@@ -36,6 +36,21 @@ def discover_published_files(settings: Settings, url: str | None = None, allow_u
     if not allow_unplaced:
         files.require_all_placed()
     return files
+
+
+def require_newest_not_withdrawn(settings: Settings, newest: PublishedFile) -> None:
+    """Fail when the page's newest period is older than the newest one already loaded: its
+    file left the page (withdrawn, or the page is broken), and capturing the older period
+    would not change what staging.raw reads (the newest period loaded). Nothing is changed."""
+    loaded = raw_loads.newest_loaded_period(settings)
+    if loaded is not None and loaded > newest.period:
+        label = loaded.strftime("%Y-%m")
+        raise NewestPeriodWithdrawnError(
+            f"O período mais recente publicado no portal ({newest.label}) é anterior ao mais recente já "
+            f"capturado ({label}): o arquivo de {label} saiu da página? Nada foi baixado nem alterado "
+            f"(staging.transformed continua com {label}). Se a CGU retirou o período de vez, apague-o de "
+            "raw.terceirizados, raw.quarentena e raw.capturas e rode de novo."
+        )
 
 
 def parse_downloaded(downloaded: DownloadedFile, child_work_dir: Path | None = None) -> ParsedFile:

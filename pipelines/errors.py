@@ -44,6 +44,11 @@ class ConcurrentRunError(PipelineError):
     """Another run holds the same data (a period's load, a materialization) for too long."""
 
 
+class NewestPeriodWithdrawnError(PipelineError):
+    """The portal's newest period is older than one already captured: a file left the page,
+    and the scheduled run would capture an older period and report the newer one's build."""
+
+
 class CaptureRefusedError(PipelineError):
     """A downloaded file is not plausible (no loadable row, too many quarantined lines):
     the period keeps its previous data."""

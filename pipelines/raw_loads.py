@@ -242,6 +242,18 @@ def last_capture(settings: Settings, period: date) -> dict | None:
     return dict(zip(("sha256", "etag", "last_modified", "url"), row))
 
 
+def newest_loaded_period(settings: Settings) -> date | None:
+    """The newest period in raw.terceirizados (the one staging.raw reads), or None when the
+    table is missing or empty (nothing captured yet)."""
+    with connection(settings) as conn, conn.cursor() as cursor:
+        cursor.execute("SELECT to_regclass(%s)", (f"{c.RAW_SCHEMA}.{c.RAW_TABLE}",))
+        if cursor.fetchone()[0] is None:
+            return None
+        # the last entry of the (periodo, linha_origem) key
+        cursor.execute(sql.SQL("SELECT max(periodo) FROM {}").format(RAW))
+        return cursor.fetchone()[0]
+
+
 def captured_periods(settings: Settings) -> list[date]:
     """Periods present in raw.terceirizados, newest first; fails clearly when there are none."""
     with connection(settings) as conn, conn.cursor() as cursor:

@@ -446,7 +446,9 @@ def decide_scheduled_run(manual: bool = False) -> dict:
 @task(name="skip_if_already_materialized")
 def skip_if_already_materialized(newest: PublishedFile) -> PublishedFile:
     """Never capture twice: a newest period already captured and materialized ends the
-    attempt as a success, without downloading."""
+    attempt as a success, without downloading. A newest period older than one already
+    captured (a file withdrawn from the page) fails the attempt, changing nothing."""
+    capture.require_newest_not_withdrawn(task_settings(), newest)
     if newest_period_materialized(task_settings(), newest.period):
         message = f"Período mais recente ({newest.label}) já capturado e materializado: nada a fazer."
         logger.info(message)
@@ -475,6 +477,22 @@ def _attempt_outcome(steps: dict) -> tuple[bool, str]:
     return True, f"Período {newest.label} capturado e materializado."
 
 
+def verified_outcome(settings: Settings, steps: dict) -> tuple[bool, str]:
+    """``_attempt_outcome``, and an attempt that ran every step is a success only if
+    staging.transformed was built from the capture of the period it names."""
+    succeeded, message = _attempt_outcome(steps)
+    if not succeeded or any(isinstance(value, signals.SKIP) for value in steps.values()):
+        return succeeded, message
+    newest = next(value for value in steps.values() if isinstance(value, PublishedFile))
+    if newest_period_materialized(settings, newest.period):
+        return succeeded, message
+    return False, (
+        f"O período {newest.label} foi capturado, mas staging.transformed não foi construído dessa captura "
+        "(outra execução carregou um período mais novo ou o recapturou ao mesmo tempo?): a tentativa não é "
+        "dada como concluída e será repetida."
+    )
+
+
 @task(name="finish_scheduled_run", trigger=always_run, skip_on_upstream_skip=False)
 def finish_scheduled_run(attempt, **steps) -> str:
     """Record the attempt's end (Success or Failed, with the cause) and end like it: Skipped
@@ -484,7 +502,7 @@ def finish_scheduled_run(attempt, **steps) -> str:
         raise signals.SKIP(str(attempt))
     if not isinstance(attempt, dict):  # the decision (or the set-up before it) failed
         raise signals.FAIL(f"Não foi possível decidir se há execução agendada: {first_line(attempt)}")
-    succeeded, message = _attempt_outcome(steps)
+    succeeded, message = verified_outcome(task_settings(), steps)
     PostgresAttemptStore(task_settings()).finish(attempt["id"], succeeded, message, pendulum.now(TIMEZONE))
     if not succeeded:
         logger.error(

@@ -565,6 +565,67 @@ def test_rows_that_fail_an_error_level_test_are_never_published_and_the_retry_do
     assert [state for _, _, state, _ in attempts(db)] == ["Success", "Failed", "Failed"]
 
 
+def test_a_newest_period_withdrawn_from_the_portal_fails_the_attempt_and_changes_nothing(db, portal, runtime):
+    """The page's newest period is older than one already captured (its file left the page):
+    the attempt fails saying so, before downloading anything, and every retry fails the same
+    way; the newer period's rows stay. It used to capture the older period again, build
+    staging.transformed from the newer one and say "Período 2023-09 capturado e materializado"."""
+    from tests.test_hostile_http_portal import FILES, link, page
+
+    [first] = runtime.run_between(at("2026-05-01T00:00:00"), at("2026-05-01T00:00:01"))
+    assert first.outcome == ("2026-05-01 00:00", "Success")
+    before = query(db, "SELECT md5(string_agg(t::text, '|' ORDER BY t::text)), count(*) FROM staging.transformed t")
+    raw_before = query(db, "SELECT to_char(periodo, 'YYYY-MM'), count(*) FROM raw.terceirizados GROUP BY 1 ORDER BY 1")
+    portal.page_override = page(("2023", link(f"{FILES}/terceirizados202309.csv", "Setembro")))
+    portal.hits.clear()
+    runs = runtime.run_between(at("2026-09-01T00:00:00"), at("2026-09-02T00:00:01"))
+    assert [r.outcome for r in runs] == [("2026-09-01 00:00", "Failed"), ("2026-09-02 00:00", "Failed")]
+    for run in runs:
+        assert run.state.message == (
+            "skip_if_already_materialized: O período mais recente publicado no portal (2023-09) é anterior ao "
+            "mais recente já capturado (2024-05): o arquivo de 2024-05 saiu da página? Nada foi baixado nem "
+            "alterado (staging.transformed continua com 2024-05). Se a CGU retirou o período de vez, apague-o de "
+            "raw.terceirizados, raw.quarentena e raw.capturas e rode de novo."
+        )
+    assert portal.hits.get(portal.file_path("terceirizados202309.csv"), 0) == 0  # nothing downloaded
+    assert (
+        query(db, "SELECT md5(string_agg(t::text, '|' ORDER BY t::text)), count(*) FROM staging.transformed t")
+        == before
+    )
+    assert (
+        query(db, "SELECT to_char(periodo, 'YYYY-MM'), count(*) FROM raw.terceirizados GROUP BY 1 ORDER BY 1")
+        == raw_before
+    )
+    assert [state for _, _, state, _ in attempts(db)] == ["Success", "Failed", "Failed"]
+
+
+def test_an_attempt_is_a_success_only_when_staging_transformed_holds_the_period_it_names(db, settings, monkeypatch):
+    """The attempt's record says "Período X capturado e materializado" only after checking
+    that staging.transformed was built from X's capture (here a build that left another
+    period in it, as a newer period loaded meanwhile by another run would)."""
+    from datetime import date
+
+    from pipelines import tasks
+    from pipelines.portal import PublishedFile
+
+    newest = PublishedFile(2024, 5, "http://portal/terceirizados202405.xlsx", "xlsx")
+    steps = {
+        "select_newest_period": newest,
+        "upload_csv_to_database": {"periodo": "2024-05"},
+        "generate_dbt_docs": "ok",
+    }
+    monkeypatch.setattr(tasks, "newest_period_materialized", lambda settings, period: period == date(2024, 9, 1))
+    assert tasks._attempt_outcome(steps) == (True, "Período 2024-05 capturado e materializado.")
+    assert tasks.verified_outcome(settings, steps) == (
+        False,
+        "O período 2024-05 foi capturado, mas staging.transformed não foi construído dessa captura (outra "
+        "execução carregou um período mais novo ou o recapturou ao mesmo tempo?): a tentativa não é dada "
+        "como concluída e será repetida.",
+    )
+    monkeypatch.setattr(tasks, "newest_period_materialized", lambda settings, period: period == date(2024, 5, 1))
+    assert tasks.verified_outcome(settings, steps) == (True, "Período 2024-05 capturado e materializado.")
+
+
 def test_a_single_attempt_leaves_no_pending_log_file(db, settings, portal, tmp_path):
     """``--agora`` loads its own log records (the scheduler's session) at the end and removes
     their pending file: cron-driven single attempts do not pile files up in LOG_DIR/pendentes."""
