@@ -49,7 +49,7 @@ def require_newest_not_withdrawn(settings: Settings, newest: PublishedFile) -> N
             f"O período mais recente publicado no portal ({newest.label}) é anterior ao mais recente já "
             f"capturado ({label}): o arquivo de {label} saiu da página? Nada foi baixado nem alterado "
             f"(staging.transformed continua com {label}). Se a CGU retirou o período de vez, apague-o de "
-            "raw.terceirizados, raw.quarentena e raw.capturas e rode de novo."
+            "raw.terceirizados, raw.terceirizados_quarentena e raw.capturas e rode de novo."
         )
 
 
@@ -105,6 +105,17 @@ def load_parsed(
     if record.loaded_rows + record.quarantined_rows != record.data_rows:  # guarded by the parser too
         raise RuntimeError(f"Reconciliação falhou para {published.label}: {record}")
     refusal = implausibility(parsed, published.file_name, settings.max_quarantine_share)
+    twins = raw_loads.periods_with_file(settings, record.sha256, record.period)
+    if not refusal and twins:
+        refusal = (
+            f"o arquivo {published.file_name} é idêntico ao já carregado para {', '.join(twins)} (sha256 "
+            f"{record.sha256[:12]}…): o link de {published.label} aponta para o arquivo de outro período?"
+        )
+    if not refusal:
+        previous = raw_loads.last_capture(settings, published.period)
+        refusal = row_drop(
+            parsed.loaded_rows, previous and previous["loaded_rows"], settings.max_row_drop_share, published.file_name
+        )
     if refusal:
         raw_loads.record_refused_capture(settings, record, refusal)
         raise CaptureRefusedError(
@@ -144,6 +155,23 @@ def implausibility(parsed: ParsedFile, file_name: str, max_quarantine_share: flo
             f"MAX_QUARANTINE_PERCENT={max_quarantine_share * 100:g}"
         )
     return None
+
+
+def row_drop(loaded: int, previous: int | None, max_drop_share: float, file_name: str) -> str | None:
+    """Why a file with ``loaded`` loadable rows must not replace a period whose previous
+    capture loaded ``previous`` rows (None: never loaded), or None when it may: it lost more
+    than ``max_drop_share`` of them (a body cut at a line break by a connection that ended
+    early, an incomplete file republished)."""
+    if not previous:
+        return None
+    drop = (previous - loaded) * 100 / previous  # percent; the limit's float (0.29 * 100) may be a hair under
+    if drop <= max_drop_share * 100 + 1e-9:
+        return None
+    percent = f"{drop:.1f}".replace(".", ",")
+    return (
+        f"{file_name} tem {loaded} linhas carregáveis, {percent}% menos que as {previous} da captura anterior do "
+        f"período, acima do limite MAX_ROW_DROP_PERCENT={max_drop_share * 100:g} (arquivo truncado ou incompleto?)"
+    )
 
 
 def save_outputs(settings: Settings, downloaded: DownloadedFile, parsed: ParsedFile) -> Path:

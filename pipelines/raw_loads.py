@@ -231,15 +231,27 @@ def last_capture(settings: Settings, period: date) -> dict | None:
     """The capture record of a period, or None if it was never captured."""
     with connection(settings) as conn, conn.cursor() as cursor:
         cursor.execute(
-            sql.SQL("SELECT sha256_arquivo, etag, last_modified, url_origem FROM {} WHERE periodo = %s").format(
-                CAPTURES
-            ),
+            sql.SQL(
+                "SELECT sha256_arquivo, etag, last_modified, url_origem, linhas_carregadas FROM {} WHERE periodo = %s"
+            ).format(CAPTURES),
             (period,),
         )
         row = cursor.fetchone()
     if row is None:
         return None
-    return dict(zip(("sha256", "etag", "last_modified", "url"), row))
+    return dict(zip(("sha256", "etag", "last_modified", "url", "loaded_rows"), row))
+
+
+def periods_with_file(settings: Settings, sha256: str, period: date) -> list[str]:
+    """The other periods ('YYYY-MM') whose loaded file has this sha256."""
+    with connection(settings) as conn, conn.cursor() as cursor:
+        cursor.execute(
+            sql.SQL(
+                "SELECT to_char(periodo, 'YYYY-MM') FROM {} WHERE sha256_arquivo = %s AND periodo <> %s ORDER BY 1"
+            ).format(CAPTURES),
+            (sha256, period),
+        )
+        return [row[0] for row in cursor.fetchall()]
 
 
 def newest_loaded_period(settings: Settings) -> date | None:

@@ -44,6 +44,8 @@ class Settings:
     max_download_bytes: int = 500 * 1024 * 1024
     max_xlsx_uncompressed_bytes: int = 1024 * 1024 * 1024
     max_quarantine_share: float = 0.10
+    # highest drop of a period's loadable rows against its previous capture
+    max_row_drop_share: float = 0.50
     portal_allowed_hosts: tuple[str, ...] = ()
     # How long a run waits for another run holding the same data (a period's load, a
     # materialization) before it fails saying which run is in the way.
@@ -156,6 +158,7 @@ def load_settings(env: dict | None = None) -> Settings:
         max_download_bytes=_integer(env, "MAX_DOWNLOAD_MB", 500, 1, 100_000) * MEGABYTE,
         max_xlsx_uncompressed_bytes=_integer(env, "MAX_XLSX_UNCOMPRESSED_MB", 1024, 1, 100_000) * MEGABYTE,
         max_quarantine_share=_percent(env, "MAX_QUARANTINE_PERCENT", 10.0),
+        max_row_drop_share=_percent(env, "MAX_ROW_DROP_PERCENT", 50.0),
         portal_allowed_hosts=_hosts(env, "PORTAL_ALLOWED_HOSTS"),
         lock_wait_seconds=_number(env, "LOCK_WAIT_SECONDS", 1800.0, 0.1),
     )

@@ -2,6 +2,8 @@
 ends with the previous data intact and a clear Portuguese message, never Success."""
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bench.portal_generator import PeriodSpec, PortalServer, build_portal
 from pipelines.flows import capture_flow
@@ -109,3 +111,93 @@ def test_a_share_within_the_limit_loads_and_records_the_attempt(db, own_portal, 
         "SELECT linhas_carregadas, linhas_quarentena, tentativa_situacao, tentativa_linhas_quarentena, "
         "tentativa_id_execucao FROM raw.capturas",
     ) == [(40, 10, "carregada", 10, run_id)]
+
+
+def test_a_link_to_the_file_of_another_period_is_refused(db, tmp_path):
+    """The page links a period (2024-05) to a file byte for byte identical to another period's
+    capture (2023-09's): loading it would put 2023-09's rows under 2024-05 with only warnings.
+    The period is refused naming the other period, and nothing of it is loaded."""
+    from tests.test_hostile_http_portal import FILES, link, page
+
+    built = build_portal(
+        tmp_path,
+        [PeriodSpec(2023, 9, FILE, quirk_rows=False), PeriodSpec(2024, 5, "terceirizados202405.csv", quirk_rows=False)],
+        rows=40,
+    )
+    server = PortalServer(built).start()
+    try:
+        first, _ = run_flow(capture_flow, url=server.page_url)  # 2024-05, the newest
+        assert first.is_successful(), first.message
+        before = query(
+            db, "SELECT to_char(periodo, 'YYYY-MM'), count(*), min(sha256_arquivo) FROM raw.terceirizados GROUP BY 1"
+        )
+        [(_, _, sha_2024)] = before
+        # 2023-09 captured too, then the page's 2024-05 link points to 2023-09's file
+        server.page_override = page(("2023", link(f"{FILES}/{FILE}", "Setembro")))
+        second, _ = run_flow(capture_flow, url=server.page_url)
+        assert second.is_successful(), second.message
+        server.page_override = page(
+            ("2024", link(f"{FILES}/{FILE}", "Maio")), ("2023", link(f"{FILES}/{FILE}", "Setembro"))
+        )
+        state, run_id = run_flow(capture_flow, url=server.page_url)
+    finally:
+        server.shutdown()
+    assert state.is_failed()
+    [(message,)] = query(db, "SELECT mensagem FROM logs.execucoes WHERE id_execucao = %s", (run_id,))
+    assert (
+        "Período 2024-05 recusado: o arquivo terceirizados202309.csv é idêntico ao já carregado para 2023-09" in message
+    )
+    assert "dados anteriores do período foram mantidos" in message
+    # 2024-05 keeps its own rows and its record; 2023-09 is untouched
+    assert query(db, "SELECT count(*), min(sha256_arquivo) FROM raw.terceirizados WHERE periodo = '2024-05-01'") == [
+        (40, sha_2024)
+    ]
+    assert query(
+        db, "SELECT sha256_arquivo = %s, tentativa_situacao FROM raw.capturas WHERE periodo = '2024-05-01'", (sha_2024,)
+    ) == [(True, "recusada")]
+
+
+def first_lines(path, count: int) -> bytes:
+    """The header and the first ``count`` data lines: a body cut at a line break."""
+    return b"".join(path.read_bytes().splitlines(keepends=True)[: count + 1])
+
+
+def test_a_period_that_loses_most_of_its_rows_is_refused(db, own_portal):
+    """A body cut at a line break with no Content-Length to tell (or an incomplete file
+    republished) parses cleanly: 20 of the period's 50 rows would silently replace them."""
+    run_id = capture_good_then(db, own_portal, first_lines(own_portal[1], 20))
+    [(message,)] = query(db, "SELECT mensagem FROM logs.execucoes WHERE id_execucao = %s", (run_id,))
+    assert (
+        "Período 2023-09 recusado: terceirizados202309.csv tem 20 linhas carregáveis, 60,0% menos que as 50 da "
+        "captura anterior do período, acima do limite MAX_ROW_DROP_PERCENT=50 (arquivo truncado ou incompleto?)"
+    ) in message
+    assert query(db, "SELECT tentativa_situacao, tentativa_linhas_carregaveis FROM raw.capturas") == [("recusada", 20)]
+
+
+@pytest.mark.parametrize(("kept", "limit"), [(30, None), (20, "100")])
+def test_a_smaller_file_within_the_limit_replaces_the_period(db, own_portal, monkeypatch, kept, limit):
+    """40% fewer rows is within the default limit; MAX_ROW_DROP_PERCENT=100 accepts any file."""
+    if limit:
+        monkeypatch.setenv("MAX_ROW_DROP_PERCENT", limit)
+    server, path = own_portal
+    good, _ = run_flow(capture_flow, url=server.page_url)
+    assert good.is_successful(), good.message
+    path.write_bytes(first_lines(path, kept))
+    state, _ = run_flow(capture_flow, url=server.page_url)
+    assert state.is_successful(), state.message
+    assert query(db, "SELECT count(*) FROM raw.terceirizados") == [(kept,)]
+
+
+@given(
+    previous=st.one_of(st.none(), st.integers(0, 10**7)),
+    loaded=st.integers(0, 10**7),
+    percent=st.integers(0, 100),
+)
+def test_a_file_is_refused_exactly_when_it_drops_more_rows_than_the_limit(previous, loaded, percent):
+    from pipelines.capture import row_drop
+
+    refusal = row_drop(loaded, previous, percent / 100, "arquivo.csv")
+    dropped_too_much = bool(previous) and (previous - loaded) * 100 > percent * previous
+    assert (refusal is not None) == dropped_too_much
+    if refusal:
+        assert refusal.startswith(f"arquivo.csv tem {loaded} linhas carregáveis") and f"as {previous} da" in refusal

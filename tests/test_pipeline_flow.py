@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 import uuid
+import zipfile
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -544,9 +545,13 @@ def test_rows_that_fail_an_error_level_test_are_never_published_and_the_retry_do
     [first] = runtime.run_between(at("2026-05-01T00:00:00"), at("2026-05-01T00:00:01"))
     assert first.outcome == ("2026-05-01 00:00", "Success")
     before = query(db, "SELECT md5(string_agg(t::text, '|' ORDER BY t::text)), count(*) FROM staging.transformed t")
-    portal.page_override = page(
-        ("2024", link(f"{FILES}/{NEWEST_FILE}", "Junho"), link(f"{FILES}/{NEWEST_FILE}", "Maio"))
-    )
+    # June's file: May's rows in another archive (a file identical to another period's is refused)
+    june = "terceirizados202406.xlsx"
+    files = portal.portal.root / FILES.lstrip("/")
+    with zipfile.ZipFile(files / NEWEST_FILE) as source, zipfile.ZipFile(files / june, "w") as copy:
+        for item in source.infolist():
+            copy.writestr(item.filename, source.read(item), compress_type=zipfile.ZIP_STORED)
+    portal.page_override = page(("2024", link(f"{FILES}/{june}", "Junho"), link(f"{FILES}/{NEWEST_FILE}", "Maio")))
     runs = runtime.run_between(at("2026-09-01T00:00:00"), at("2026-09-02T00:00:01"))
     assert [r.outcome for r in runs] == [("2026-09-01 00:00", "Failed"), ("2026-09-02 00:00", "Failed")]
     for run in runs:
@@ -585,7 +590,7 @@ def test_a_newest_period_withdrawn_from_the_portal_fails_the_attempt_and_changes
             "skip_if_already_materialized: O período mais recente publicado no portal (2023-09) é anterior ao "
             "mais recente já capturado (2024-05): o arquivo de 2024-05 saiu da página? Nada foi baixado nem "
             "alterado (staging.transformed continua com 2024-05). Se a CGU retirou o período de vez, apague-o de "
-            "raw.terceirizados, raw.quarentena e raw.capturas e rode de novo."
+            "raw.terceirizados, raw.terceirizados_quarentena e raw.capturas e rode de novo."
         )
     assert portal.hits.get(portal.file_path("terceirizados202309.csv"), 0) == 0  # nothing downloaded
     assert (
