@@ -47,9 +47,10 @@ def require_newest_not_withdrawn(settings: Settings, newest: PublishedFile) -> N
         label = loaded.strftime("%Y-%m")
         raise NewestPeriodWithdrawnError(
             f"O período mais recente publicado no portal ({newest.label}) é anterior ao mais recente já "
-            f"capturado ({label}): o arquivo de {label} saiu da página? Nada foi baixado nem alterado "
-            f"(staging.transformed continua com {label}). Se a CGU retirou o período de vez, apague-o de "
-            "raw.terceirizados, raw.terceirizados_quarentena e raw.capturas e rode de novo."
+            f"capturado ({label}): o arquivo de {label} saiu da página? Nada foi baixado nem alterado. Confira "
+            "o portal; se a CGU retirou o período de vez, apague-o de raw.terceirizados, "
+            "raw.terceirizados_quarentena e raw.capturas e rode de novo (e run/historic_materialize.py, para "
+            "tirá-lo também das tabelas históricas)."
         )
 
 
@@ -105,24 +106,26 @@ def load_parsed(
     if record.loaded_rows + record.quarantined_rows != record.data_rows:  # guarded by the parser too
         raise RuntimeError(f"Reconciliação falhou para {published.label}: {record}")
     refusal = implausibility(parsed, published.file_name, settings.max_quarantine_share)
-    twins = raw_loads.periods_with_file(settings, record.sha256, record.period)
-    if not refusal and twins:
-        refusal = (
-            f"o arquivo {published.file_name} é idêntico ao já carregado para {', '.join(twins)} (sha256 "
-            f"{record.sha256[:12]}…): o link de {published.label} aponta para o arquivo de outro período?"
-        )
     if not refusal:
         previous = raw_loads.last_capture(settings, published.period)
         refusal = row_drop(
             parsed.loaded_rows, previous and previous["loaded_rows"], settings.max_row_drop_share, published.file_name
         )
     if refusal:
-        raw_loads.record_refused_capture(settings, record, refusal)
-        raise CaptureRefusedError(
-            f"Período {published.label} recusado: {refusal}. Os dados anteriores do período foram mantidos "
-            "(a tentativa está em raw.capturas, colunas tentativa_*)."
+        refuse(settings, record, published.label, refusal)
+    try:
+        raw_loads.load_period(settings, csv_file, parsed.quarantine, record)
+    except raw_loads.FileOfAnotherPeriodError as exc:
+        others = " e ".join(exc.periods)
+        refuse(
+            settings,
+            record,
+            published.label,
+            f"o arquivo {published.file_name} é idêntico ao já carregado para {others} (sha256 "
+            f"{record.sha256[:12]}…): o link de {published.label} ou o de {others} aponta para o arquivo errado. "
+            f"Confira a página; se o errado for o de {others}, apague esse período de raw.terceirizados, "
+            "raw.terceirizados_quarentena e raw.capturas e capture de novo",
         )
-    raw_loads.load_period(settings, csv_file, parsed.quarantine, record)
     return {
         "periodo": published.label,
         "linhas_arquivo": record.data_rows,
@@ -130,6 +133,15 @@ def load_parsed(
         "linhas_reparadas": record.repaired_rows,
         "linhas_quarentena": record.quarantined_rows,
     }
+
+
+def refuse(settings: Settings, record: raw_loads.CaptureRecord, label: str, reason: str) -> None:
+    """Record a refused attempt in raw.capturas and fail the period; its data stays."""
+    raw_loads.record_refused_capture(settings, record, reason)
+    raise CaptureRefusedError(
+        f"Período {label} recusado: {reason}. Os dados anteriores do período foram mantidos "
+        "(a tentativa está em raw.capturas, colunas tentativa_*)."
+    )
 
 
 def implausibility(parsed: ParsedFile, file_name: str, max_quarantine_share: float) -> str | None:
@@ -170,7 +182,8 @@ def row_drop(loaded: int, previous: int | None, max_drop_share: float, file_name
     percent = f"{drop:.1f}".replace(".", ",")
     return (
         f"{file_name} tem {loaded} linhas carregáveis, {percent}% menos que as {previous} da captura anterior do "
-        f"período, acima do limite MAX_ROW_DROP_PERCENT={max_drop_share * 100:g} (arquivo truncado ou incompleto?)"
+        f"período, acima do limite MAX_ROW_DROP_PERCENT={max_drop_share * 100:g} (arquivo truncado ou incompleto? "
+        "MAX_ROW_DROP_PERCENT=100 o aceita de propósito)"
     )
 
 

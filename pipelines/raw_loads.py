@@ -15,6 +15,7 @@ from psycopg2.extras import execute_values
 from pipelines import constants as c
 from pipelines.database import (
     CAPTURES,
+    FILE_LOCK_NAMESPACE,
     LOAD_LOCK_NAMESPACE,
     QUARANTINE,
     RAW,
@@ -24,7 +25,7 @@ from pipelines.database import (
     transaction,
     wait_for_lock,
 )
-from pipelines.errors import RawDataMissingError
+from pipelines.errors import PipelineError, RawDataMissingError
 from pipelines.settings import Settings
 
 logger = logging.getLogger("pipelines.raw_loads")
@@ -55,13 +56,24 @@ class CaptureRecord:
     files_host: str | None = None
 
 
+class FileOfAnotherPeriodError(PipelineError):
+    """The file being loaded is the one (same sha256) already loaded for other periods."""
+
+    def __init__(self, periods: list[str]):
+        super().__init__(", ".join(periods))
+        self.periods = periods
+
+
 def load_period(settings: Settings, csv_file: Path, quarantine: list, record: CaptureRecord) -> int:
     """Replace one period in ``raw.terceirizados`` (and its quarantine and capture
     record) in a single transaction. On any error nothing changes.
 
     Loads of the same period are serialized by a transaction-level advisory lock taken
     before the DELETE, so two concurrent captures end with exactly one copy (the last);
-    the unique index on (periodo, linha_origem) refuses a second copy even without it."""
+    the unique index on (periodo, linha_origem) refuses a second copy even without it.
+    A file already loaded for another period (the same sha256: a link pointing to the wrong
+    file) is refused with ``FileOfAnotherPeriodError``; loads of the same file under two
+    periods at once are serialized by a second lock, so the second one sees the first."""
     columns = sql.SQL(", ").join(sql.Identifier(n) for n in c.RAW_COLUMNS)
     copy = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv, HEADER true, DELIMITER {}, ENCODING 'UTF8')").format(
         RAW, columns, sql.Literal(c.CSV_DELIMITER)
@@ -88,6 +100,16 @@ def load_period(settings: Settings, csv_file: Path, quarantine: list, record: Ca
                     f"a carga do período {label}",
                     f"carga do período {label}",
                 )
+            cursor.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (FILE_LOCK_NAMESPACE, record.sha256))
+            cursor.execute(
+                sql.SQL(
+                    "SELECT to_char(periodo, 'YYYY-MM') FROM {} WHERE sha256_arquivo = %s AND periodo <> %s ORDER BY 1"
+                ).format(CAPTURES),
+                (record.sha256, record.period),
+            )
+            others = [row[0] for row in cursor.fetchall()]
+            if others:
+                raise FileOfAnotherPeriodError(others)
             cursor.execute(sql.SQL("DELETE FROM {} WHERE periodo = %s").format(RAW), (record.period,))
             replaced = cursor.rowcount
             # newline="": a carriage return inside a quoted value must reach COPY unchanged
@@ -240,18 +262,6 @@ def last_capture(settings: Settings, period: date) -> dict | None:
     if row is None:
         return None
     return dict(zip(("sha256", "etag", "last_modified", "url", "loaded_rows"), row))
-
-
-def periods_with_file(settings: Settings, sha256: str, period: date) -> list[str]:
-    """The other periods ('YYYY-MM') whose loaded file has this sha256."""
-    with connection(settings) as conn, conn.cursor() as cursor:
-        cursor.execute(
-            sql.SQL(
-                "SELECT to_char(periodo, 'YYYY-MM') FROM {} WHERE sha256_arquivo = %s AND periodo <> %s ORDER BY 1"
-            ).format(CAPTURES),
-            (sha256, period),
-        )
-        return [row[0] for row in cursor.fetchall()]
 
 
 def newest_loaded_period(settings: Settings) -> date | None:

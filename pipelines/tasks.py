@@ -487,9 +487,9 @@ def verified_outcome(settings: Settings, steps: dict) -> tuple[bool, str]:
     if newest_period_materialized(settings, newest.period):
         return succeeded, message
     return False, (
-        f"O período {newest.label} foi capturado, mas staging.transformed não foi construído dessa captura "
-        "(outra execução carregou um período mais novo ou o recapturou ao mesmo tempo?): a tentativa não é "
-        "dada como concluída e será repetida."
+        f"finish_scheduled_run: o período {newest.label} foi capturado, mas staging.transformed não foi "
+        "construído dessa captura (outra execução carregou um período mais novo ou o recapturou ao mesmo "
+        "tempo?): a tentativa não é dada como concluída e será repetida."
     )
 
 

@@ -567,7 +567,11 @@ def test_the_page_inside_the_results_app(marts, settings, browser):
     with serve(app) as url:
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(url + "/tabelas")
+        # the menu link routes inside the page once Dash's renderer has taken the page over; a
+        # click before that (a loaded machine: seen once in CI) reloaded /tabelas instead
+        page.wait_for_load_state("networkidle")
         page.click("#nav-analises")
+        page.wait_for_url("**/analises")
         wait_text(page, "#analises-info", "5 períodos publicados")
         page.wait_for_selector("#analises-contratos .ag-row")
         page.wait_for_selector("#analises-aumentos .ag-row")

@@ -23,13 +23,13 @@ ROOT = Path(__file__).resolve().parent.parent
 PERIOD = date(2031, 1, 1)  # a period no other test loads
 
 
-def write_period_csv(path: Path, rows: int, tag: str) -> Path:
+def write_period_csv(path: Path, rows: int, tag: str, period: date = PERIOD) -> Path:
     """A local CSV as the capture writes it: RAW_COLUMNS order, ';'-separated."""
     lines = [";".join(RAW_COLUMNS)]
     for number in range(1, rows + 1):
         values = [f"{tag}{number}"] + [""] * 22
         metadata = [
-            PERIOD.isoformat(),
+            period.isoformat(),
             "t.csv",
             "http://x/t.csv",
             "abc",
@@ -42,14 +42,14 @@ def write_period_csv(path: Path, rows: int, tag: str) -> Path:
     return path
 
 
-def record(rows: int, run_id: str) -> raw_loads.CaptureRecord:
+def record(rows: int, run_id: str, period: date = PERIOD, sha256: str = "abc") -> raw_loads.CaptureRecord:
     return raw_loads.CaptureRecord(
-        period=PERIOD,
+        period=period,
         file_name="t.csv",
         url="http://x/t.csv",
         file_format="csv",
         encoding="utf-8",
-        sha256="abc",
+        sha256=sha256,
         etag=None,
         last_modified=None,
         size_bytes=1,
@@ -120,6 +120,48 @@ def test_two_loads_of_one_period_at_once_leave_exactly_one_copy(db, settings, tm
     assert rows == [("B", 300, 300)]  # the second load replaced the first, whole
     assert query(db, "SELECT id_execucao, linhas_carregadas FROM raw.capturas WHERE periodo = %s", (PERIOD,)) == [
         ("run-b", 300)
+    ]
+
+
+def test_one_file_loaded_under_two_periods_at_once_is_loaded_once(db, settings, tmp_path):
+    """Two links of the page point to one file: its loads under two periods run at once (the
+    historic capture loads periods in parallel). Both start before either commits; the second
+    waits for the first on the file's lock, then finds the file loaded for the other period
+    and is refused. Checked before the transaction, both would have found nothing and loaded."""
+    periods = [date(2031, 5, 1), date(2031, 9, 1)]
+    files = [write_period_csv(tmp_path / f"{p:%Y%m}.csv", 30, f"P{p.month}", p) for p in periods]
+    blocker = psycopg2.connect(**settings.postgres_dsn())
+    blocker.autocommit = False
+    with blocker.cursor() as cursor:
+        cursor.execute("LOCK TABLE raw.terceirizados_quarentena IN ACCESS EXCLUSIVE MODE")
+    outcomes = {}
+
+    def load(period, csv_file):
+        try:
+            outcomes[period] = raw_loads.load_period(settings, csv_file, [], record(30, "r", period, "mesmo-arquivo"))
+        except Exception as exc:  # collected and checked below
+            outcomes[period] = exc
+
+    threads = [threading.Thread(target=load, args=(periods[0], files[0]))]
+    threads[0].start()
+    wait_until(lambda: waiting_backends(db, "%terceirizados_quarentena%") == 1)
+    threads.append(threading.Thread(target=load, args=(periods[1], files[1])))
+    threads[1].start()
+    wait_until(lambda: waiting_backends(db, "%") == 2)
+    blocker.rollback()
+    blocker.close()
+    for thread in threads:
+        thread.join(60)
+    assert outcomes[periods[0]] == 30
+    assert isinstance(outcomes[periods[1]], raw_loads.FileOfAnotherPeriodError)
+    assert outcomes[periods[1]].periods == ["2031-05"]
+    assert query(
+        db,
+        "SELECT to_char(periodo, 'YYYY-MM'), count(*) FROM raw.terceirizados WHERE periodo = ANY(%s) GROUP BY 1",
+        (periods,),
+    ) == [("2031-05", 30)]
+    assert query(db, "SELECT to_char(periodo, 'YYYY-MM') FROM raw.capturas WHERE periodo = ANY(%s)", (periods,)) == [
+        ("2031-05",)
     ]
 
 

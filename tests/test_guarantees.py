@@ -145,8 +145,9 @@ def test_a_link_to_the_file_of_another_period_is_refused(db, tmp_path):
     assert state.is_failed()
     [(message,)] = query(db, "SELECT mensagem FROM logs.execucoes WHERE id_execucao = %s", (run_id,))
     assert (
-        "Período 2024-05 recusado: o arquivo terceirizados202309.csv é idêntico ao já carregado para 2023-09" in message
-    )
+        "Período 2024-05 recusado: o arquivo terceirizados202309.csv é idêntico ao já carregado para 2023-09 (sha256 "
+    ) in message
+    assert "o link de 2024-05 ou o de 2023-09 aponta para o arquivo errado" in message
     assert "dados anteriores do período foram mantidos" in message
     # 2024-05 keeps its own rows and its record; 2023-09 is untouched
     assert query(db, "SELECT count(*), min(sha256_arquivo) FROM raw.terceirizados WHERE periodo = '2024-05-01'") == [
@@ -169,7 +170,8 @@ def test_a_period_that_loses_most_of_its_rows_is_refused(db, own_portal):
     [(message,)] = query(db, "SELECT mensagem FROM logs.execucoes WHERE id_execucao = %s", (run_id,))
     assert (
         "Período 2023-09 recusado: terceirizados202309.csv tem 20 linhas carregáveis, 60,0% menos que as 50 da "
-        "captura anterior do período, acima do limite MAX_ROW_DROP_PERCENT=50 (arquivo truncado ou incompleto?)"
+        "captura anterior do período, acima do limite MAX_ROW_DROP_PERCENT=50 (arquivo truncado ou incompleto? "
+        "MAX_ROW_DROP_PERCENT=100 o aceita de propósito)"
     ) in message
     assert query(db, "SELECT tentativa_situacao, tentativa_linhas_carregaveis FROM raw.capturas") == [("recusada", 20)]
 

@@ -589,8 +589,9 @@ def test_a_newest_period_withdrawn_from_the_portal_fails_the_attempt_and_changes
         assert run.state.message == (
             "skip_if_already_materialized: O período mais recente publicado no portal (2023-09) é anterior ao "
             "mais recente já capturado (2024-05): o arquivo de 2024-05 saiu da página? Nada foi baixado nem "
-            "alterado (staging.transformed continua com 2024-05). Se a CGU retirou o período de vez, apague-o de "
-            "raw.terceirizados, raw.terceirizados_quarentena e raw.capturas e rode de novo."
+            "alterado. Confira o portal; se a CGU retirou o período de vez, apague-o de raw.terceirizados, "
+            "raw.terceirizados_quarentena e raw.capturas e rode de novo (e run/historic_materialize.py, para "
+            "tirá-lo também das tabelas históricas)."
         )
     assert portal.hits.get(portal.file_path("terceirizados202309.csv"), 0) == 0  # nothing downloaded
     assert (
@@ -623,9 +624,11 @@ def test_an_attempt_is_a_success_only_when_staging_transformed_holds_the_period_
     assert tasks._attempt_outcome(steps) == (True, "Período 2024-05 capturado e materializado.")
     assert tasks.verified_outcome(settings, steps) == (
         False,
-        "O período 2024-05 foi capturado, mas staging.transformed não foi construído dessa captura (outra "
-        "execução carregou um período mais novo ou o recapturou ao mesmo tempo?): a tentativa não é dada "
-        "como concluída e será repetida.",
+        (
+            "finish_scheduled_run: o período 2024-05 foi capturado, mas staging.transformed não foi construído "
+            "dessa captura (outra execução carregou um período mais novo ou o recapturou ao mesmo tempo?): a "
+            "tentativa não é dada como concluída e será repetida."
+        ),
     )
     monkeypatch.setattr(tasks, "newest_period_materialized", lambda settings, period: period == date(2024, 5, 1))
     assert tasks.verified_outcome(settings, steps) == (True, "Período 2024-05 capturado e materializado.")
