@@ -209,6 +209,12 @@ def capture_period(settings: Settings, published: PublishedFile, force: bool, ru
         last_modified=previous["last_modified"] if same_file else None,
     )
     if downloaded is None or (previous and downloaded.sha256 == previous["sha256"]):
+        if previous["attempt"] == "recusada":
+            raw_loads.record_unchanged_attempt(settings, published.period, run_id)
+            logger.info(
+                "Período %s: o arquivo voltou a ser o da última carga; a tentativa recusada deixa de ser a última.",
+                published.label,
+            )
         logger.info(
             "Período %s ignorado: arquivo inalterado desde a última captura (use --forcar para recarregar).",
             published.label,

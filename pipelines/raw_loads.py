@@ -254,14 +254,33 @@ def last_capture(settings: Settings, period: date) -> dict | None:
     with connection(settings) as conn, conn.cursor() as cursor:
         cursor.execute(
             sql.SQL(
-                "SELECT sha256_arquivo, etag, last_modified, url_origem, linhas_carregadas FROM {} WHERE periodo = %s"
+                "SELECT sha256_arquivo, etag, last_modified, url_origem, linhas_carregadas, tentativa_situacao "
+                "FROM {} WHERE periodo = %s"
             ).format(CAPTURES),
             (period,),
         )
         row = cursor.fetchone()
     if row is None:
         return None
-    return dict(zip(("sha256", "etag", "last_modified", "url", "loaded_rows"), row))
+    return dict(zip(("sha256", "etag", "last_modified", "url", "loaded_rows", "attempt"), row))
+
+
+def record_unchanged_attempt(settings: Settings, period: date, run_id: str | None) -> None:
+    """The period's file is again the one of its last load (after a refused attempt): the
+    latest attempt is that file, loaded, no longer the refusal."""
+    assignments = sql.SQL(", ").join(
+        sql.SQL("{} = {}").format(sql.Identifier(attempt), sql.Identifier(loaded))
+        for attempt, loaded in ATTEMPT_COLUMNS
+        if attempt not in ("tentativa_em", "tentativa_id_execucao")
+    )
+    with transaction(settings, "o registro da tentativa") as conn, conn.cursor() as cursor:
+        cursor.execute(
+            sql.SQL(
+                "UPDATE {} SET {}, tentativa_em = now(), tentativa_id_execucao = %s, tentativa_situacao = 'carregada', "
+                "tentativa_motivo = NULL WHERE periodo = %s AND sha256_arquivo IS NOT NULL"
+            ).format(CAPTURES, assignments),
+            (run_id, period),
+        )
 
 
 def newest_loaded_period(settings: Settings) -> date | None:

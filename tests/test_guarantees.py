@@ -1,6 +1,9 @@
 """Files that must not replace good data, and failures that must be named: each case
 ends with the previous data intact and a clear Portuguese message, never Success."""
 
+import os
+import time
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -203,3 +206,34 @@ def test_a_file_is_refused_exactly_when_it_drops_more_rows_than_the_limit(previo
     assert (refusal is not None) == dropped_too_much
     if refusal:
         assert refusal.startswith(f"arquivo.csv tem {loaded} linhas carregáveis") and f"as {previous} da" in refusal
+
+
+def test_the_good_file_back_ends_the_refused_attempt(db, own_portal):
+    """A refused file, then the good one back (byte for byte the last load): the historic
+    capture skips it as unchanged, and the latest attempt in raw.capturas is no longer the
+    refusal (it stayed 'recusada' with the old reason for good)."""
+    from pipelines.flows import historic_capture_flow
+
+    server, path = own_portal
+    good = path.read_bytes()
+    first, _ = run_flow(historic_capture_flow, url=server.page_url)
+    assert first.is_successful(), first.message
+
+    def replace(content: bytes, seconds_later: int) -> None:
+        """A new file with a later Last-Modified (the server answers 304 within the same second)."""
+        path.write_bytes(content)
+        os.utime(path, (time.time() + seconds_later, time.time() + seconds_later))
+
+    replace(first_lines(path, 20), 5)
+    refused, _ = run_flow(historic_capture_flow, url=server.page_url)
+    assert refused.is_failed()
+    assert query(db, "SELECT tentativa_situacao FROM raw.capturas") == [("recusada",)]
+    replace(good, 10)
+    back, run_id = run_flow(historic_capture_flow, url=server.page_url)
+    assert back.is_successful(), back.message
+    assert query(
+        db,
+        "SELECT tentativa_situacao, tentativa_motivo, tentativa_sha256 = sha256_arquivo, tentativa_linhas_carregaveis, "
+        "tentativa_id_execucao FROM raw.capturas",
+    ) == [("carregada", None, True, 50, run_id)]
+    assert query(db, "SELECT count(*) FROM raw.terceirizados") == [(50,)]
