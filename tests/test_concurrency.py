@@ -82,15 +82,31 @@ def wait_until(condition, seconds: float = 20.0) -> None:
         time.sleep(0.05)
 
 
+def two_loads_in_flight(db, settings, first, second) -> None:
+    """Run the loads ``first`` and ``second`` (callables) so that both start before either
+    commits: the test holds the first at the quarantine table until the second waits too."""
+    blocker = psycopg2.connect(**settings.postgres_dsn())
+    blocker.autocommit = False
+    with blocker.cursor() as cursor:
+        cursor.execute("LOCK TABLE raw.terceirizados_quarentena IN ACCESS EXCLUSIVE MODE")
+    threads = [threading.Thread(target=first)]
+    threads[0].start()
+    wait_until(lambda: waiting_backends(db, "%terceirizados_quarentena%") == 1)
+    threads.append(threading.Thread(target=second))
+    threads[1].start()
+    # the second load waits for the first: on a lock of the load (or, without it, on the quarantine table)
+    wait_until(lambda: waiting_backends(db, "%") == 2)
+    blocker.rollback()
+    blocker.close()
+    for thread in threads:
+        thread.join(60)
+
+
 def test_two_loads_of_one_period_at_once_leave_exactly_one_copy(db, settings, tmp_path):
     """Both loads start before either commits (held at the quarantine table by the test):
     without serialization both DELETEs see nothing and both COPYs land."""
     first = write_period_csv(tmp_path / "a.csv", 300, "A")
     second = write_period_csv(tmp_path / "b.csv", 300, "B")
-    blocker = psycopg2.connect(**settings.postgres_dsn())
-    blocker.autocommit = False
-    with blocker.cursor() as cursor:
-        cursor.execute("LOCK TABLE raw.terceirizados_quarentena IN ACCESS EXCLUSIVE MODE")
     errors = []
 
     def load(csv_file, run_id):
@@ -99,17 +115,7 @@ def test_two_loads_of_one_period_at_once_leave_exactly_one_copy(db, settings, tm
         except Exception as exc:  # collected and checked below
             errors.append(exc)
 
-    threads = [threading.Thread(target=load, args=(first, "run-a"))]
-    threads[0].start()
-    wait_until(lambda: waiting_backends(db, "%terceirizados_quarentena%") == 1)
-    threads.append(threading.Thread(target=load, args=(second, "run-b")))
-    threads[1].start()
-    # the second load waits for the first: on the period's lock (or, without it, on the quarantine table)
-    wait_until(lambda: waiting_backends(db, "%") == 2)
-    blocker.rollback()
-    blocker.close()
-    for thread in threads:
-        thread.join(60)
+    two_loads_in_flight(db, settings, lambda: load(first, "run-a"), lambda: load(second, "run-b"))
     assert errors == []
     rows = query(
         db,
@@ -130,10 +136,6 @@ def test_one_file_loaded_under_two_periods_at_once_is_loaded_once(db, settings, 
     and is refused. Checked before the transaction, both would have found nothing and loaded."""
     periods = [date(2031, 5, 1), date(2031, 9, 1)]
     files = [write_period_csv(tmp_path / f"{p:%Y%m}.csv", 30, f"P{p.month}", p) for p in periods]
-    blocker = psycopg2.connect(**settings.postgres_dsn())
-    blocker.autocommit = False
-    with blocker.cursor() as cursor:
-        cursor.execute("LOCK TABLE raw.terceirizados_quarentena IN ACCESS EXCLUSIVE MODE")
     outcomes = {}
 
     def load(period, csv_file):
@@ -142,16 +144,7 @@ def test_one_file_loaded_under_two_periods_at_once_is_loaded_once(db, settings, 
         except Exception as exc:  # collected and checked below
             outcomes[period] = exc
 
-    threads = [threading.Thread(target=load, args=(periods[0], files[0]))]
-    threads[0].start()
-    wait_until(lambda: waiting_backends(db, "%terceirizados_quarentena%") == 1)
-    threads.append(threading.Thread(target=load, args=(periods[1], files[1])))
-    threads[1].start()
-    wait_until(lambda: waiting_backends(db, "%") == 2)
-    blocker.rollback()
-    blocker.close()
-    for thread in threads:
-        thread.join(60)
+    two_loads_in_flight(db, settings, lambda: load(periods[0], files[0]), lambda: load(periods[1], files[1]))
     assert outcomes[periods[0]] == 30
     assert isinstance(outcomes[periods[1]], raw_loads.FileOfAnotherPeriodError)
     assert outcomes[periods[1]].periods == ["2031-05"]
