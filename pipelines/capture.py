@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import socket
 from pathlib import Path
+from typing import NoReturn
 
 from pipelines import raw_loads, storage
 from pipelines.download import DownloadedFile, HttpLimits, download_file, fetch_page
@@ -135,7 +136,7 @@ def load_parsed(
     }
 
 
-def refuse(settings: Settings, record: raw_loads.CaptureRecord, label: str, reason: str) -> None:
+def refuse(settings: Settings, record: raw_loads.CaptureRecord, label: str, reason: str) -> NoReturn:
     """Record a refused attempt in raw.capturas and fail the period; its data stays."""
     raw_loads.record_refused_capture(settings, record, reason)
     raise CaptureRefusedError(
