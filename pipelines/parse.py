@@ -361,6 +361,12 @@ def _parse_records(source_rows, file_name: str, can_repair: bool, lines_are_valu
             if has_header:
                 continue
         data_rows += 1
+        # a header line again (two exports joined): data lines start with the numeric id
+        if not raw_line[:1].isdigit():
+            fields = fields if fields is not None else _split(raw_line)
+            if _looks_like_header(fields):
+                reject(line_number, raw_line, "cabeçalho repetido no meio do arquivo (dois arquivos emendados?)")
+                continue
         if (
             plain_separators is not None
             and raw_line.count(SOURCE_DELIMITER) == plain_separators

@@ -206,10 +206,20 @@ def parse_portal_page(
         text = link.get_text(" ", strip=True)
         month = _month_of(text)
         href = link["href"].strip()
-        if month is None:  # not a monthly file (the data dictionary, other pages)
+        url = urljoin(page_url, href)
+        if month is None and _file_format(url) is None:  # not a monthly file (the data dictionary, other pages)
             logger.debug("Link ignorado (não é arquivo de dados mensal): %s", printable(href))
             continue
-        url = urljoin(page_url, href)
+        if month is None:  # a data file whose text names no month ("05/2024"): never skipped in silence
+            refused = UnplacedLink(
+                heading=_heading_of(link),
+                text=text,
+                url=url,
+                reason=f"o texto do link ('{printable(text)}') não nomeia um mês",
+            )
+            unplaced.append(refused)
+            logger.warning("Link da página não usado: %s.", refused.describe())
+            continue
         heading = _heading_of(link)
         year, problem = _year_problem(heading)
         problem = _address_problem(href, url, page_host, extra_hosts) or problem

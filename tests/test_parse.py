@@ -106,6 +106,38 @@ def test_headerless_file_uses_the_standard_column_order():
     assert "sem cabeçalho" in parsed.notes[0]
 
 
+@pytest.mark.parametrize(
+    ("header", "repeated"),
+    [
+        (True, "\ufeff" + ";".join(HEADER)),  # two exports joined: the second's BOM and header
+        (True, ";".join(f'"{name.upper()}"' for name in HEADER)),
+        (False, ";".join(HEADER)),
+    ],
+)
+def test_a_header_line_in_the_middle_is_quarantined_not_loaded_as_a_row(header, repeated):
+    """It used to be kept as a row (23 fields), then a row of NULLs in staging.transformed."""
+    lines = csv_bytes([ROW], header=header).decode("utf-8") + repeated + "\n" + ";".join(ROW) + "\n"
+    parsed = parse_file(lines.encode("utf-8"), "csv", "emendado.csv")
+    number = 3 if header else 2
+    assert parsed.data_rows == 3 and parsed.loaded_rows == 2
+    assert [(q.line_number, q.reason) for q in parsed.quarantine] == [
+        (number, "cabeçalho repetido no meio do arquivo (dois arquivos emendados?)")
+    ]
+    assert parsed.rows["id_terc"].tolist() == ["8761995", "8761995"]
+
+
+def test_a_header_row_in_the_middle_of_a_sheet_is_quarantined():
+    workbook = Workbook()
+    sheet = workbook.active
+    for values in (HEADER, ROW, HEADER, ROW):
+        sheet.append(list(values))
+    buffer = io.BytesIO()
+    workbook.save(buffer)
+    parsed = parse_file(buffer.getvalue(), "xlsx", "emendado.xlsx")
+    assert (parsed.data_rows, parsed.loaded_rows) == (3, 2)
+    assert [q.line_number for q in parsed.quarantine] == [3]
+
+
 def test_columns_are_mapped_by_header_name_not_position():
     order = list(reversed(range(23)))
     header = ";".join(HEADER[i] for i in order)

@@ -145,6 +145,26 @@ def test_a_month_link_to_something_else_than_csv_or_xlsx_is_unplaced():
     assert [u.reason for u in listing.unplaced] == ["o link não aponta para um arquivo CSV ou XLSX"]
 
 
+@pytest.mark.parametrize("text", ["05/2024", "Mai/2024", "May", "Arquivo mais recente"])
+def test_a_data_file_link_whose_text_names_no_month_is_unplaced_not_ignored(text):
+    """The newest link written another way ("05/2024") used to be skipped in silence (a DEBUG
+    line): the capture then took the period before it as the newest and said Success. A CSV or
+    XLSX link in the month lists is a published file: without a month it is unplaced, and the
+    runs that need the newest period fail naming it."""
+    html = year_block("2024", link("/a/base202405.xlsx", text), link("/a/t202401.csv", "Janeiro"))
+    listing = parse_portal_page(html, PAGE_URL, today=TODAY)
+    assert [f.label for f in listing] == ["2024-01"]
+    assert [(u.text, u.reason) for u in listing.unplaced] == [(text, f"o texto do link ('{text}') não nomeia um mês")]
+    with pytest.raises(PortalStructureError, match="base202405.xlsx"):
+        listing.require_all_placed()
+
+
+def test_links_to_other_documents_without_a_month_are_still_ignored():
+    html = year_block("2024", link("/a/dicionario.pdf", "Dicionário de dados"), link("/a/t202401.csv", "Janeiro"))
+    listing = parse_portal_page(html, PAGE_URL, today=TODAY)
+    assert [f.label for f in listing] == ["2024-01"] and listing.unplaced == []
+
+
 def test_periods_in_the_future_or_before_the_first_publication_are_never_placed():
     months = [
         "Janeiro",
