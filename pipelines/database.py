@@ -197,7 +197,7 @@ REQUIRED_COLUMNS = (
 # materialization exclusive, so a model never reads a half-replaced raw table.
 DDL_LOCK_KEY = 7_315_020_241
 LOAD_LOCK_NAMESPACE = 731_502
-FILE_LOCK_NAMESPACE = 731_503  # with hashtext(sha256): loads of one file, under any period
+FILE_LOCK_NAMESPACE = 731_504  # with hashtext(sha256): loads of one file, under any period
 RAW_DATA_LOCK_KEY = 7_315_020_242
 RUN_LOCK_NAMESPACE = 731_503
 

@@ -283,3 +283,19 @@ def test_two_materializations_at_once_both_succeed_one_after_the_other(db, fresh
         )
         == [("Success", expected)] * 2
     )
+
+
+def test_every_advisory_lock_namespace_and_key_is_distinct():
+    """Two-key locks (namespace, hashtext(text)) of different kinds must never share a
+    namespace: a file's sha256 and a run id hashing alike would make a load wait for a run's
+    lease (its own run's: until the lock timeout)."""
+    from pipelines import constants
+
+    locks = {
+        name: value
+        for module in (database, constants)
+        for name, value in vars(module).items()
+        if name.endswith(("_NAMESPACE", "_LOCK_KEY")) and isinstance(value, int)
+    }
+    assert {"LOAD_LOCK_NAMESPACE", "FILE_LOCK_NAMESPACE", "RUN_LOCK_NAMESPACE", "RAW_DATA_LOCK_KEY"} <= set(locks)
+    assert len(set(locks.values())) == len(locks), locks
