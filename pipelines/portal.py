@@ -207,24 +207,17 @@ def parse_portal_page(
         month = _month_of(text)
         href = link["href"].strip()
         url = urljoin(page_url, href)
-        if month is None and _file_format(url) is None:  # not a monthly file (the data dictionary, other pages)
+        file_format = _file_format(url)
+        if month is None and file_format is None:  # not a monthly file (the data dictionary, other pages)
             logger.debug("Link ignorado (não é arquivo de dados mensal): %s", printable(href))
-            continue
-        if month is None:  # a data file whose text names no month ("05/2024"): never skipped in silence
-            refused = UnplacedLink(
-                heading=_heading_of(link),
-                text=text,
-                url=url,
-                reason=f"o texto do link ('{printable(text)}') não nomeia um mês",
-            )
-            unplaced.append(refused)
-            logger.warning("Link da página não usado: %s.", refused.describe())
             continue
         heading = _heading_of(link)
         year, problem = _year_problem(heading)
         problem = _address_problem(href, url, page_host, extra_hosts) or problem
-        if problem is None and _file_format(url) is None:
+        if problem is None and file_format is None:
             problem = "o link não aponta para um arquivo CSV ou XLSX"
+        if problem is None and month is None:  # a data file whose text names no month ("05/2024")
+            problem = f"o texto do link ('{printable(text)}') não nomeia um mês"
         if problem is None:
             problem = _period_problem(year, month, today)
         if problem is not None:
@@ -232,7 +225,7 @@ def parse_portal_page(
             unplaced.append(refused)
             logger.warning("Link da página não usado: %s.", refused.describe())
             continue
-        found = PublishedFile(year=year, month=month, url=url, format=_file_format(url))
+        found = PublishedFile(year=year, month=month, url=url, format=file_format)
         named = FILE_PERIOD_PATTERN.search(found.file_name)
         if named and (int(named.group(1)), int(named.group(2))) != (year, month):
             logger.warning(

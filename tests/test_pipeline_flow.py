@@ -171,6 +171,11 @@ def attempts(db):
     )
 
 
+def transformed_state(db):
+    """staging.transformed's rows, as a digest and a count: equal before and after means untouched."""
+    return query(db, "SELECT md5(string_agg(t::text, '|' ORDER BY t::text)), count(*) FROM staging.transformed t")
+
+
 def log_messages(db, run_id):
     return [
         m for (m,) in query(db, "SELECT mensagem FROM logs.registros WHERE id_execucao = %s ORDER BY id", (run_id,))
@@ -544,7 +549,7 @@ def test_rows_that_fail_an_error_level_test_are_never_published_and_the_retry_do
 
     [first] = runtime.run_between(at("2026-05-01T00:00:00"), at("2026-05-01T00:00:01"))
     assert first.outcome == ("2026-05-01 00:00", "Success")
-    before = query(db, "SELECT md5(string_agg(t::text, '|' ORDER BY t::text)), count(*) FROM staging.transformed t")
+    before = transformed_state(db)
     # June's file: May's rows in another archive (a file identical to another period's is refused)
     june = "terceirizados202406.xlsx"
     files = portal.portal.root / FILES.lstrip("/")
@@ -562,10 +567,7 @@ def test_rows_that_fail_an_error_level_test_are_never_published_and_the_retry_do
         )
         assert type(run.task_states()["record_materialized_rows"]).__name__ == "TriggerFailed"
     assert query(db, "SELECT to_char(max(periodo), 'YYYY-MM') FROM raw.terceirizados") == [("2024-06",)]
-    assert (
-        query(db, "SELECT md5(string_agg(t::text, '|' ORDER BY t::text)), count(*) FROM staging.transformed t")
-        == before
-    )
+    assert transformed_state(db) == before
     assert query(db, "SELECT DISTINCT ano, mes FROM staging.transformed") == [(2024, 5)]
     assert [state for _, _, state, _ in attempts(db)] == ["Success", "Failed", "Failed"]
 
@@ -579,7 +581,7 @@ def test_a_newest_period_withdrawn_from_the_portal_fails_the_attempt_and_changes
 
     [first] = runtime.run_between(at("2026-05-01T00:00:00"), at("2026-05-01T00:00:01"))
     assert first.outcome == ("2026-05-01 00:00", "Success")
-    before = query(db, "SELECT md5(string_agg(t::text, '|' ORDER BY t::text)), count(*) FROM staging.transformed t")
+    before = transformed_state(db)
     raw_before = query(db, "SELECT to_char(periodo, 'YYYY-MM'), count(*) FROM raw.terceirizados GROUP BY 1 ORDER BY 1")
     portal.page_override = page(("2023", link(f"{FILES}/terceirizados202309.csv", "Setembro")))
     portal.hits.clear()
@@ -594,10 +596,7 @@ def test_a_newest_period_withdrawn_from_the_portal_fails_the_attempt_and_changes
             "tirá-lo também das tabelas históricas)."
         )
     assert portal.hits.get(portal.file_path("terceirizados202309.csv"), 0) == 0  # nothing downloaded
-    assert (
-        query(db, "SELECT md5(string_agg(t::text, '|' ORDER BY t::text)), count(*) FROM staging.transformed t")
-        == before
-    )
+    assert transformed_state(db) == before
     assert (
         query(db, "SELECT to_char(periodo, 'YYYY-MM'), count(*) FROM raw.terceirizados GROUP BY 1 ORDER BY 1")
         == raw_before
