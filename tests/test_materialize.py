@@ -387,6 +387,71 @@ def test_one_dbt_invocation_builds_the_four_models_and_each_task_reports_its_own
     assert warnings_of(db, run_id)["values_nulled_cleaned"] > 0
 
 
+def manifest_macros_in_template_cache(manifest):
+    """unique_ids of the manifest's macros whose jinja template dbt has compiled in this process."""
+    from dbt_common.clients.jinja import template_cache
+
+    return {macro.unique_id for macro in manifest.macros.values() if macro.macro_sql in template_cache.file_cache}
+
+
+def test_the_background_preparation_compiles_the_macros_the_last_build_used(db, settings, materialized):
+    """The chain's build records which macros it compiled; the next preparation compiles those
+    (while the capture runs), and a build after it compiles no macro template of its own."""
+    import json
+
+    from dbt_common.clients.jinja import template_cache
+
+    from pipelines import dbt
+
+    # as the scheduled run finds it: the previous build replaced tables that existed (the first
+    # build, on an empty schema, calls fewer macros: no grants to copy)
+    state, _ = run_flow(materialize_flow)
+    assert state.is_successful(), state.message
+    recorded = json.loads((settings.data_dir / "dbt_target" / "latest" / dbt.USED_MACROS_FILE).read_text())
+    assert len(recorded) == len(set(recorded)) > 50
+    for used in (
+        "macro.dbt.materialization_table_default",
+        "macro.dbt.materialization_view_default",
+        "macro.dbt.materialization_test_default",
+        "macro.terceirizados.terceirizados_cleaned",
+        "macro.terceirizados.verify_before_commit",
+        "macro.terceirizados.test_values_nulled",
+    ):
+        assert used in recorded, used
+    manifest = dbt.parsed_manifest(settings, "latest")
+    assert set(recorded) <= set(manifest.macros)
+
+    template_cache.clear()  # as in a new process
+    dbt.prepare_in_background(settings, "latest").join(60)
+    assert manifest_macros_in_template_cache(manifest) == set(recorded)
+
+    state, _ = run_flow(materialize_flow)
+    assert state.is_successful(), state.message
+    assert manifest_macros_in_template_cache(manifest) == set(recorded)  # the build compiled none
+
+
+def test_an_unreadable_list_of_used_macros_warms_nothing_and_fails_nothing(db, settings, materialized):
+    from dbt_common.clients.jinja import template_cache
+
+    from pipelines import dbt
+
+    manifest = dbt.parsed_manifest(settings, "latest")
+    path = settings.data_dir / "dbt_target" / "latest" / dbt.USED_MACROS_FILE
+    for content in ("não é json", '{"macro": 1}', '["macro.terceirizados.nao_existe", 7, null]'):
+        path.write_text(content)
+        template_cache.clear()
+        assert dbt._warm_macro_templates(settings, "latest", manifest) == 0
+        assert manifest_macros_in_template_cache(manifest) == set()
+    path.write_text('["macro.terceirizados.nao_existe", "macro.terceirizados.terceirizados_cleaned"]')
+    assert dbt._warm_macro_templates(settings, "latest", manifest) == 1
+    assert manifest_macros_in_template_cache(manifest) == {"macro.terceirizados.terceirizados_cleaned"}
+    path.unlink()
+    assert dbt._warm_macro_templates(settings, "latest", manifest) == 0
+    state, _ = run_flow(materialize_flow)  # the build compiles what it needs, and records it again
+    assert state.is_successful(), state.message
+    assert "macro.dbt.materialization_table_default" in path.read_text()
+
+
 def test_a_model_that_fails_in_the_one_invocation_stops_the_chain_there(db, settings, materialized):
     """staging.cleaned cannot be built (a column of raw.terceirizados renamed): its task fails with
     PostgreSQL's message, the models after it are neither built nor reported as built, dbt has
