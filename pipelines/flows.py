@@ -21,6 +21,7 @@ from pipelines.tasks import (
     decide_scheduled_run,
     discover_published_files,
     download_data,
+    final_state_in_portuguese,
     finish_scheduled_run,
     generate_dbt_docs,
     parse_data,
@@ -104,7 +105,9 @@ def materialize_steps(
     return steps
 
 
-with Flow(constants.CAPTURE_FLOW, state_handlers=[record_run]) as capture_flow:
+with Flow(
+    constants.CAPTURE_FLOW, state_handlers=[record_run], terminal_state_handler=final_state_in_portuguese
+) as capture_flow:
     portal_url = Parameter("url", default=None)
     run_id = setup_log_file(constants.CAPTURE_FLOW)
     _, newest = newest_period_steps(portal_url, run_id)
@@ -119,7 +122,7 @@ def build_materialize_flow(
 ) -> Flow:
     """set-up -> materialize steps -> logs. ``full_refresh_option``: the flow has a
     ``full_refresh`` parameter (the historic models, which are built incrementally)."""
-    with Flow(name, state_handlers=[record_run]) as flow:
+    with Flow(name, state_handlers=[record_run], terminal_state_handler=final_state_in_portuguese) as flow:
         run_id = setup_log_file(name)
         full_refresh = Parameter("full_refresh", default=False) if full_refresh_option else False
         materialized = materialize_steps(models, family, run_id, full_refresh, marts)[-1]
@@ -138,7 +141,9 @@ historic_materialize_flow = build_materialize_flow(
 )
 
 
-with Flow(constants.HISTORIC_CAPTURE_FLOW, state_handlers=[record_run]) as historic_capture_flow:
+with Flow(
+    constants.HISTORIC_CAPTURE_FLOW, state_handlers=[record_run], terminal_state_handler=final_state_in_portuguese
+) as historic_capture_flow:
     portal_url = Parameter("url", default=None)
     force = Parameter("force", default=False)
     run_id = setup_log_file(constants.HISTORIC_CAPTURE_FLOW)

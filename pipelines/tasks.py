@@ -3,6 +3,7 @@ to the plain functions of the other modules."""
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import socket
@@ -124,6 +125,18 @@ def run_message(state) -> str:
         return "Concluído com sucesso."
     causes = failure_causes(state)
     return "Falhou: " + " | ".join(causes) if causes else f"Falhou: {state.message}"
+
+
+def final_state_in_portuguese(flow, state, reference_states):
+    """Terminal state handler of the capture, materialize and historic flows: the run ends with
+    the message ``logs.execucoes`` records (``run_message``: the failed tasks and their causes,
+    in Portuguese), which is what ``flow.run()`` returns and the Prefect UI shows, instead of
+    Prefect's generic English one ("Some reference tasks failed.")."""
+    if not state.is_finished():
+        return state
+    final = copy.copy(state)
+    final.message = run_message(state)
+    return final
 
 
 def record_run(flow, old_state, new_state):

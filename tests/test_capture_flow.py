@@ -274,3 +274,30 @@ def test_the_runs_page_counts_retries_from_the_event(db, fresh_portal):
     runs = repository.runs()
     repository.engine.dispose()
     assert runs.loc[runs["id_execucao"] == run_id, "tentativas_agendadas"].tolist() == [2]
+
+
+def test_every_flow_ends_with_its_outcome_in_portuguese(db, fresh_portal):
+    """The final state of flow.run() (the run's message in the Prefect UI) says what happened in
+    Portuguese, the same words as logs.execucoes, not Prefect's generic English message."""
+    from pipelines.flows import historic_capture_flow, materialize_flow
+
+    def recorded(run_id):
+        return query(db, "SELECT estado_final, mensagem FROM logs.execucoes WHERE id_execucao = %s", (run_id,))
+
+    materialized, run_id = run_flow(materialize_flow)  # nothing captured yet
+    assert materialized.is_failed()
+    assert materialized.message.startswith("Falhou: check_raw_data: ")
+    assert "raw.terceirizados está vazia" in materialized.message
+    assert recorded(run_id) == [("Failed", materialized.message)]
+
+    captured, run_id = run_flow(capture_flow, url=fresh_portal.page_url)
+    assert captured.is_successful() and captured.message == "Concluído com sucesso."
+    assert recorded(run_id) == [("Success", "Concluído com sucesso.")]
+
+    path = fresh_portal.file_path("terceirizados202405.xlsx")
+    fresh_portal.faults[path] = "404"
+    for flow, options in ((capture_flow, {}), (historic_capture_flow, {"force": True})):
+        failed, run_id = run_flow(flow, url=fresh_portal.page_url, **options)
+        assert failed.is_failed(), flow.name
+        assert failed.message.startswith("Falhou: ") and "HTTP 404" in failed.message, failed.message
+        assert recorded(run_id) == [("Failed", failed.message)]
