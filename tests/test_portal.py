@@ -264,3 +264,38 @@ def test_listing_survives_pickling_for_dask_workers():
     )
     copy = pickle.loads(pickle.dumps(listing))
     assert copy == listing and copy.unplaced == listing.unplaced and copy.page_url == PAGE_URL
+
+
+# -- the page's file links without a CSS selector (pipelines.portal.data_file_links) --------------
+
+from bs4 import BeautifulSoup  # noqa: E402
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from pipelines.portal import data_file_links  # noqa: E402
+
+_TAGS = ["ul", "ol", "li", "div", "p", "span", "h3"]
+_CLASSES = ["internal-link", "internal-link extra", "extra internal-link", "internal-links", "Internal-Link", "", None]
+
+
+@st.composite
+def _pages(draw, depth=0):
+    """Random HTML: links with and without the class or the href, inside and outside lists."""
+    parts = []
+    for _ in range(draw(st.integers(0, 4))):
+        if depth < 4 and draw(st.booleans()):
+            tag = draw(st.sampled_from(_TAGS))
+            parts.append(f"<{tag}>{draw(_pages(depth + 1))}</{tag}>")
+        else:
+            css = draw(st.sampled_from(_CLASSES))
+            href = draw(st.sampled_from([' href="a.csv"', ' href=""', ""]))
+            attribute = "" if css is None else f' class="{css}"'
+            parts.append(f"<a{attribute}{href}>{draw(st.sampled_from(['Maio', 'x', '']))}</a>")
+    return "".join(parts)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_pages())
+def test_the_file_links_are_those_the_css_selector_selects(html):
+    soup = BeautifulSoup(html, "html.parser")
+    assert data_file_links(soup) == soup.select("ul a.internal-link[href]")
