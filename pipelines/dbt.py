@@ -15,6 +15,7 @@ It also answers whether the latest models were built from a period's capture
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import importlib.metadata
@@ -221,9 +222,12 @@ def _used_macros_path(settings: Settings, family: str) -> Path:
 
 def _record_used_macros(settings: Settings, family: str, manifest) -> None:
     """Write which of the manifest's macros dbt has compiled in this process (dbt-common's
-    process-wide template cache, keyed by the macro's SQL), in the order it compiled them. A
+    process-wide template cache, keyed by the macro's SQL), in the order it compiled them:
+    those the build just called and any compiled earlier in the process (the warm-up's, an
+    earlier run's of a long-lived scheduler), so a superset of what the next build calls. A
     hint for ``_warm_macro_templates``: never raises (a failure is only logged)."""
     path = _used_macros_path(settings, family)
+    temporary = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         from dbt_common.clients.jinja import template_cache
 
@@ -233,11 +237,12 @@ def _record_used_macros(settings: Settings, family: str, manifest) -> None:
         compiled = template_cache.file_cache.copy()  # one atomic copy: dbt's threads may add to it
         used = [by_sql[macro_sql] for macro_sql in compiled if macro_sql in by_sql]
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
         temporary.write_text(json.dumps(used), encoding="utf-8")
         os.replace(temporary, path)
     except Exception as exc:  # noqa: BLE001 - a missed shortcut for the next run, never a failure
         logger.debug("Lista de macros compiladas não gravada em %s: %s", path, exc)
+        with contextlib.suppress(OSError):
+            temporary.unlink(missing_ok=True)
 
 
 def _warm_macro_templates(settings: Settings, family: str, manifest) -> int:
@@ -750,7 +755,6 @@ class ChainBuild:
                 manifest=manifest,
                 write_json=False,
             )
-            _record_used_macros(self.settings, self.family, manifest)
             if result.exception is not None:
                 raise DbtBuildError(f"dbt build não pôde rodar: {result.exception}") from result.exception
             final = {node.unique_id: node for node in (_NodeResult.of(r) for r in result.result or [])}
@@ -764,6 +768,8 @@ class ChainBuild:
             with self._changed:
                 self._ended = True
                 self._changed.notify_all()
+        if self._manifest is not None:  # after the tasks are answered: off the run's critical path
+            _record_used_macros(self.settings, self.family, self._manifest)
 
     def _own(self, model: str) -> list[_NodeResult]:
         return [r for r in self._results.values() if self._owners.get(r.unique_id, self.models[-1]) == model]

@@ -118,13 +118,21 @@ def failed_task_errors(state) -> list[BaseException]:
     ]
 
 
+FAILED_PREFIX = "Falhou: "
+
+
 def run_message(state) -> str:
+    """A finished run in words, as ``logs.execucoes`` records it: the failed tasks and their
+    causes (from the task states the run returned), else the state's own message, said once."""
     if state.is_skipped():
         return state.message or "Nada a fazer."
     if state.is_successful():
         return "Concluído com sucesso."
     causes = failure_causes(state)
-    return "Falhou: " + " | ".join(causes) if causes else f"Falhou: {state.message}"
+    if causes:
+        return FAILED_PREFIX + " | ".join(causes)
+    message = state.message or ""
+    return message if message.startswith(FAILED_PREFIX) else FAILED_PREFIX + message
 
 
 def final_state_in_portuguese(flow, state, reference_states):
@@ -136,6 +144,20 @@ def final_state_in_portuguese(flow, state, reference_states):
         return state
     final = copy.copy(state)
     final.message = run_message(state)
+    if state.is_failed() and not failure_causes(state):
+        # no task states in the result (a Prefect agent runs the flow without return_tasks):
+        # the reference tasks' own causes (a task that only did not run says nothing)
+        causes = sorted(
+            {
+                first_line(s.result) if isinstance(s.result, BaseException) else (s.message or "")
+                for s in reference_states
+                if s.is_failed() and not isinstance(s, TriggerFailed)
+            }
+            - {""}
+        )
+        final.message = FAILED_PREFIX + (
+            " | ".join(causes) if causes else "uma task falhou; a causa está no log da execução (logs.registros)."
+        )
     return final
 
 
@@ -163,7 +185,7 @@ def record_run(flow, old_state, new_state):
             lost, error = logs.write_failures(run_id)
             if lost and not new_state.is_failed():
                 new_state = Failed(
-                    message=f"{lost} registro(s) de log da execução não puderam ser gravados: "
+                    message=f"{FAILED_PREFIX}{lost} registro(s) de log da execução não puderam ser gravados: "
                     f"{storage_error('LOG_DIR', settings.log_dir, error)}",
                     result=new_state.result,
                 )

@@ -301,3 +301,36 @@ def test_every_flow_ends_with_its_outcome_in_portuguese(db, fresh_portal):
         assert failed.is_failed(), flow.name
         assert failed.message.startswith("Falhou: ") and "HTTP 404" in failed.message, failed.message
         assert recorded(run_id) == [("Failed", failed.message)]
+
+
+def test_a_run_started_like_prefects_agent_ends_with_the_cause_in_portuguese_once(db, fresh_portal):
+    """A Prefect agent runs a flow with FlowRunner(flow).run() and no return_tasks: the final
+    state carries no task states. The message then comes from the reference tasks, once, and
+    logs.execucoes records the same words (never 'Falhou: Falhou: ...')."""
+    import uuid
+
+    from prefect.engine.flow_runner import FlowRunner
+
+    from pipelines.flows import historic_capture_flow
+    from pipelines.settings import load_settings
+    from pipelines.tasks import SETTINGS_KEY
+
+    path = fresh_portal.file_path("terceirizados202405.xlsx")
+    fresh_portal.faults[path] = "404"
+    for flow, parameters in (
+        (historic_capture_flow, {"url": fresh_portal.page_url, "force": True}),
+        (capture_flow, {"url": fresh_portal.page_url}),
+    ):
+        run_id = str(uuid.uuid4())
+        state = FlowRunner(flow=flow).run(
+            parameters=parameters, context={"flow_run_id": run_id, SETTINGS_KEY: load_settings()}
+        )
+        assert state.is_failed() and state.result == {}, flow.name
+        assert state.message.startswith("Falhou: ") and "Falhou: Falhou" not in state.message, state.message
+        assert "Some reference tasks failed" not in state.message
+        if flow is historic_capture_flow:  # its summary task fails naming the period and the cause
+            assert "2024-05" in state.message and "HTTP 404" in state.message, state.message
+        [(final, message)] = query(
+            db, "SELECT estado_final, mensagem FROM logs.execucoes WHERE id_execucao = %s", (run_id,)
+        )
+        assert (final, message) == ("Failed", state.message)
