@@ -93,14 +93,16 @@ def _forwarder(task_name: str | None):
 
 
 def dbt_environment(settings: Settings) -> None:
-    """profiles.yml reads the connection with env_var(): give it the validated settings (only
-    what differs is written: the environment is shared with other threads)."""
+    """profiles.yml reads the connection with env_var(), and the test nulled_share_at_most its
+    limit: give them the validated settings (only what differs is written: the environment is
+    shared with other threads)."""
     wanted = {
         "POSTGRES_HOST": settings.postgres_host,
         "POSTGRES_PORT": str(settings.postgres_port),
         "POSTGRES_USER": settings.postgres_user,
         "POSTGRES_PASSWORD": settings.postgres_password,
         "POSTGRES_DB": settings.postgres_db,
+        "MAX_NULLED_PERCENT": f"{settings.max_nulled_share * 100:g}",
     }
     os.environ.update({name: value for name, value in wanted.items() if os.environ.get(name) != value})
 

@@ -206,6 +206,7 @@ def test_only_tests_that_a_hook_runs_before_the_commit_carry_the_tag():
             ("row_count_equals", None),
             ("accepted_values", "mes"),
             ("sum_matches_source", "valor_custo_mensal"),
+            ("nulled_share_at_most", None),
         )
     ]
     assert sorted(tagged) == sorted(expected)

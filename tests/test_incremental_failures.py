@@ -43,7 +43,7 @@ def test_a_failed_check_is_run_again_until_the_period_passes(db, captured):
         )
         # checked in the model's transaction (verify_before_commit), on the rebuilt period only:
         # the period's rows and its record are never published
-        assert "verificação accepted_values (mes) falhou em staging.historic_transformed (1 resultado(s))" in errors
+        assert "verificação accepted_values (mes) falhou em staging.historic_transformed (1 resultado(s)" in errors
         assert "2024-03" not in record(db)
         assert digest(db, "staging.historic_transformed") == before
     with db.cursor() as cursor:

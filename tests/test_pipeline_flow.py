@@ -563,7 +563,7 @@ def test_rows_that_fail_an_error_level_test_are_never_published_and_the_retry_do
         assert run.state.message == (
             "dbt_build_staging_transformed: dbt build --select transformed falhou: transformed: Database Error in "
             "model transformed (models/staging/transformed.sql): verificação accepted_values (mes) falhou em "
-            "staging.transformed (1 resultado(s)): a tabela anterior foi mantida"
+            "staging.transformed (1 resultado(s), por exemplo (6,59)): a tabela anterior foi mantida"
         )
         assert type(run.task_states()["record_materialized_rows"]).__name__ == "TriggerFailed"
     assert query(db, "SELECT to_char(max(periodo), 'YYYY-MM') FROM raw.terceirizados") == [("2024-06",)]

@@ -1,7 +1,8 @@
 {#- Post-hook: the error-level test `test_name` of a table model (a generic test: the same macro
     schema.yml runs), run INSIDE the model's transaction, after the new table has taken the place
-    of the previous one and before the commit. A failing row raises a PostgreSQL error: the
-    transaction rolls back and the previous table stays, as with a duplicated primary key.
+    of the previous one and before the commit. A failing row raises a PostgreSQL error (naming
+    the check and up to three failing rows): the transaction rolls back and the previous table
+    stays, as with a duplicated primary key.
 
     dbt's `build` runs a model's tests only after the commit: a failing error-level test then
     fails the run, but the table has already been replaced by the rows that failed it, and the
@@ -35,16 +36,22 @@
         {%- do arguments.update({'model': this}) -%}
     {%- endif -%}
     {%- set label = test_name ~ (' (' ~ arguments['column_name'] ~ ')' if 'column_name' in arguments else '') -%}
+    {%- set failing = test(**arguments) %}
     do $verificacao$
     declare
         falhas bigint;
+        exemplos text;
     begin
         select count(*) into falhas from (
-            {{ test(**arguments) }}
+            {{ failing }}
         ) as linhas_que_falham;
         if falhas > 0 then
-            raise exception 'verificação % falhou em % (% resultado(s)): a tabela anterior foi mantida',
-                '{{ label }}', '{{ this.schema }}.{{ this.identifier }}', falhas;
+            -- what failed, in the message: up to three of the failing rows, as PostgreSQL prints them
+            select string_agg(exemplo::text, '; ') into exemplos from (
+                select * from ({{ failing }}) as linhas_que_falham limit 3
+            ) as exemplo;
+            raise exception 'verificação % falhou em % (% resultado(s), por exemplo %): a tabela anterior foi mantida',
+                '{{ label }}', '{{ this.schema }}.{{ this.identifier }}', falhas, exemplos;
         end if;
     end
     $verificacao$

@@ -43,6 +43,56 @@ select column_name, nulled from counts where nulled <> 0
 {% endtest %}
 
 
+{# Per period (ano, mes) and column: the values present upstream that the conversions turned
+   into NULL here are at most MAX_NULLED_PERCENT (default 10) of them. values_nulled counts
+   them (a warning: a few invalid values are expected); this one fails when a whole column
+   stops converting, as when a file's format changes (every amount written "R$ 2.524,37", a
+   masked CNPJ, numbers formatted as dates): such a period is refused, never published as a
+   column of NULLs. One row per period and column over the limit. 100 turns it off. #}
+{% test nulled_share_at_most(model, compare_model, columns, clean_upstream=true) %}
+{%- set limit = env_var('MAX_NULLED_PERCENT', '10') | float -%}
+{%- set limit = limit | int if limit == limit | int else limit -%}
+with upstream as (
+    select
+        ano,
+        mes,
+    {%- for column in columns %}
+        count({{ clean_text(column) if clean_upstream else column }}) as {{ column }}{{ "," if not loop.last }}
+    {%- endfor %}
+    from {{ scoped_relation(compare_model) }}
+    group by ano, mes
+),
+
+here as (
+    select
+        ano,
+        mes,
+    {%- for column in columns %}
+        count({{ column }}) as {{ column }}{{ "," if not loop.last }}
+    {%- endfor %}
+    from {{ model }}
+    group by ano, mes
+),
+
+shares as (
+    {%- for column in columns %}
+    select
+        upstream.ano,
+        upstream.mes,
+        '{{ column }}' as coluna,
+        upstream.{{ column }} as valores,
+        upstream.{{ column }} - coalesce(here.{{ column }}, 0) as viraram_nulo
+    from upstream left join here on here.ano = upstream.ano and here.mes = upstream.mes
+    {{ "union all" if not loop.last }}
+    {%- endfor %}
+)
+
+select ano, mes, coluna, valores, viraram_nulo, {{ limit }} as limite_percentual
+from shares
+where viraram_nulo * 100 > {{ limit }} * valores
+{% endtest %}
+
+
 {# The model has exactly as many rows as the compared model. #}
 {% test row_count_equals(model, compare_model) %}
 with counts as (

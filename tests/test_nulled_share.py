@@ -1,0 +1,181 @@
+"""A period whose values stop converting is refused, never published as columns of NULLs: the
+test nulled_share_at_most (MAX_NULLED_PERCENT, default 10), run inside the transaction of
+staging.transformed and staging.historic_transformed (verify_before_commit)."""
+
+import dataclasses
+import hashlib
+from datetime import UTC, datetime
+
+import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+
+from bench.portal_generator import HEADER
+from pipelines.constants import SOURCE_COLUMNS
+from pipelines.flows import historic_materialize_flow, materialize_flow
+from tests.conftest import query, run_flow
+
+ROW = dict(
+    zip(
+        SOURCE_COLUMNS,
+        [
+            "7100000", "MCOM", "413007", "AGENCIA", "ANATEL-PE", "113/2016", "19232342000165", "EMPRESA",
+            "***.567.058-**", "ANTONIO", "517330 - VIGILANTE", "ENSINO MEDIO COMPLETO", "44", "ANATEL PE",
+            "2524,37", "5838,10", "5", "MAIO", "2024", "ANATEL", "AGENCIA NACIONAL", "41231", "41231",
+        ],
+        strict=True,
+    )
+)  # fmt: skip
+ROWS = 40
+
+
+def load_period(settings, year, month, changed=None, how_many=ROWS):
+    """Load a CSV of ROWS rows for (year, month) into raw.terceirizados as the capture does;
+    ``changed``: {column: value} written in the first ``how_many`` rows."""
+    from pipelines import capture, storage
+    from pipelines.download import DownloadedFile
+    from pipelines.parse import parse_file
+    from pipelines.portal import PublishedFile
+
+    lines = [";".join(HEADER)]
+    for number in range(ROWS):
+        row = {**ROW, "id_terc": str(7100000 + number), "mes_carga": "", "num_mes_carga": str(month)}
+        row["ano_carga"] = str(year)
+        if changed and number < how_many:
+            row.update(changed)
+        lines.append(";".join(row[name] for name in SOURCE_COLUMNS))
+    content = ("\n".join(lines) + "\n").encode()
+    published = PublishedFile(year, month, f"http://h/terceirizados{year}{month:02d}.csv", "csv")
+    downloaded = DownloadedFile(published, content, hashlib.sha256(content).hexdigest(), None, None, datetime.now(UTC))
+    parsed = parse_file(content, "csv", published.file_name)
+    capture.load_parsed(settings, storage.save_csv(settings.data_dir, parsed, downloaded), parsed, downloaded, None)
+
+
+def digest(db, table):
+    [(value,)] = query(db, f"SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) FROM {table} AS t")
+    return value
+
+
+def errors_of(db, run_id):
+    return " ".join(
+        m
+        for (m,) in query(
+            db, "SELECT mensagem FROM logs.registros WHERE id_execucao = %s AND nivel = 'ERROR'", (run_id,)
+        )
+    )
+
+
+# every amount written with the currency, a CNPJ with spaces, hours with their unit, a UG code
+# with a prefix (a CNPJ or UG code with . / - still converts: the masks are removed)
+FORMAT_CHANGES = {
+    "valor_custo_mensal": {"vl_mensal_custo": "R$ 5.838,10"},
+    "valor_salario_mensal": {"vl_mensal_salario": "R$ 2.524,37"},
+    "cnpj_empresa": {"nr_cnpj": "19 232 342/0001-65"},
+    "quantidade_horas_semanais": {"nr_jornada": "44h"},
+    "id_unidade_gestora": {"cd_ug_gestora": "UG 413007"},
+}
+
+
+@pytest.mark.parametrize("column", sorted(FORMAT_CHANGES))
+def test_a_column_that_stops_converting_is_not_published(db, settings, column):
+    load_period(settings, 2024, 5)
+    state, _ = run_flow(materialize_flow)
+    assert state.is_successful(), state.message
+    before = digest(db, "staging.transformed")
+
+    load_period(settings, 2024, 5, FORMAT_CHANGES[column])  # the CGU changed the format: every value
+    state, run_id = run_flow(materialize_flow)
+    assert state.is_failed()
+    assert "verificação nulled_share_at_most falhou em staging.transformed (1 resultado(s), por exemplo " in (
+        state.message
+    )
+    assert f"(2024,5,{column},40,40,10)" in state.message  # period, column, values, turned NULL, limit
+    assert "a tabela anterior foi mantida" in errors_of(db, run_id)
+    assert digest(db, "staging.transformed") == before
+
+
+def test_the_limit_is_a_share_of_the_values_and_can_be_raised(db, settings, monkeypatch):
+    changed = FORMAT_CHANGES["valor_custo_mensal"]
+    load_period(settings, 2024, 5, changed, how_many=4)  # 10 %: a few invalid values, published
+    state, _ = run_flow(materialize_flow)
+    assert state.is_successful(), state.message
+    assert query(db, "SELECT count(*), count(valor_custo_mensal) FROM staging.transformed") == [(40, 36)]
+
+    load_period(settings, 2024, 5, changed, how_many=5)  # 12.5 %
+    state, _ = run_flow(materialize_flow)
+    assert state.is_failed() and "(2024,5,valor_custo_mensal,40,5,10)" in state.message
+    assert query(db, "SELECT count(valor_custo_mensal) FROM staging.transformed") == [(36,)]
+
+    monkeypatch.setenv("MAX_NULLED_PERCENT", "100")  # accepted on purpose, for this run
+    state, _ = run_flow(materialize_flow)
+    assert state.is_successful(), state.message
+    assert query(db, "SELECT count(valor_custo_mensal) FROM staging.transformed") == [(35,)]
+
+
+def test_a_historic_period_that_stops_converting_is_refused_and_the_others_stay(db, settings):
+    for month in (1, 5):
+        load_period(settings, 2024, month)
+    state, _ = run_flow(historic_materialize_flow)
+    assert state.is_successful(), state.message
+    before = digest(db, "staging.historic_transformed")
+
+    load_period(settings, 2024, 5, FORMAT_CHANGES["valor_salario_mensal"])
+    for _ in range(2):  # not forgotten: the next run rebuilds and checks the period again
+        state, run_id = run_flow(historic_materialize_flow)
+        assert state.is_failed()
+        message = errors_of(db, run_id)
+        assert "verificação nulled_share_at_most falhou em staging.historic_transformed" in message
+        assert "(2024,5,valor_salario_mensal,40,40,10)" in message
+        assert digest(db, "staging.historic_transformed") == before
+
+
+# -- the rule, on every count: refused exactly when nulled * 100 > limit * values ---------------
+
+
+@pytest.fixture(scope="module")
+def compiled_rules(settings):
+    from bench.dbtools import compile_inline
+
+    snippet = (
+        "{{ test_nulled_share_at_most(model='public.convertidos', compare_model='public.origem', "
+        "columns=['a', 'b'], clean_upstream=false) }}"
+    )
+    return {
+        limit: compile_inline(dataclasses.replace(settings, max_nulled_share=limit / 100), snippet)
+        for limit in (0, 10, 37.5, 100)
+    }
+
+
+periods = st.lists(
+    st.tuples(
+        st.integers(0, 12), st.integers(0, 12), st.integers(0, 3),  # a: values, turned NULL, NULL upstream
+        st.integers(0, 12), st.integers(0, 12),  # b: values, turned NULL
+    ),
+    min_size=1,
+    max_size=3,
+)  # fmt: skip
+
+
+@hypothesis_settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(periods=periods, limit=st.sampled_from([0, 10, 37.5, 100]))
+def test_refused_exactly_when_the_nulled_share_passes_the_limit(db, compiled_rules, periods, limit):
+    upstream, converted, expected = [], [], set()
+    for month, (a_values, a_nulled, a_missing, b_values, b_nulled) in enumerate(periods, start=1):
+        a_nulled, b_nulled = min(a_nulled, a_values), min(b_nulled, b_values)
+        for index in range(max(a_values + a_missing, b_values)):
+            a = "x" if index < a_values else None
+            b = "y" if index < b_values else None
+            upstream.append((2024, month, a, b))
+            converted.append((2024, month, None if index < a_nulled else a, None if index < b_nulled else b))
+        for column, values, nulled in (("a", a_values, a_nulled), ("b", b_values, b_nulled)):
+            if nulled * 100 > limit * values:
+                expected.add((month, column, values, nulled))
+    with db.cursor() as cursor:
+        for table, rows in (("origem", upstream), ("convertidos", converted)):
+            cursor.execute(f"DROP TABLE IF EXISTS public.{table}")
+            cursor.execute(f"CREATE TABLE public.{table} (ano int, mes int, a text, b text)")
+            if rows:
+                cursor.executemany(f"INSERT INTO public.{table} VALUES (%s, %s, %s, %s)", rows)
+    found = {(mes, coluna, valores, nulos) for _, mes, coluna, valores, nulos, _ in query(db, compiled_rules[limit])}
+    assert found == expected
