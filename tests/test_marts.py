@@ -645,3 +645,20 @@ def test_a_period_missing_from_the_portal_is_skipped_not_zero(built, settings, p
     finally:  # the whole portal again, for the tests that follow
         capture_and_materialize(settings, portal)
     assert marts_hold_the_whole_portal(built, portal)
+
+
+def test_extreme_values_the_staging_tables_accept_do_not_overflow_the_marts(db, settings):
+    """A cost of R$ 2.492.772.864,00 (the real maximum) on a salary of R$ 1,00, and a company whose
+    cost grows from R$ 0,01: the ratio and the variation are far beyond numeric(10,4) and
+    numeric(14,2), and used to fail the historic materialization for good."""
+    from tests.conftest import load_csv_period
+
+    load_csv_period(settings, 2024, 1, {"vl_mensal_salario": "0,01", "vl_mensal_custo": "0,01"})
+    load_csv_period(settings, 2024, 5, {"vl_mensal_salario": "1,00", "vl_mensal_custo": "2492772864,00"})
+    materialize()
+    [(ratio,)] = query(db, "SELECT razao_custo_salario FROM marts.orgaos_por_periodo WHERE mes = 5")
+    assert ratio == Decimal("2492772864.0000")
+    [(variation,)] = query(
+        db, "SELECT variacao_custo_percentual FROM marts.variacao_entre_periodos WHERE tipo = 'empresa' AND mes = 5"
+    )
+    assert variation == Decimal("24927728639900.00")  # (2,492,772,864.00 - 0.01) / 0.01 * 100

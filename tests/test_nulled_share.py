@@ -3,53 +3,15 @@ test nulled_share_at_most (MAX_NULLED_PERCENT, default 10), run inside the trans
 staging.transformed and staging.historic_transformed (verify_before_commit)."""
 
 import dataclasses
-import hashlib
-from datetime import UTC, datetime
 
 import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from bench.portal_generator import HEADER
-from pipelines.constants import SOURCE_COLUMNS
 from pipelines.flows import historic_materialize_flow, materialize_flow
+from tests.conftest import load_csv_period as load_period
 from tests.conftest import query, run_flow
-
-ROW = dict(
-    zip(
-        SOURCE_COLUMNS,
-        [
-            "7100000", "MCOM", "413007", "AGENCIA", "ANATEL-PE", "113/2016", "19232342000165", "EMPRESA",
-            "***.567.058-**", "ANTONIO", "517330 - VIGILANTE", "ENSINO MEDIO COMPLETO", "44", "ANATEL PE",
-            "2524,37", "5838,10", "5", "MAIO", "2024", "ANATEL", "AGENCIA NACIONAL", "41231", "41231",
-        ],
-        strict=True,
-    )
-)  # fmt: skip
-ROWS = 40
-
-
-def load_period(settings, year, month, changed=None, how_many=ROWS):
-    """Load a CSV of ROWS rows for (year, month) into raw.terceirizados as the capture does;
-    ``changed``: {column: value} written in the first ``how_many`` rows."""
-    from pipelines import capture, storage
-    from pipelines.download import DownloadedFile
-    from pipelines.parse import parse_file
-    from pipelines.portal import PublishedFile
-
-    lines = [";".join(HEADER)]
-    for number in range(ROWS):
-        row = {**ROW, "id_terc": str(7100000 + number), "mes_carga": "", "num_mes_carga": str(month)}
-        row["ano_carga"] = str(year)
-        if changed and number < how_many:
-            row.update(changed)
-        lines.append(";".join(row[name] for name in SOURCE_COLUMNS))
-    content = ("\n".join(lines) + "\n").encode()
-    published = PublishedFile(year, month, f"http://h/terceirizados{year}{month:02d}.csv", "csv")
-    downloaded = DownloadedFile(published, content, hashlib.sha256(content).hexdigest(), None, None, datetime.now(UTC))
-    parsed = parse_file(content, "csv", published.file_name)
-    capture.load_parsed(settings, storage.save_csv(settings.data_dir, parsed, downloaded), parsed, downloaded, None)
 
 
 def digest(db, table):
