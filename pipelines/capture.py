@@ -11,7 +11,7 @@ from typing import NoReturn
 from pipelines import raw_loads, storage
 from pipelines.download import DownloadedFile, HttpLimits, download_file, fetch_page
 from pipelines.errors import CaptureRefusedError, NewestPeriodWithdrawnError
-from pipelines.parse import ParsedFile, parse_file
+from pipelines.parse import ParsedFile, parse_for_load
 from pipelines.parse_process import parse_file_in_child
 from pipelines.portal import PortalListing, PublishedFile, parse_portal_page
 from pipelines.settings import Settings
@@ -60,7 +60,7 @@ def parse_downloaded(downloaded: DownloadedFile, child_work_dir: Path | None = N
     (on another core), with its temporary files under this folder (DATA_DIR)."""
     published = downloaded.published
     if child_work_dir is None:
-        parsed = parse_file(downloaded.content, published.format, published.file_name)
+        parsed = parse_for_load(downloaded.content, published.format, published.file_name)
     else:
         parsed = parse_file_in_child(downloaded.content, published.format, published.file_name, child_work_dir)
     logger.info(

@@ -327,6 +327,73 @@ def _header_columns(fields: list[str], file_name: str) -> list[str]:
     return names
 
 
+# What the cleaning trims from both ends of a text (queries/macros/cleaning.sql, whitespace():
+# Unicode's White_Space characters; tests/test_parse.py checks that both lists are the same).
+TRIMMED = (
+    " \t\n\x0b\x0c\r\x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a"
+    "\u2028\u2029\u202f\u205f\u3000"
+)
+MAX_LINES_NAMED = 5
+
+
+def _worker_key(value: str) -> str | None:
+    """id_terc as the cleaning leaves it (trimmed; a "no value" sentinel is None)."""
+    trimmed = value.strip(TRIMMED)
+    return None if trimmed in TEXT_SENTINELS else trimmed
+
+
+def _first_value(text: str) -> str:
+    """The first value (id_terc) of a kept row's CSV text."""
+    if text.startswith('"'):
+        return next(csv.reader([text], delimiter=CSV_DELIMITER))[0]
+    return text[: text.find(CSV_DELIMITER)]
+
+
+def one_row_per_worker(parsed: ParsedFile) -> ParsedFile:
+    """id_terc identifies the worker in a period: staging.transformed's key is (ano, mes,
+    id_terceirizado), so a row without one, or two rows with the same one, could never be
+    published, and used to fail the whole materialization (every period, in the historic one).
+    Such rows go to the quarantine with the reason instead (and count for MAX_QUARANTINE_PERCENT
+    like any other): a row whose id is empty or a "no value" sentinel; of rows repeated value
+    for value, all but the first; of rows that share an id with different values, all of them
+    (which one holds is not for the pipeline to guess). The id is compared as the cleaning
+    leaves it (trimmed: ``TRIMMED``). A file without such rows is returned as it is."""
+    records = parsed.records
+    keys = [_worker_key(_first_value(text)) for text, _, _ in records]
+    if None not in keys and len(set(keys)) == len(keys):
+        return parsed
+    by_key: dict[str, list[int]] = {}
+    reasons: dict[int, str] = {}
+    for index, key in enumerate(keys):
+        if key is None:
+            reasons[index] = "linha sem id_terc (vazio ou marcador de sem valor): não pode ser publicada"
+        else:
+            by_key.setdefault(key, []).append(index)
+    for key, indexes in by_key.items():
+        if len(indexes) == 1:
+            continue
+        first = indexes[0]
+        if all(records[index][0] == records[first][0] for index in indexes):
+            for index in indexes[1:]:
+                reasons[index] = f"linha repetida: igual à linha {records[first][1]}"
+            continue
+        lines = ", ".join(str(records[index][1]) for index in indexes[:MAX_LINES_NAMED])
+        more = f" e mais {len(indexes) - MAX_LINES_NAMED}" if len(indexes) > MAX_LINES_NAMED else ""
+        for index in indexes:
+            reasons[index] = (
+                f"id_terc {key[:40]!r} repetido nas linhas {lines}{more} com valores diferentes: não se sabe qual vale"
+            )
+    refused = [QuarantinedLine(records[index][1], records[index][0], reason) for index, reason in reasons.items()]
+    return ParsedFile(
+        [record for index, record in enumerate(records) if index not in reasons],
+        sorted(parsed.quarantine + refused, key=lambda line: line.line_number),
+        parsed.data_rows,
+        parsed.encoding,
+        parsed.has_header,
+        parsed.notes,
+    )
+
+
 def _parse_records(source_rows, file_name: str, can_repair: bool, lines_are_values: bool):
     """Shared row loop for CSV lines and XLSX rows.
 
@@ -479,3 +546,8 @@ def parse_file(content: bytes, file_format: str, file_name: str) -> ParsedFile:
         raise SourceFormatError(f"Formato de arquivo não suportado: {file_format} ({file_name}).")
     with _gc_paused():
         return parsers[file_format](content, file_name)
+
+
+def parse_for_load(content: bytes, file_format: str, file_name: str) -> ParsedFile:
+    """What the capture loads: ``parse_file``, then ``one_row_per_worker``."""
+    return one_row_per_worker(parse_file(content, file_format, file_name))

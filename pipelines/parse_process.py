@@ -1,4 +1,4 @@
-"""``parse_file`` run in a child process (``python -m pipelines.parse_process``).
+"""``parse_for_load`` run in a child process (``python -m pipelines.parse_process``).
 
 The parse is CPU work in Python: in another process it runs on the other core while this
 process does something else (the scheduled run imports dbt and reads the dbt project
@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from pipelines.errors import PipelineError, storage_error
-from pipelines.parse import ParsedFile, parse_file
+from pipelines.parse import ParsedFile, parse_for_load
 
 logger = logging.getLogger("pipelines.parse_process")
 
@@ -85,7 +85,7 @@ def _death(returncode: int) -> str:
 
 
 def parse_file_in_child(content: bytes, file_format: str, file_name: str, work_dir: Path) -> ParsedFile:
-    """``parse_file(content, file_format, file_name)``, computed by a child Python process;
+    """``parse_for_load(content, file_format, file_name)``, computed by a child Python process;
     its temporary files go under ``work_dir`` (DATA_DIR), removed before returning."""
     folder = work_dir / TEMPORARY_FOLDER
     try:
@@ -156,7 +156,7 @@ def main(argv: list[str], parent: int | None = None) -> int:
     exit_when_orphaned(os.getppid() if parent is None else parent)
     content = Path(source).read_bytes()
     try:
-        outcome = (OK, parse_file(content, file_format, file_name))
+        outcome = (OK, parse_for_load(content, file_format, file_name))
     except PipelineError as exc:
         outcome = (ERROR, type(exc).__module__, type(exc).__qualname__, str(exc))
     try:

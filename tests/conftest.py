@@ -145,7 +145,7 @@ def load_csv_period(settings, year, month, changed=None, how_many=ROWS):
     from bench.portal_generator import HEADER
     from pipelines import capture, storage
     from pipelines.download import DownloadedFile
-    from pipelines.parse import parse_file
+    from pipelines.parse import parse_for_load
     from pipelines.portal import PublishedFile
 
     lines = [";".join(HEADER)]
@@ -158,5 +158,5 @@ def load_csv_period(settings, year, month, changed=None, how_many=ROWS):
     content = ("\n".join(lines) + "\n").encode()
     published = PublishedFile(year, month, f"http://h/terceirizados{year}{month:02d}.csv", "csv")
     downloaded = DownloadedFile(published, content, hashlib.sha256(content).hexdigest(), None, None, datetime.now(UTC))
-    parsed = parse_file(content, "csv", published.file_name)
+    parsed = parse_for_load(content, "csv", published.file_name)
     capture.load_parsed(settings, storage.save_csv(settings.data_dir, parsed, downloaded), parsed, downloaded, None)

@@ -237,3 +237,30 @@ def test_the_good_file_back_ends_the_refused_attempt(db, own_portal):
         "tentativa_id_execucao FROM raw.capturas",
     ) == [("carregada", None, True, 50, run_id)]
     assert query(db, "SELECT count(*) FROM raw.terceirizados") == [(50,)]
+
+
+def test_rows_without_a_worker_id_or_sharing_one_are_quarantined_and_nothing_is_blocked(db, settings):
+    """A duplicated or empty id_terc used to pass the capture and then fail the materialization
+    on the primary key, for good (the historic one for every period); those rows now go to the
+    quarantine with the reason, and the rest of the period is published."""
+    from pipelines.flows import historic_materialize_flow, materialize_flow
+    from tests.conftest import load_csv_period
+
+    load_csv_period(settings, 2024, 1, {"id_terc": "7100000"}, how_many=2)  # line 3 repeats line 2
+    load_csv_period(settings, 2024, 5, {"id_terc": " 7100005\u00a0", "nm_terceirizado": "OUTRO"}, how_many=1)
+    quarantined = query(
+        db, "SELECT to_char(periodo, 'YYYY-MM'), linha_origem, motivo FROM raw.terceirizados_quarentena"
+    )
+    assert sorted(quarantined) == [
+        ("2024-01", 3, "linha repetida: igual à linha 2"),
+        ("2024-05", 2, "id_terc '7100005' repetido nas linhas 2, 7 com valores diferentes: não se sabe qual vale"),
+        ("2024-05", 7, "id_terc '7100005' repetido nas linhas 2, 7 com valores diferentes: não se sabe qual vale"),
+    ]
+    for flow in (materialize_flow, historic_materialize_flow):
+        state, _ = run_flow(flow)
+        assert state.is_successful(), state.message
+    assert query(db, "SELECT count(*) FROM staging.transformed") == [(38,)]
+    assert query(db, "SELECT mes, count(*) FROM staging.historic_transformed GROUP BY mes ORDER BY mes") == [
+        (1, 39),
+        (5, 38),
+    ]

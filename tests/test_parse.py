@@ -289,3 +289,91 @@ def test_glued_fragments_never_swallow_a_neighbouring_code():
         fields = ROW[:21] + tail
         repaired = repair_shifted(fields, list(SOURCE_COLUMNS))
         assert repaired is not None and repaired[0] == fields[:23], tail
+
+
+# -- one row per worker (pipelines.parse.one_row_per_worker) ------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from pipelines.parse import TRIMMED, parse_for_load  # noqa: E402
+
+
+def csv_of(rows):
+    return ("\n".join([";".join(HEADER), *(";".join(row) for row in rows)]) + "\n").encode()
+
+
+def with_id(id_terc, **values):
+    return [id_terc if name == "id_terc" else values.get(name, value) for name, value in zip(SOURCE_COLUMNS, ROW)]
+
+
+def test_rows_that_could_never_be_published_are_quarantined_with_the_reason():
+    rows = [
+        with_id("1"),
+        with_id("2"),
+        with_id("2"),  # line 4: the same as line 3, value for value
+        with_id("3", nm_terceirizado="ANA"),
+        with_id("3\u00a0", nm_terceirizado="BIA"),  # the same id once trimmed, other values
+        with_id(" NI "),
+        with_id(""),
+        with_id("4\u200b"),  # a zero-width space is not trimmed (nor by the cleaning): another id
+        with_id("4"),
+    ]
+    parsed = parse_for_load(csv_of(rows), "csv", "f.csv")
+    assert parsed.data_rows == 9 and parsed.loaded_rows + len(parsed.quarantine) == 9
+    assert [line for _, line, _ in parsed.records] == [2, 3, 9, 10]
+    assert [(q.line_number, q.reason) for q in parsed.quarantine] == [
+        (4, "linha repetida: igual à linha 3"),
+        (5, "id_terc '3' repetido nas linhas 5, 6 com valores diferentes: não se sabe qual vale"),
+        (6, "id_terc '3' repetido nas linhas 5, 6 com valores diferentes: não se sabe qual vale"),
+        (7, "linha sem id_terc (vazio ou marcador de sem valor): não pode ser publicada"),
+        (8, "linha sem id_terc (vazio ou marcador de sem valor): não pode ser publicada"),
+    ]
+    assert parsed.quarantine[0].raw_line == ";".join(with_id("2"))
+    plain = parse_file(csv_of(rows), "csv", "f.csv")  # parse_file alone: every line as it parses
+    assert plain.loaded_rows == 9
+
+
+def test_an_xlsx_id_stored_as_number_and_as_text_is_the_same_worker():
+    workbook = Workbook()
+    sheet = workbook.active
+    sheet.append(HEADER)
+    sheet.append([8761995, *ROW[1:]])
+    sheet.append(["8761995", *ROW[1:12], "40", *ROW[13:]])
+    buffer = io.BytesIO()
+    workbook.save(buffer)
+    parsed = parse_for_load(buffer.getvalue(), "xlsx", "f.xlsx")
+    assert parsed.loaded_rows == 0
+    assert [q.line_number for q in parsed.quarantine] == [2, 3]
+    assert "repetido nas linhas 2, 3" in parsed.quarantine[0].reason
+
+
+def test_the_trimmed_characters_are_those_the_cleaning_trims():
+    import re
+    from pathlib import Path
+
+    macro = (Path(__file__).resolve().parent.parent / "queries" / "macros" / "cleaning.sql").read_text()
+    [literal] = re.findall(r"macro whitespace\(\) -%}\s*E'([^']*)'", macro)
+    assert set(literal.encode().decode("unicode_escape")) == set(TRIMMED)
+
+
+IDS = st.sampled_from(["1", "2", "3", " 1", "1\u00a0", "2\t", "", "NI", " NULL ", "<N/I>", "4\u200b"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(IDS, st.sampled_from(["ANA", "BIA"])), min_size=1, max_size=12))
+def test_what_is_loaded_has_one_row_per_worker_and_nothing_is_lost(rows):
+    parsed = parse_for_load(csv_of([with_id(id_terc, nm_terceirizado=name) for id_terc, name in rows]), "csv", "f.csv")
+    key = {number: id_terc.strip(TRIMMED) for number, (id_terc, _) in enumerate(rows, start=2)}
+    loaded = [line for _, line, _ in parsed.records]
+    quarantined = {q.line_number for q in parsed.quarantine}
+    assert sorted(loaded + list(quarantined)) == list(range(2, len(rows) + 2))  # every line, once
+    assert all(key[line] not in ("", "NI", "NULL", "<N/I>") for line in loaded)
+    assert len({key[line] for line in loaded}) == len(loaded)  # one row per worker
+    for id_value in {key[line] for line in key}:
+        lines = [line for line in key if key[line] == id_value]
+        contents = {rows[line - 2] for line in lines}
+        if id_value in ("", "NI", "NULL", "<N/I>") or (len(lines) > 1 and len(contents) > 1):
+            assert not set(lines) & set(loaded)  # no id, or the same id with other values: none loaded
+        elif len({rows[line - 2][0] for line in lines}) == 1:
+            assert [line for line in lines if line in loaded] == lines[:1]  # repeated lines: the first

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from bench.portal_generator import build_portal, default_periods
 from pipelines.errors import PipelineError, SourceFormatError, StorageError
-from pipelines.parse import parse_file
+from pipelines.parse import parse_for_load
 from pipelines.parse_process import STORAGE_EXIT, exit_when_orphaned, main, parse_file_in_child
 from tests.test_parse import ROW, csv_bytes
 
@@ -31,7 +31,7 @@ def test_every_generated_file_parses_the_same_in_a_child_process(tmp_path, seed)
     portal = build_portal(tmp_path, default_periods(), rows=40, seed=seed)
     for spec in portal.specs:
         content = (tmp_path / "cgu/terceirizados/arquivos" / spec.file_name).read_bytes()
-        here = parse_file(content, spec.format, spec.file_name)
+        here = parse_for_load(content, spec.format, spec.file_name)
         there = parse_file_in_child(content, spec.format, spec.file_name, tmp_path)
         same_outcome(here, there)
         expected = portal.expectations[spec.label]
@@ -48,7 +48,7 @@ FIELD = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_c
 def test_generated_lines_parse_the_same_in_a_child_process(tmp_path, lines):
     content = csv_bytes([ROW, *lines])
     try:
-        here = parse_file(content, "csv", "gerado.csv")
+        here = parse_for_load(content, "csv", "gerado.csv")
     except SourceFormatError as exc:
         with pytest.raises(SourceFormatError) as raised:
             parse_file_in_child(content, "csv", "gerado.csv", tmp_path)
