@@ -383,6 +383,12 @@ def one_row_per_worker(parsed: ParsedFile) -> ParsedFile:
             reasons[index] = (
                 f"id_terc {key[:40]!r} repetido nas linhas {lines}{more} com valores diferentes: não se sabe qual vale"
             )
+    return _quarantined(parsed, reasons)
+
+
+def _quarantined(parsed: ParsedFile, reasons: dict[int, str]) -> ParsedFile:
+    """``parsed`` with the kept rows at these indexes moved to the quarantine, with the reasons."""
+    records = parsed.records
     refused = [QuarantinedLine(records[index][1], records[index][0], reason) for index, reason in reasons.items()]
     return ParsedFile(
         [record for index, record in enumerate(records) if index not in reasons],
@@ -392,6 +398,28 @@ def one_row_per_worker(parsed: ParsedFile) -> ParsedFile:
         parsed.has_header,
         parsed.notes,
     )
+
+
+MAX_VALUE_CHARACTERS = 1000
+
+
+def no_oversized_values(parsed: ParsedFile) -> ParsedFile:
+    """A row with a value longer than MAX_VALUE_CHARACTERS goes to the quarantine. PostgreSQL's
+    B-tree indexes (staging.transformed's key, the results app's indexes on company and organ
+    names, the marts' keys) hold at most ~2.7 kB of a value: one such row failed every
+    historic materialization after it. Real values are under 200 characters; a longer one is a
+    broken line (a quote left open across lines, two columns glued) rather than a name."""
+    reasons: dict[int, str] = {}
+    for index, (text, _, _) in enumerate(parsed.records):
+        if len(text) <= MAX_VALUE_CHARACTERS:
+            continue  # no value can be longer than the line: almost every row stops here
+        values = next(csv.reader([text], delimiter=CSV_DELIMITER))
+        long = [
+            f"{name} ({len(value)})" for name, value in zip(SOURCE_COLUMNS, values) if len(value) > MAX_VALUE_CHARACTERS
+        ]
+        if long:
+            reasons[index] = f"valor com mais de {MAX_VALUE_CHARACTERS} caracteres: {', '.join(long)}"
+    return _quarantined(parsed, reasons) if reasons else parsed
 
 
 def _parse_records(source_rows, file_name: str, can_repair: bool, lines_are_values: bool):
@@ -549,5 +577,6 @@ def parse_file(content: bytes, file_format: str, file_name: str) -> ParsedFile:
 
 
 def parse_for_load(content: bytes, file_format: str, file_name: str) -> ParsedFile:
-    """What the capture loads: ``parse_file``, then ``one_row_per_worker``."""
-    return one_row_per_worker(parse_file(content, file_format, file_name))
+    """What the capture loads: ``parse_file``, without the rows that could never be published
+    (``no_oversized_values``, ``one_row_per_worker``)."""
+    return one_row_per_worker(no_oversized_values(parse_file(content, file_format, file_name)))

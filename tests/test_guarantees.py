@@ -264,3 +264,18 @@ def test_rows_without_a_worker_id_or_sharing_one_are_quarantined_and_nothing_is_
         (1, 39),
         (5, 38),
     ]
+
+
+def test_a_value_too_long_for_an_index_does_not_stop_the_historic_materialization(db, settings):
+    """A value of several kB (here 3,000 CJK characters, ~9 kB) does not fit PostgreSQL's B-tree
+    indexes: it used to fail the marts' key, for good. Its row goes to the quarantine."""
+    from pipelines.flows import historic_materialize_flow
+    from tests.conftest import load_csv_period
+
+    load_csv_period(settings, 2024, 1, {"nr_contrato": "".join(chr(0x4E00 + i) for i in range(3000))}, how_many=1)
+    load_csv_period(settings, 2024, 5)
+    [(reason,)] = query(db, "SELECT motivo FROM raw.terceirizados_quarentena")
+    assert reason == "valor com mais de 1000 caracteres: nr_contrato (3000)"
+    state, _ = run_flow(historic_materialize_flow)
+    assert state.is_successful(), state.message
+    assert query(db, "SELECT count(*) FROM staging.historic_transformed") == [(79,)]

@@ -377,3 +377,20 @@ def test_what_is_loaded_has_one_row_per_worker_and_nothing_is_lost(rows):
             assert not set(lines) & set(loaded)  # no id, or the same id with other values: none loaded
         elif len({rows[line - 2][0] for line in lines}) == 1:
             assert [line for line in lines if line in loaded] == lines[:1]  # repeated lines: the first
+
+
+def test_a_value_too_long_for_an_index_is_quarantined():
+    from pipelines.parse import MAX_VALUE_CHARACTERS
+
+    rows = [
+        with_id("1", nm_razao_social="E" * MAX_VALUE_CHARACTERS),  # the longest accepted
+        with_id("2", nm_razao_social="E" * (MAX_VALUE_CHARACTERS + 1)),
+        with_id("3", nr_contrato="9" * 3000, nm_terceirizado="Ç" * 1200),
+        with_id("4", nm_terceirizado="ANA"),
+    ]
+    parsed = parse_for_load(csv_of(rows), "csv", "f.csv")
+    assert [line for _, line, _ in parsed.records] == [2, 5]
+    assert [(q.line_number, q.reason) for q in parsed.quarantine] == [
+        (3, "valor com mais de 1000 caracteres: nm_razao_social (1001)"),
+        (4, "valor com mais de 1000 caracteres: nr_contrato (3000), nm_terceirizado (1200)"),
+    ]
