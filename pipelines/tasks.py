@@ -96,14 +96,25 @@ def where_this_runs() -> str:
 # -- flow state handler: the runs table -------------------------------------------------
 
 
-def failure_causes(state) -> list[str]:
-    """'task: message' for each task that failed itself (not the ones skipped because of it)."""
+def failure_causes(state, flow=None) -> list[str]:
+    """'task: cause' for each task that failed itself, each cause once. Not the tasks that only
+    could not run because of it: the ones whose trigger failed, and, when some task failed with
+    an error of its own, the ones that failed without one (a mapped task with nothing to map
+    over); a cause that a later task passes on (a summary re-raising it) is said by the first.
+    ``flow``: the tasks in the flow's order (else as the run returned them)."""
     task_states = state.result if isinstance(state.result, dict) else {}
-    return [
-        f"{task.name}: {task_state.result if isinstance(task_state.result, BaseException) else task_state.message}"
-        for task, task_state in task_states.items()
-        if task_state.is_failed() and not isinstance(task_state, TriggerFailed)
-    ]
+    failed = [(t, s) for t, s in task_states.items() if s.is_failed() and not isinstance(s, TriggerFailed)]
+    own = [(t, s) for t, s in failed if isinstance(s.result, BaseException)] or failed
+    if flow is not None:
+        order = {t: position for position, t in enumerate(flow.sorted_tasks())}
+        own.sort(key=lambda pair: order.get(pair[0], len(order)))
+    causes, said = [], set()
+    for failed_task, task_state in own:
+        cause = str(task_state.result) if isinstance(task_state.result, BaseException) else task_state.message
+        if cause not in said:
+            said.add(cause)
+            causes.append(f"{failed_task.name}: {cause}")
+    return causes
 
 
 def failed_task_errors(state) -> list[BaseException]:
@@ -121,14 +132,17 @@ def failed_task_errors(state) -> list[BaseException]:
 FAILED_PREFIX = "Falhou: "
 
 
-def run_message(state) -> str:
+def run_message(state, flow=None) -> str:
     """A finished run in words, as ``logs.execucoes`` records it: the failed tasks and their
-    causes (from the task states the run returned), else the state's own message, said once."""
+    causes (from the task states the run returned), else the state's own message, said once.
+    A message already in these words (the flow's terminal state handler wrote it) is kept."""
     if state.is_skipped():
         return state.message or "Nada a fazer."
     if state.is_successful():
         return "Concluído com sucesso."
-    causes = failure_causes(state)
+    if (state.message or "").startswith(FAILED_PREFIX):
+        return state.message
+    causes = failure_causes(state, flow)
     if causes:
         return FAILED_PREFIX + " | ".join(causes)
     message = state.message or ""
@@ -143,7 +157,7 @@ def final_state_in_portuguese(flow, state, reference_states):
     if not state.is_finished():
         return state
     final = copy.copy(state)
-    final.message = run_message(state)
+    final.message = run_message(state, flow)
     if state.is_failed() and not failure_causes(state):
         # no task states in the result (a Prefect agent runs the flow without return_tasks):
         # the reference tasks' own causes (a task that only did not run says nothing)
@@ -189,7 +203,7 @@ def record_run(flow, old_state, new_state):
                     f"{storage_error('LOG_DIR', settings.log_dir, error)}",
                     result=new_state.result,
                 )
-            runs.finish_run(settings, run_id, type(new_state).__name__, run_message(new_state), now)
+            runs.finish_run(settings, run_id, type(new_state).__name__, run_message(new_state, flow), now)
             upload_flow_log(settings, flow.name, run_id)
     except Exception as exc:  # never turn a good run into a crash because of bookkeeping
         logger.error("Falha ao registrar a execução no PostgreSQL: %s", exc)

@@ -334,3 +334,18 @@ def test_a_run_started_like_prefects_agent_ends_with_the_cause_in_portuguese_onc
             db, "SELECT estado_final, mensagem FROM logs.execucoes WHERE id_execucao = %s", (run_id,)
         )
         assert (final, message) == ("Failed", state.message)
+
+
+def test_a_failure_is_reported_once_by_the_task_that_failed_not_by_those_it_stopped(db, fresh_portal):
+    """The page does not answer: the historic capture names discover_published_files and the
+    cause, not Prefect's words for the mapped task that could not run after it."""
+    from urllib.parse import urlparse
+
+    from pipelines.flows import historic_capture_flow
+
+    fresh_portal.faults[urlparse(fresh_portal.page_url).path] = "404"
+    state, run_id = run_flow(historic_capture_flow, url=fresh_portal.page_url)
+    assert state.is_failed()
+    assert state.message.startswith("Falhou: discover_published_files: ") and "404" in state.message, state.message
+    assert "mapped" not in state.message and "capture_period" not in state.message
+    assert query(db, "SELECT mensagem FROM logs.execucoes WHERE id_execucao = %s", (run_id,)) == [(state.message,)]
