@@ -400,15 +400,17 @@ def _quarantined(parsed: ParsedFile, reasons: dict[int, str]) -> ParsedFile:
     )
 
 
-MAX_VALUE_CHARACTERS = 1000
+MAX_VALUE_CHARACTERS = 500
 
 
 def no_oversized_values(parsed: ParsedFile) -> ParsedFile:
     """A row with a value longer than MAX_VALUE_CHARACTERS goes to the quarantine. PostgreSQL's
     B-tree indexes (staging.transformed's key, the results app's indexes on company and organ
-    names, the marts' keys) hold at most ~2.7 kB of a value: one such row failed every
-    historic materialization after it. Real values are under 200 characters; a longer one is a
-    broken line (a quote left open across lines, two columns glued) rather than a name."""
+    names, the marts' keys) hold at most ~2.7 kB of a key: one row with a value of a few kB
+    failed every historic materialization after it. 500 characters are at most 2 kB, so a
+    one-column key always fits; the marts' keys of several values fit for any realistic text.
+    Real values are under 200 characters; a longer one is a broken line (a quote left open
+    across lines, two columns glued) rather than a name."""
     reasons: dict[int, str] = {}
     for index, (text, _, _) in enumerate(parsed.records):
         if len(text) <= MAX_VALUE_CHARACTERS:

@@ -6,6 +6,7 @@ PostgreSQL. A bad value fails fast with a message that names the variable.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,6 +92,8 @@ def _number(env: dict, name: str, default: float, minimum: float) -> float:
         value = float(raw)
     except ValueError:
         raise ConfigError(f"{name}={raw!r} não é um número.") from None
+    if not math.isfinite(value):  # float() takes 'nan' and 'inf', which no comparison catches
+        raise ConfigError(f"{name}={raw!r} não é um número finito.")
     if value < minimum:
         raise ConfigError(f"{name}={value} deve ser maior ou igual a {minimum}.")
     return value

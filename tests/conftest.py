@@ -136,8 +136,8 @@ CSV_ROW = dict(
 ROWS = 40  # rows of load_csv_period's files
 
 
-def load_csv_period(settings, year, month, changed=None, how_many=ROWS):
-    """Load a CSV of ROWS rows for (year, month) into raw.terceirizados as the capture does;
+def load_csv_period(settings, year, month, changed=None, how_many=ROWS, rows=ROWS):
+    """Load a CSV of ``rows`` rows for (year, month) into raw.terceirizados as the capture does;
     ``changed``: {column: value} written in the first ``how_many`` rows."""
     import hashlib
     from datetime import UTC, datetime
@@ -149,7 +149,7 @@ def load_csv_period(settings, year, month, changed=None, how_many=ROWS):
     from pipelines.portal import PublishedFile
 
     lines = [";".join(HEADER)]
-    for number in range(ROWS):
+    for number in range(rows):
         row = {**CSV_ROW, "id_terc": str(7100000 + number), "mes_carga": "", "num_mes_carga": str(month)}
         row["ano_carga"] = str(year)
         if changed and number < how_many:

@@ -275,7 +275,7 @@ def test_a_value_too_long_for_an_index_does_not_stop_the_historic_materializatio
     load_csv_period(settings, 2024, 1, {"nr_contrato": "".join(chr(0x4E00 + i) for i in range(3000))}, how_many=1)
     load_csv_period(settings, 2024, 5)
     [(reason,)] = query(db, "SELECT motivo FROM raw.terceirizados_quarentena")
-    assert reason == "valor com mais de 1000 caracteres: nr_contrato (3000)"
+    assert reason == "valor com mais de 500 caracteres: nr_contrato (3000)"
     state, _ = run_flow(historic_materialize_flow)
     assert state.is_successful(), state.message
     assert query(db, "SELECT count(*) FROM staging.historic_transformed") == [(79,)]

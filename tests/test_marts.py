@@ -662,3 +662,33 @@ def test_extreme_values_the_staging_tables_accept_do_not_overflow_the_marts(db, 
         db, "SELECT variacao_custo_percentual FROM marts.variacao_entre_periodos WHERE tipo = 'empresa' AND mes = 5"
     )
     assert variation == Decimal("24927728639900.00")  # (2,492,772,864.00 - 0.01) / 0.01 * 100
+
+
+def test_a_database_built_with_the_old_narrow_types_is_migrated(db, settings):
+    """The marts published before the types were widened have numeric(10,4) and numeric(14,2)
+    columns: the next build (incremental, on_schema_change='fail') widens them in place instead
+    of stopping on 'schemas out of sync' until someone runs a full refresh."""
+    from tests.conftest import load_csv_period
+
+    load_csv_period(settings, 2024, 1)
+    materialize()
+    with db.cursor() as cursor:  # as an existing database has them
+        cursor.execute("ALTER TABLE marts.orgaos_por_periodo ALTER COLUMN razao_custo_salario TYPE numeric(10,4)")
+        for column in ("variacao_terceirizados_percentual", "variacao_custo_percentual"):
+            cursor.execute(f"ALTER TABLE marts.variacao_entre_periodos ALTER COLUMN {column} TYPE numeric(14,2)")
+    load_csv_period(settings, 2024, 5, {"vl_mensal_salario": "1,00", "vl_mensal_custo": "2492772864,00"})
+    materialize()
+    types = query(
+        db,
+        "SELECT column_name, data_type, numeric_precision FROM information_schema.columns WHERE table_schema = "
+        "'marts' AND column_name IN ('razao_custo_salario', 'variacao_terceirizados_percentual', "
+        "'variacao_custo_percentual') ORDER BY 1",
+    )
+    assert types == [
+        ("razao_custo_salario", "numeric", None),
+        ("variacao_custo_percentual", "numeric", None),
+        ("variacao_terceirizados_percentual", "numeric", None),
+    ]
+    assert query(db, "SELECT razao_custo_salario FROM marts.orgaos_por_periodo WHERE mes = 5") == [
+        (Decimal("2492772864.0000"),)
+    ]

@@ -59,20 +59,33 @@ def test_a_column_that_stops_converting_is_not_published(db, settings, column):
 
 def test_the_limit_is_a_share_of_the_values_and_can_be_raised(db, settings, monkeypatch):
     changed = FORMAT_CHANGES["valor_custo_mensal"]
-    load_period(settings, 2024, 5, changed, how_many=4)  # 10 %: a few invalid values, published
+    load_period(settings, 2024, 5, changed, how_many=20, rows=200)  # 10 %: some invalid values, published
     state, _ = run_flow(materialize_flow)
     assert state.is_successful(), state.message
-    assert query(db, "SELECT count(*), count(valor_custo_mensal) FROM staging.transformed") == [(40, 36)]
+    assert query(db, "SELECT count(*), count(valor_custo_mensal) FROM staging.transformed") == [(200, 180)]
 
-    load_period(settings, 2024, 5, changed, how_many=5)  # 12.5 %
+    load_period(settings, 2024, 5, changed, how_many=21, rows=200)  # 10.5 %
     state, _ = run_flow(materialize_flow)
-    assert state.is_failed() and "(2024,5,valor_custo_mensal,40,5,10)" in state.message
-    assert query(db, "SELECT count(valor_custo_mensal) FROM staging.transformed") == [(36,)]
+    assert state.is_failed() and "(2024,5,valor_custo_mensal,200,21,10)" in state.message
+    assert query(db, "SELECT count(valor_custo_mensal) FROM staging.transformed") == [(180,)]
 
     monkeypatch.setenv("MAX_NULLED_PERCENT", "100")  # accepted on purpose, for this run
     state, _ = run_flow(materialize_flow)
     assert state.is_successful(), state.message
-    assert query(db, "SELECT count(valor_custo_mensal) FROM staging.transformed") == [(35,)]
+    assert query(db, "SELECT count(valor_custo_mensal) FROM staging.transformed") == [(179,)]
+
+
+def test_a_handful_of_values_is_not_a_format_change(db, settings):
+    """9 of a period's 12 CNPJs invalid (75 %): fewer than 10 values turned NULL, only the
+    warning; 10 of 13 are refused."""
+    invalid = FORMAT_CHANGES["cnpj_empresa"]
+    load_period(settings, 2024, 5, invalid, how_many=9, rows=12)
+    state, _ = run_flow(materialize_flow)
+    assert state.is_successful(), state.message
+    assert query(db, "SELECT count(*), count(cnpj_empresa) FROM staging.transformed") == [(12, 3)]
+    load_period(settings, 2024, 5, invalid, how_many=10, rows=13)
+    state, _ = run_flow(materialize_flow)
+    assert state.is_failed() and "(2024,5,cnpj_empresa,13,10,10)" in state.message
 
 
 def test_a_historic_period_that_stops_converting_is_refused_and_the_others_stay(db, settings):
@@ -111,8 +124,8 @@ def compiled_rules(settings):
 
 periods = st.lists(
     st.tuples(
-        st.integers(0, 12), st.integers(0, 12), st.integers(0, 3),  # a: values, turned NULL, NULL upstream
-        st.integers(0, 12), st.integers(0, 12),  # b: values, turned NULL
+        st.integers(0, 30), st.integers(0, 30), st.integers(0, 3),  # a: values, turned NULL, NULL upstream
+        st.integers(0, 30), st.integers(0, 30),  # b: values, turned NULL
     ),
     min_size=1,
     max_size=3,
@@ -131,7 +144,7 @@ def test_refused_exactly_when_the_nulled_share_passes_the_limit(db, compiled_rul
             upstream.append((2024, month, a, b))
             converted.append((2024, month, None if index < a_nulled else a, None if index < b_nulled else b))
         for column, values, nulled in (("a", a_values, a_nulled), ("b", b_values, b_nulled)):
-            if nulled * 100 > limit * values:
+            if nulled * 100 > limit * values and nulled >= 10:
                 expected.add((month, column, values, nulled))
     with db.cursor() as cursor:
         for table, rows in (("origem", upstream), ("convertidos", converted)):

@@ -391,6 +391,6 @@ def test_a_value_too_long_for_an_index_is_quarantined():
     parsed = parse_for_load(csv_of(rows), "csv", "f.csv")
     assert [line for _, line, _ in parsed.records] == [2, 5]
     assert [(q.line_number, q.reason) for q in parsed.quarantine] == [
-        (3, "valor com mais de 1000 caracteres: nm_razao_social (1001)"),
-        (4, "valor com mais de 1000 caracteres: nr_contrato (3000), nm_terceirizado (1200)"),
+        (3, "valor com mais de 500 caracteres: nm_razao_social (501)"),
+        (4, "valor com mais de 500 caracteres: nr_contrato (3000), nm_terceirizado (1200)"),
     ]

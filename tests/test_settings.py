@@ -35,6 +35,10 @@ def test_defaults_work_on_this_machine():
         ({"POSTGRES_DB": "dados; DROP TABLE x"}, "POSTGRES_DB"),
         ({"HTTP_TIMEOUT_SECONDS": "-1"}, "HTTP_TIMEOUT_SECONDS"),
         ({"DOWNLOAD_MAX_RETRIES": "muitas"}, "DOWNLOAD_MAX_RETRIES"),
+        ({"MAX_NULLED_PERCENT": "nan"}, "MAX_NULLED_PERCENT"),  # float() takes it; no comparison refuses it
+        ({"MAX_NULLED_PERCENT": "101"}, "MAX_NULLED_PERCENT"),
+        ({"HTTP_DEADLINE_SECONDS": "inf"}, "HTTP_DEADLINE_SECONDS"),
+        ({"MAX_ROW_DROP_PERCENT": "NaN"}, "MAX_ROW_DROP_PERCENT"),
     ],
 )
 def test_bad_values_name_the_variable(env, variable):

@@ -352,3 +352,27 @@
     {%- set high = sorted_values ~ '[ceil(' ~ position ~ ')::integer + 1]' -%}
     round({{ low }} + ({{ high }} - {{ low }}) * ({{ position }} - floor({{ position }})), 2)
 {%- endmacro %}
+
+
+{#- Pre-hook: columns whose contract type was widened after the marts were first published
+    (razao_custo_salario numeric(10,4), the variation percentages numeric(14,2): a cost of
+    R$ 2.5 billion on a salary of R$ 1, or a cost growing from R$ 0.01, overflowed them). An
+    existing table gets the contract's plain numeric before dbt compares its columns with the
+    model's (on_schema_change='fail' would stop every build until a full refresh). Removing
+    the precision changes no value and rewrites nothing; a column already plain is left alone
+    (no lock taken). -#}
+{% macro widen_to_numeric(columns) -%}
+    do $alargar$
+    begin
+    {%- for column in columns %}
+        if exists (
+            select 1 from information_schema.columns
+            where table_schema = '{{ this.schema }}' and table_name = '{{ this.identifier }}'
+                and column_name = '{{ column }}' and data_type = 'numeric' and numeric_precision is not null
+        ) then
+            alter table {{ this }} alter column {{ column }} type numeric;
+        end if;
+    {%- endfor %}
+    end
+    $alargar$
+{%- endmacro %}

@@ -5,7 +5,7 @@
     incremental_strategy='marts_periodo',
     on_schema_change='fail',
     meta={'marts': {'fontes': ['contratos_por_periodo'], 'periodo': ['ano', 'mes']}},
-    pre_hook="{{ marts_preparar() }}",
+    pre_hook=["{{ marts_preparar() }}", "{{ widen_to_numeric(['razao_custo_salario']) }}"],
     post_hook=["{{ marts_registrar_construcao_completa() }}", "{{ ensure_primary_key(['ano', 'mes', 'chave_orgao']) }}"],
 ) }}
 

@@ -11,7 +11,8 @@
     on_schema_change='fail',
     meta={'marts': {'fontes': ['totais_por_periodo', 'orgaos_por_periodo', 'empresas_por_periodo'],
                     'periodo': ['ano', 'mes'], 'granularidade': 'tabela'}},
-    pre_hook="{{ marts_preparar() }}",
+    pre_hook=["{{ marts_preparar() }}",
+              "{{ widen_to_numeric(['variacao_terceirizados_percentual', 'variacao_custo_percentual']) }}"],
     post_hook=["{{ marts_registrar_construcao_completa() }}",
                "{{ ensure_primary_key(['ano', 'mes', 'tipo', 'chave']) }}"],
 ) }}
