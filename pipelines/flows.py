@@ -110,11 +110,14 @@ with Flow(
 ) as capture_flow:
     portal_url = Parameter("url", default=None)
     run_id = setup_log_file(constants.CAPTURE_FLOW)
-    _, newest = newest_period_steps(portal_url, run_id)
-    loaded = capture_steps(newest)[-1]
-    logs_loaded = upload_logs_to_database(constants.CAPTURE_FLOW, upstream_tasks=[loaded])
+    found = newest_period_steps(portal_url, run_id)
+    captured = capture_steps(found[-1])
+    logs_loaded = upload_logs_to_database(constants.CAPTURE_FLOW, upstream_tasks=[captured[-1]])
 
-capture_flow.set_reference_tasks([loaded, logs_loaded])
+# Every step is a reference task: the run fails as when only the last one was (a failed step
+# leaves the last one TriggerFailed), and a run whose task states are not returned (started
+# by a Prefect agent) still finds the failed step's cause among the reference tasks' states.
+capture_flow.set_reference_tasks([*found, *captured, logs_loaded])
 
 
 def build_materialize_flow(
@@ -125,9 +128,9 @@ def build_materialize_flow(
     with Flow(name, state_handlers=[record_run], terminal_state_handler=final_state_in_portuguese) as flow:
         run_id = setup_log_file(name)
         full_refresh = Parameter("full_refresh", default=False) if full_refresh_option else False
-        materialized = materialize_steps(models, family, run_id, full_refresh, marts)[-1]
-        logs_loaded = upload_logs_to_database(name, upstream_tasks=[materialized])
-    flow.set_reference_tasks([materialized, logs_loaded])
+        materialized = materialize_steps(models, family, run_id, full_refresh, marts)
+        logs_loaded = upload_logs_to_database(name, upstream_tasks=[materialized[-1]])
+    flow.set_reference_tasks([*materialized, logs_loaded])  # every step: see capture_flow's
     return flow
 
 

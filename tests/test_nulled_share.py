@@ -154,3 +154,23 @@ def test_refused_exactly_when_the_nulled_share_passes_the_limit(db, compiled_rul
                 cursor.executemany(f"INSERT INTO public.{table} VALUES (%s, %s, %s, %s)", rows)
     found = {(mes, coluna, valores, nulos) for _, mes, coluna, valores, nulos, _ in query(db, compiled_rules[limit])}
     assert found == expected
+
+
+def test_a_refused_period_is_named_when_prefects_agent_runs_the_historic_materialization(db, settings):
+    """Prefect's agent (the Docker mode, where this flow is registered) runs it without
+    return_tasks: the cause must come from the reference tasks, every step being one."""
+    import uuid
+
+    from prefect.engine.flow_runner import FlowRunner
+
+    from pipelines.tasks import SETTINGS_KEY
+
+    load_period(settings, 2024, 1)
+    load_period(settings, 2024, 5, FORMAT_CHANGES["valor_custo_mensal"])
+    run_id = str(uuid.uuid4())
+    state = FlowRunner(flow=historic_materialize_flow).run(context={"flow_run_id": run_id, SETTINGS_KEY: settings})
+    assert state.is_failed() and state.result == {}
+    assert state.message.startswith("Falhou: dbt build --select historic_transformed falhou: ")
+    assert "verificação nulled_share_at_most falhou" in state.message
+    assert "(2024,5,valor_custo_mensal,40,40,10)" in state.message
+    assert query(db, "SELECT mensagem FROM logs.execucoes WHERE id_execucao = %s", (run_id,)) == [(state.message,)]
