@@ -207,6 +207,7 @@ def test_only_tests_that_a_hook_runs_before_the_commit_carry_the_tag():
             ("accepted_values", "mes"),
             ("sum_matches_source", "valor_custo_mensal"),
             ("nulled_share_at_most", None),
+            ("missing_share_at_most", None),
         )
     ]
     assert sorted(tagged) == sorted(expected)

@@ -184,6 +184,7 @@ def test_first_run_builds_all_then_an_unchanged_rerun_rebuilds_and_reads_nothing
         for name in sorted(
             [
                 "accepted_values_historic_transformed_mes__False__1__5__9",
+                "missing_share_at_most_historic_transformed",
                 "nulled_share_at_most_historic_transformed",
                 "row_count_equals_historic_transformed_ref_historic_raw_",
                 "sum_matches_source_historic_transformed_valor_custo_mensal__vl_mensal_custo__ref_historic_cleaned_",

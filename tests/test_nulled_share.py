@@ -174,3 +174,52 @@ def test_a_refused_period_is_named_when_prefects_agent_runs_the_historic_materia
     assert "verificação nulled_share_at_most falhou" in state.message
     assert "(2024,5,valor_custo_mensal,40,40,10)" in state.message
     assert query(db, "SELECT mensagem FROM logs.execucoes WHERE id_execucao = %s", (run_id,)) == [(state.message,)]
+
+
+# -- a column that came empty: missing_share_at_most ------------------------------------------
+
+
+@pytest.mark.parametrize("empty", ["", "<N/I>", " NULL "])
+def test_a_money_column_that_came_empty_is_not_published(db, settings, empty):
+    """Nothing fails to convert when the cost column is blank in every row (or XLSX formulas
+    without a saved value, error cells): more than half of a period's rows without a cost."""
+    load_period(settings, 2024, 5)
+    state, _ = run_flow(materialize_flow)
+    assert state.is_successful(), state.message
+    before = digest(db, "staging.transformed")
+
+    load_period(settings, 2024, 5, {"vl_mensal_custo": empty})
+    state, _ = run_flow(materialize_flow)
+    assert state.is_failed()
+    assert "verificação missing_share_at_most falhou em staging.transformed" in state.message
+    assert "(2024,5,valor_custo_mensal,40,40,50)" in state.message
+    assert digest(db, "staging.transformed") == before
+
+
+def test_up_to_half_of_the_rows_may_miss_a_value(db, settings, monkeypatch):
+    load_period(settings, 2024, 5, {"vl_mensal_salario": "<N/I>"}, how_many=20)  # 50 %
+    state, _ = run_flow(materialize_flow)
+    assert state.is_successful(), state.message
+    load_period(settings, 2024, 5, {"vl_mensal_salario": "<N/I>"}, how_many=21)  # 52.5 %
+    state, _ = run_flow(materialize_flow)
+    assert state.is_failed() and "(2024,5,valor_salario_mensal,40,21,50)" in state.message
+    load_period(settings, 2024, 9, {"vl_mensal_salario": "<N/I>"}, how_many=9, rows=12)  # 75 %, under 10
+    state, _ = run_flow(materialize_flow)
+    assert state.is_successful(), state.message
+    load_period(settings, 2024, 9, {"vl_mensal_salario": "<N/I>"})
+    monkeypatch.setenv("MAX_NULLED_PERCENT", "100")  # accepted on purpose, for this run
+    state, _ = run_flow(materialize_flow)
+    assert state.is_successful(), state.message
+    assert query(db, "SELECT count(*), count(valor_salario_mensal) FROM staging.transformed") == [(40, 0)]
+
+
+def test_a_historic_period_whose_cost_came_empty_is_refused(db, settings):
+    load_period(settings, 2024, 1)
+    state, _ = run_flow(historic_materialize_flow)
+    assert state.is_successful(), state.message
+    before = digest(db, "staging.historic_transformed")
+    load_period(settings, 2024, 5, {"vl_mensal_custo": ""})
+    state, run_id = run_flow(historic_materialize_flow)
+    assert state.is_failed()
+    assert "verificação missing_share_at_most falhou em staging.historic_transformed" in errors_of(db, run_id)
+    assert digest(db, "staging.historic_transformed") == before

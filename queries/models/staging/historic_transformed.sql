@@ -18,6 +18,7 @@
                "{{ verify_before_commit('accepted_values', column_name='mes', values=[1, 5, 9], quote=false) }}",
                "{{ verify_before_commit('sum_matches_source', column_name='valor_custo_mensal', compare_model=ref('historic_cleaned'), compare_column='vl_mensal_custo') }}",
                "{{ verify_before_commit('nulled_share_at_most', compare_model=ref('historic_renamed'), columns=['id_unidade_gestora', 'cnpj_empresa', 'quantidade_horas_semanais', 'valor_salario_mensal', 'valor_custo_mensal'], clean_upstream=false) }}",
+               "{{ verify_before_commit('missing_share_at_most', columns=['valor_salario_mensal', 'valor_custo_mensal']) }}",
                "{{ refresh_statistics() }}"],
 ) }}
 

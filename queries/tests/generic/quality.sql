@@ -95,6 +95,41 @@ where viraram_nulo * 100 > {{ limit }} * valores and viraram_nulo >= 10
 {% endtest %}
 
 
+{# Per period (ano, mes) and column: the rows without a value are at most half of the period's
+   rows (MAX_NULLED_PERCENT when that is higher: 100 turns it off), when there are at least 10.
+   In the real files a salary or cost is missing in about 620 of 3.3 million rows: a column
+   missing in most rows of a period is a file whose column came empty (blank or "<N/I>" in every
+   row, XLSX formulas without a saved value, error cells), which nulled_share_at_most does not
+   see (nothing failed to convert). One row per period and column over the limit. #}
+{% test missing_share_at_most(model, columns) %}
+{%- set limit = [env_var('MAX_NULLED_PERCENT', '10') | float, 50.0] | max -%}
+{%- set limit = limit | int if limit == limit | int else limit -%}
+with counts as (
+    select
+        ano,
+        mes,
+        count(*) as linhas,
+    {%- for column in columns %}
+        count(*) - count({{ column }}) as {{ column }}{{ "," if not loop.last }}
+    {%- endfor %}
+    from {{ model }}
+    group by ano, mes
+),
+
+shares as (
+    {%- for column in columns %}
+    select ano, mes, '{{ column }}' as coluna, linhas, {{ column }} as sem_valor
+    from counts
+    {{ "union all" if not loop.last }}
+    {%- endfor %}
+)
+
+select ano, mes, coluna, linhas, sem_valor, {{ limit }} as limite_percentual
+from shares
+where sem_valor * 100 > {{ limit }} * linhas and sem_valor >= 10
+{% endtest %}
+
+
 {# The model has exactly as many rows as the compared model. #}
 {% test row_count_equals(model, compare_model) %}
 with counts as (
