@@ -6,8 +6,6 @@ materializes it. The scheduled pipeline is the only flow with a schedule."""
 
 from __future__ import annotations
 
-import re
-
 from prefect import Flow, Parameter, Task, unmapped
 
 from pipelines import constants
@@ -34,6 +32,7 @@ from pipelines.tasks import (
     select_newest_period,
     setup_log_file,
     skip_if_already_materialized,
+    step_key,
     summarize_historic_capture,
     upload_csv_to_database,
     upload_logs_to_database,
@@ -180,7 +179,7 @@ with Flow(
     materialized = materialize_steps(constants.LATEST_MODELS, constants.DBT_LATEST, captured[-1])
     # every step is an input of the attempt's record, which reports the one that failed
     finished = finish_scheduled_run(
-        attempt, **{re.sub(r"\W", "_", step.name): step for step in [*found, pending, *captured, *materialized]}
+        attempt, **{step_key(step.name): step for step in [*found, pending, *captured, *materialized]}
     )
     logs_loaded = upload_logs_to_database(
         constants.PIPELINE_FLOW, upstream_tasks=[finished], task_args={"skip_on_upstream_skip": False}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import re
 import socket
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -96,6 +97,17 @@ def where_this_runs() -> str:
 # -- flow state handler: the runs table -------------------------------------------------
 
 
+def step_key(task_name: str) -> str:
+    """A step's name as an argument of finish_scheduled_run (``dbt_build_staging.raw`` ->
+    ``dbt_build_staging_raw``): how the attempt's record names the step that failed."""
+    return re.sub(r"\W", "_", task_name)
+
+
+def _step_cause(name: str, error: BaseException) -> str:
+    """One failed step in the attempt's record (``finish_scheduled_run``)."""
+    return f"{name}: {first_line(error)}"
+
+
 def failure_causes(state, flow=None) -> list[str]:
     """'task: cause' for each task that failed itself, each cause once. Not the tasks that only
     could not run because of it: the ones whose trigger failed, and, when some task failed with
@@ -108,12 +120,17 @@ def failure_causes(state, flow=None) -> list[str]:
     if flow is not None:
         order = {t: position for position, t in enumerate(flow.sorted_tasks())}
         own.sort(key=lambda pair: order.get(pair[0], len(order)))
-    causes, said = [], set()
+    causes, said, restated = [], set(), set()
     for failed_task, task_state in own:
-        cause = str(task_state.result) if isinstance(task_state.result, BaseException) else task_state.message
-        if cause not in said:
-            said.add(cause)
-            causes.append(f"{failed_task.name}: {cause}")
+        error = task_state.result if isinstance(task_state.result, BaseException) else None
+        cause = str(error) if error is not None else task_state.message
+        # said already, or only the attempt's record of causes said already (finish_scheduled_run)
+        if cause in said or set(cause.split(" | ")) <= restated:
+            continue
+        said.add(cause)
+        if error is not None:
+            restated.add(_step_cause(step_key(failed_task.name), error))
+        causes.append(f"{failed_task.name}: {cause}")
     return causes
 
 
@@ -510,7 +527,7 @@ def _attempt_outcome(steps: dict) -> tuple[bool, str]:
     """(succeeded, message) of an attempt from the results of its steps: a failed step's
     exception, a SKIP (nothing to do), or the values of steps that all ran."""
     failures = [
-        f"{name}: {first_line(value)}"
+        _step_cause(name, value)
         for name, value in steps.items()
         if isinstance(value, BaseException) and not isinstance(value, (signals.TRIGGERFAIL, signals.SKIP))
     ]

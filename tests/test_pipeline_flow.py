@@ -307,6 +307,10 @@ def test_failed_capture_skips_materialize_and_the_next_days_run_retries(db, port
     assert all(isinstance(states[name], TriggerFailed) for name in MATERIALIZE_STEPS)  # never ran
     assert states["upload_logs_to_database"].is_successful()
     assert any("HTTP 404" in m for m in log_messages(db, failed.run_id))
+    # the run's record says the cause once, by the task that failed (finish_scheduled_run, which
+    # records the attempt, restates it: not a second cause)
+    [(recorded,)] = query(db, "SELECT mensagem FROM logs.execucoes WHERE id_execucao = %s", (failed.run_id,))
+    assert recorded.startswith("Falhou: download_cgu_terceirizados_data: ") and recorded.count("HTTP 404") == 1
     assert attempts(db) == [
         ("2026-09-01 00:00", "agendada", "Failed", failed.state.message),
         ("2026-09-02 00:00", "repeticao", "Success", CAPTURED),
