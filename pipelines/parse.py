@@ -349,13 +349,19 @@ def _first_value(text: str) -> str:
     return text[: text.find(CSV_DELIMITER)]
 
 
+def _trimmed_values(text: str) -> tuple[str, ...]:
+    """A kept row's values as the cleaning trims them."""
+    return tuple(value.strip(TRIMMED) for value in next(csv.reader([text], delimiter=CSV_DELIMITER)))
+
+
 def one_row_per_worker(parsed: ParsedFile) -> ParsedFile:
     """id_terc identifies the worker in a period: staging.transformed's key is (ano, mes,
     id_terceirizado), so a row without one, or two rows with the same one, could never be
     published, and used to fail the whole materialization (every period, in the historic one).
     Such rows go to the quarantine with the reason instead (and count for MAX_QUARANTINE_PERCENT
     like any other): a row whose id is empty or a "no value" sentinel; of rows repeated value
-    for value, all but the first; of rows that share an id with different values, all of them
+    for value (or equal once each value is trimmed), all but the first; of rows that share an
+    id with different values, all of them
     (which one holds is not for the pipeline to guess). The id is compared as the cleaning
     leaves it (trimmed: ``TRIMMED``). A file without such rows is returned as it is."""
     records = parsed.records
@@ -376,6 +382,12 @@ def one_row_per_worker(parsed: ParsedFile) -> ParsedFile:
         if all(records[index][0] == records[first][0] for index in indexes):
             for index in indexes[1:]:
                 reasons[index] = f"linha repetida: igual à linha {records[first][1]}"
+            continue
+        if len({_trimmed_values(records[index][0]) for index in indexes}) == 1:  # the same once cleaned
+            for index in indexes[1:]:
+                reasons[index] = (
+                    f"linha repetida: igual à linha {records[first][1]} a menos de espaços nas pontas dos valores"
+                )
             continue
         lines = ", ".join(str(records[index][1]) for index in indexes[:MAX_LINES_NAMED])
         more = f" e mais {len(indexes) - MAX_LINES_NAMED}" if len(indexes) > MAX_LINES_NAMED else ""

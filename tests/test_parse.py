@@ -318,20 +318,23 @@ def test_rows_that_could_never_be_published_are_quarantined_with_the_reason():
         with_id(""),
         with_id("4\u200b"),  # a zero-width space is not trimmed (nor by the cleaning): another id
         with_id("4"),
+        with_id("5", nm_terceirizado=" ANA"),
+        with_id(" 5", nm_terceirizado="ANA\u00a0"),  # line 12: the same as line 11 once trimmed
     ]
     parsed = parse_for_load(csv_of(rows), "csv", "f.csv")
-    assert parsed.data_rows == 9 and parsed.loaded_rows + len(parsed.quarantine) == 9
-    assert [line for _, line, _ in parsed.records] == [2, 3, 9, 10]
+    assert parsed.data_rows == 11 and parsed.loaded_rows + len(parsed.quarantine) == 11
+    assert [line for _, line, _ in parsed.records] == [2, 3, 9, 10, 11]
     assert [(q.line_number, q.reason) for q in parsed.quarantine] == [
         (4, "linha repetida: igual à linha 3"),
         (5, "id_terc '3' repetido nas linhas 5, 6 com valores diferentes: não se sabe qual vale"),
         (6, "id_terc '3' repetido nas linhas 5, 6 com valores diferentes: não se sabe qual vale"),
         (7, "linha sem id_terc (vazio ou marcador de sem valor): não pode ser publicada"),
         (8, "linha sem id_terc (vazio ou marcador de sem valor): não pode ser publicada"),
+        (12, "linha repetida: igual à linha 11 a menos de espaços nas pontas dos valores"),
     ]
     assert parsed.quarantine[0].raw_line == ";".join(with_id("2"))
     plain = parse_file(csv_of(rows), "csv", "f.csv")  # parse_file alone: every line as it parses
-    assert plain.loaded_rows == 9
+    assert plain.loaded_rows == 11
 
 
 def test_an_xlsx_id_stored_as_number_and_as_text_is_the_same_worker():
@@ -372,11 +375,11 @@ def test_what_is_loaded_has_one_row_per_worker_and_nothing_is_lost(rows):
     assert len({key[line] for line in loaded}) == len(loaded)  # one row per worker
     for id_value in {key[line] for line in key}:
         lines = [line for line in key if key[line] == id_value]
-        contents = {rows[line - 2] for line in lines}
-        if id_value in ("", "NI", "NULL", "<N/I>") or (len(lines) > 1 and len(contents) > 1):
+        cleaned = {(key[line], rows[line - 2][1]) for line in lines}  # the row as the cleaning trims it
+        if id_value in ("", "NI", "NULL", "<N/I>") or len(cleaned) > 1:
             assert not set(lines) & set(loaded)  # no id, or the same id with other values: none loaded
-        elif len({rows[line - 2][0] for line in lines}) == 1:
-            assert [line for line in lines if line in loaded] == lines[:1]  # repeated lines: the first
+        else:
+            assert [line for line in lines if line in loaded] == lines[:1]  # repeated rows: the first
 
 
 def test_a_value_too_long_for_an_index_is_quarantined():
