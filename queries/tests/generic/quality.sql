@@ -52,8 +52,7 @@ select column_name, nulled from counts where nulled <> 0
    in a period (3 CNPJs, 1 invalid) is not a format change. One row per period and column over
    the limit. 100 turns it off. #}
 {% test nulled_share_at_most(model, compare_model, columns, clean_upstream=true) %}
-{%- set limit = env_var('MAX_NULLED_PERCENT', '10') | float -%}
-{%- set limit = limit | int if limit == limit | int else limit -%}
+{%- set limit = nulled_limit() -%}
 with upstream as (
     select
         ano,
@@ -89,9 +88,7 @@ shares as (
     {%- endfor %}
 )
 
-select ano, mes, coluna, valores, viraram_nulo, {{ limit }} as limite_percentual
-from shares
-where viraram_nulo * 100 > {{ limit }} * valores and viraram_nulo >= 10
+{{ shares_over_limit('shares', 'valores', 'viraram_nulo', limit) }}
 {% endtest %}
 
 
@@ -102,8 +99,7 @@ where viraram_nulo * 100 > {{ limit }} * valores and viraram_nulo >= 10
    row, XLSX formulas without a saved value, error cells), which nulled_share_at_most does not
    see (nothing failed to convert). One row per period and column over the limit. #}
 {% test missing_share_at_most(model, columns) %}
-{%- set limit = [env_var('MAX_NULLED_PERCENT', '10') | float, 50.0] | max -%}
-{%- set limit = limit | int if limit == limit | int else limit -%}
+{%- set limit = nulled_limit(at_least=50) -%}
 with counts as (
     select
         ano,
@@ -124,9 +120,7 @@ shares as (
     {%- endfor %}
 )
 
-select ano, mes, coluna, linhas, sem_valor, {{ limit }} as limite_percentual
-from shares
-where sem_valor * 100 > {{ limit }} * linhas and sem_valor >= 10
+{{ shares_over_limit('shares', 'linhas', 'sem_valor', limit) }}
 {% endtest %}
 
 
