@@ -361,9 +361,9 @@ def one_row_per_worker(parsed: ParsedFile) -> ParsedFile:
     Such rows go to the quarantine with the reason instead (and count for MAX_QUARANTINE_PERCENT
     like any other): a row whose id is empty or a "no value" sentinel; of rows repeated value
     for value (or equal once each value is trimmed), all but the first; of rows that share an
-    id with different values, all of them
-    (which one holds is not for the pipeline to guess). The id is compared as the cleaning
-    leaves it (trimmed: ``TRIMMED``). A file without such rows is returned as it is."""
+    id with different values, all of them (which one holds is not for the pipeline to guess).
+    The id is compared as the cleaning leaves it (trimmed: ``TRIMMED``). A file without such
+    rows is returned as it is."""
     records = parsed.records
     keys = [_worker_key(_first_value(text)) for text, _, _ in records]
     if None not in keys and len(set(keys)) == len(keys):
