@@ -70,11 +70,12 @@ def quiet_console() -> None:
             handler.setFormatter(ConsoleFormatter("[%(asctime)s] %(levelname)s - %(name)s | %(message)s"))
 
 
-def failure_report(flow_name: str, run_id: str, state, settings: Settings) -> str:
-    """One block for the console: what failed, why, what to do."""
+def failure_report(flow, run_id: str, state, settings: Settings) -> str:
+    """One block for the console: what failed, why (in the flow's order), what to do."""
     errors = failed_task_errors(state)
+    flow_name = flow.name
     lines = [f"Flow {flow_name} falhou (execução {run_id})."]
-    causes = failure_causes(state) or [state.message]
+    causes = failure_causes(state, flow) or [state.message]
     lines += [f"  - {cause}" for cause in causes]
     text_log, _ = log_paths(settings.log_dir, flow_name, run_id)
     lines.append(f"Detalhes (com os tracebacks) no log: {text_log}")
@@ -100,7 +101,7 @@ def run_flow(flow, parameters: dict | None = None, parallel: bool = False) -> in
     if state.is_successful():
         print(f"Flow {flow.name} concluído com sucesso (execução {run_id}).")
         return 0
-    print(failure_report(flow.name, run_id, state, settings), file=sys.stderr)
+    print(failure_report(flow, run_id, state, settings), file=sys.stderr)
     return 1
 
 

@@ -98,3 +98,19 @@ def test_cli_exits_1_when_the_flow_fails(db, fresh_portal):
     result = run_capture({"CGU_TERCEIRIZADOS_URL": fresh_portal.page_url})
     assert result.returncode == 1
     assert "HTTP 404" in result.stderr
+
+
+def test_the_command_line_names_the_task_that_failed_once(db, fresh_portal):
+    """The page does not answer: the historic capture's console report names
+    discover_published_files and its cause, once, not the tasks that could not run after it."""
+    from urllib.parse import urlparse
+
+    fresh_portal.faults[urlparse(fresh_portal.page_url).path] = "404"
+    env = {**os.environ, "CGU_TERCEIRIZADOS_URL": fresh_portal.page_url}
+    result = subprocess.run(
+        [sys.executable, "run/historic_capture.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 1
+    causes = [line for line in result.stderr.splitlines() if line.startswith("  - ")]
+    assert len(causes) == 1 and causes[0].startswith("  - discover_published_files: "), result.stderr
+    assert "HTTP 404" in causes[0]
