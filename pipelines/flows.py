@@ -7,6 +7,7 @@ materializes it. The scheduled pipeline is the only flow with a schedule."""
 from __future__ import annotations
 
 from prefect import Flow, Parameter, Task, unmapped
+from prefect.tasks.core.resource_manager import ResourceSetupTask
 
 from pipelines import constants
 from pipelines.schedules import SCHEDULE
@@ -113,10 +114,11 @@ with Flow(
     captured = capture_steps(found[-1])
     logs_loaded = upload_logs_to_database(constants.CAPTURE_FLOW, upstream_tasks=[captured[-1]])
 
-# Every step is a reference task: the run fails as when only the last one was (a failed step
-# leaves the last one TriggerFailed), and a run whose task states are not returned (started
-# by a Prefect agent) still finds the failed step's cause among the reference tasks' states.
-capture_flow.set_reference_tasks([*found, *captured, logs_loaded])
+# Every step (and every set-up the steps wait for) is a reference task: the run fails as when
+# only the last one was (a failed step leaves the last one TriggerFailed), and a run whose task
+# states are not returned (started by a Prefect agent) still finds the failed step's cause
+# among the reference tasks' states. Not the hold's clean-up: its failure never failed a run.
+capture_flow.set_reference_tasks([run_id, *found, *captured, logs_loaded])
 
 
 def build_materialize_flow(
@@ -129,7 +131,8 @@ def build_materialize_flow(
         full_refresh = Parameter("full_refresh", default=False) if full_refresh_option else False
         materialized = materialize_steps(models, family, run_id, full_refresh, marts)
         logs_loaded = upload_logs_to_database(name, upstream_tasks=[materialized[-1]])
-    flow.set_reference_tasks([*materialized, logs_loaded])  # every step: see capture_flow's
+    holds = [task for task in flow.tasks if isinstance(task, ResourceSetupTask)]  # the raw data's hold
+    flow.set_reference_tasks([run_id, *holds, *materialized, logs_loaded])  # see capture_flow's
     return flow
 
 

@@ -427,7 +427,10 @@ def no_oversized_values(parsed: ParsedFile) -> ParsedFile:
     for index, (text, _, _) in enumerate(parsed.records):
         if len(text) <= MAX_VALUE_CHARACTERS:
             continue  # no value can be longer than the line: almost every row stops here
-        values = next(csv.reader([text], delimiter=CSV_DELIMITER))
+        try:
+            values = next(csv.reader([text], delimiter=CSV_DELIMITER))
+        except csv.Error:  # a value past the csv module's own limit (131,072 characters): too long too
+            values = text.split(CSV_DELIMITER)
         long = [
             f"{name} ({len(value)})" for name, value in zip(SOURCE_COLUMNS, values) if len(value) > MAX_VALUE_CHARACTERS
         ]

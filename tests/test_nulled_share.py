@@ -223,3 +223,32 @@ def test_a_historic_period_whose_cost_came_empty_is_refused(db, settings):
     assert state.is_failed()
     assert "verificação missing_share_at_most falhou em staging.historic_transformed" in errors_of(db, run_id)
     assert digest(db, "staging.historic_transformed") == before
+
+
+def test_a_materialization_that_cannot_hold_the_raw_data_says_why_under_prefects_agent(db, settings):
+    """Another run holds the raw data past LOCK_WAIT_SECONDS: the set-up of the hold fails and
+    every step after it only could not run. Run as Prefect's agent runs it (no task states),
+    the message still names the cause, since the hold's set-up is a reference task too."""
+    import dataclasses
+    import uuid
+
+    import psycopg2
+    from prefect.engine.flow_runner import FlowRunner
+
+    from pipelines.database import RAW_DATA_LOCK_KEY
+    from pipelines.tasks import SETTINGS_KEY
+
+    load_period(settings, 2024, 1)
+    holder = psycopg2.connect(**settings.postgres_dsn())
+    holder.autocommit = True
+    try:
+        with holder.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_lock(%s)", (RAW_DATA_LOCK_KEY,))
+        run_id = str(uuid.uuid4())
+        quick = dataclasses.replace(settings, lock_wait_seconds=0.5)
+        state = FlowRunner(flow=historic_materialize_flow).run(context={"flow_run_id": run_id, SETTINGS_KEY: quick})
+    finally:
+        holder.close()
+    assert state.is_failed() and state.result == {}
+    assert "Outra execução" in state.message and "LOCK_WAIT_SECONDS=0.5" in state.message, state.message
+    assert query(db, "SELECT mensagem FROM logs.execucoes WHERE id_execucao = %s", (run_id,)) == [(state.message,)]

@@ -397,3 +397,13 @@ def test_a_value_too_long_for_an_index_is_quarantined():
         (3, "valor com mais de 500 caracteres: nm_razao_social (501)"),
         (4, "valor com mais de 500 caracteres: nr_contrato (3000), nm_terceirizado (1200)"),
     ]
+
+
+def test_a_value_past_the_csv_modules_own_limit_is_quarantined_not_a_crash():
+    """csv.reader refuses a field of more than 131,072 characters (csv.field_size_limit)."""
+    rows = [with_id("1", nm_terceirizado="A" * 140_000), with_id("2", nm_razao_social='"' + "B" * 140_000 + '"')]
+    parsed = parse_for_load(csv_of(rows), "csv", "f.csv")
+    assert parsed.loaded_rows == 0
+    assert [q.line_number for q in parsed.quarantine] == [2, 3]
+    assert parsed.quarantine[0].reason == "valor com mais de 500 caracteres: nm_terceirizado (140000)"
+    assert parsed.quarantine[1].reason.startswith("valor com mais de 500 caracteres: ")
