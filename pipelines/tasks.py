@@ -160,10 +160,7 @@ def run_message(state, flow=None) -> str:
     if (state.message or "").startswith(FAILED_PREFIX):
         return state.message
     causes = failure_causes(state, flow)
-    if causes:
-        return FAILED_PREFIX + " | ".join(causes)
-    message = state.message or ""
-    return message if message.startswith(FAILED_PREFIX) else FAILED_PREFIX + message
+    return FAILED_PREFIX + (" | ".join(causes) if causes else state.message or "")
 
 
 def final_state_in_portuguese(flow, state, reference_states):
