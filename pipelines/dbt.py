@@ -31,7 +31,7 @@ from pathlib import Path
 
 from psycopg2 import sql
 
-from pipelines import constants, database
+from pipelines import constants, database, dbt_views
 from pipelines.constants import HISTORIC_MODELS, RAW_SCHEMA, RAW_TABLE, STAGING_SCHEMA, VERIFIED_BEFORE_COMMIT_TAG
 from pipelines.errors import PipelineError
 from pipelines.logs import current_task_name
@@ -667,6 +667,7 @@ class ChainBuild:
         self._results: dict[str, _NodeResult] = {}  # unique_id -> result, as nodes finish
         self._reached = -1  # index in the chain of the latest model a node started for
         self._reported: dict[str, bool] = {}  # model -> its wait returned (True) or raised (False)
+        self._unchanged: set[str] = set()  # views of the chain left out of the build (dbt_views)
         self._ended = False
         self._success = False
         self._error: BaseException | None = None
@@ -742,16 +743,35 @@ class ChainBuild:
                 self._changed.notify_all()
         _log_event(event, self._task_of(unique_id))
 
+    def _leave_out_unchanged_views(self, manifest) -> list[dbt_views.SourceOnlyView]:
+        """The views of the chain that come out of this build as they are (``pipelines.dbt_views``)
+        are answered at once and left out of the invocation; returns the ones it creates."""
+        try:
+            views = dbt_views.source_only_views(manifest, self.models)
+            unchanged = set(dbt_views.unchanged(self.settings, self.family, _project_fingerprint(), views))
+        except Exception as exc:  # noqa: BLE001 - a missed shortcut: dbt creates them
+            logger.debug("Views não comparadas com o registro: %s", exc)
+            views, unchanged = [], set()
+        with self._changed:
+            self._unchanged = unchanged
+            self._changed.notify_all()
+        created = [view for view in views if view.model not in unchanged]
+        dbt_views.forget(self.settings, self.family, [view.model for view in created])
+        return created
+
     def _run(self) -> None:
+        created: list[dbt_views.SourceOnlyView] = []
         try:
             manifest = parsed_manifest(self.settings, self.family, task_name=self.task_names.get(self.models[0]))
             nodes = [*manifest.nodes.values(), *getattr(manifest, "unit_tests", {}).values()]
             with self._changed:
                 self._manifest = manifest
                 self._owners = {node.unique_id: self._owner(manifest, node) for node in nodes}
+            created = self._leave_out_unchanged_views(manifest)
+            built = " ".join(model for model in self.models if model not in self._unchanged)
             result = _invoke(
                 self.settings,
-                ["build", *selection(self.select)],
+                ["build", *selection(built)],
                 self.family,
                 callbacks=[self._on_event],
                 manifest=manifest,
@@ -772,6 +792,9 @@ class ChainBuild:
                 self._changed.notify_all()
         if self._manifest is not None:  # after the tasks are answered: off the run's critical path
             _record_used_macros(self.settings, self.family, self._manifest)
+        dbt_views.remember(
+            self.settings, self.family, _project_fingerprint(), [view for view in created if self._built(view.model)]
+        )
 
     def _own(self, model: str) -> list[_NodeResult]:
         return [r for r in self._results.values() if self._owners.get(r.unique_id, self.models[-1]) == model]
@@ -792,9 +815,19 @@ class ChainBuild:
             self._changed.wait_for(
                 lambda: (
                     self._ended
+                    or model in self._unchanged
                     or (not last and self._reached > index and self._built(model) and not self._failed(model))
                 )
             )
+            if model in self._unchanged:
+                self._reported[model] = True
+                logger.info(
+                    "%s.%s não recriada: a view no banco é a que este projeto criou, e as colunas do que ela "
+                    "lê não mudaram.",
+                    STAGING_SCHEMA,
+                    model,
+                )
+                return DbtOutcome(success=True, models={model: "inalterado"})
             own = self._own(model)
             failures = [r for r in self._results.values() if r.status in FAILED_STATUSES]
             error, success = self._error, self._success

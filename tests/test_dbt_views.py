@@ -1,0 +1,139 @@
+"""staging.raw is not created again when it would come out the same (pipelines.dbt_views), and
+is created again whenever it might not."""
+
+import json
+
+import pytest
+
+from pipelines import dbt, dbt_views
+from pipelines.flows import materialize_flow
+from tests.conftest import load_csv_period, query, run_flow
+
+NOT_RECREATED = "staging.raw não recriada"
+
+
+def materialize(db):
+    """One run of the materialize flow: (run id, raw's task messages, oid of staging.raw)."""
+    state, run_id = run_flow(materialize_flow)
+    assert state.is_successful(), state.message
+    messages = [
+        m
+        for (m,) in query(
+            db,
+            "SELECT mensagem FROM logs.registros WHERE id_execucao = %s AND nome_task = 'dbt_build_staging.raw'",
+            (run_id,),
+        )
+    ]
+    [(oid,)] = query(db, "SELECT 'staging.raw'::regclass::oid::bigint")
+    return run_id, messages, oid
+
+
+def recreated(messages) -> bool:
+    if any(NOT_RECREATED in m for m in messages):
+        assert not any("OK created sql view model staging.raw" in m for m in messages), messages
+        return False
+    assert any("OK created sql view model staging.raw" in m for m in messages), messages
+    return True
+
+
+def newest_rows(db):
+    return query(db, "SELECT ano, mes, count(*) FROM staging.transformed GROUP BY 1, 2")
+
+
+@pytest.fixture
+def built_once(db, settings):
+    """2024-05 loaded and materialized: staging.raw created and recorded."""
+    load_csv_period(settings, 2024, 5)
+    (settings.data_dir / "dbt_target" / "latest" / dbt_views.RECORD_FILE).unlink(missing_ok=True)
+    _, messages, oid = materialize(db)
+    assert recreated(messages)
+    return oid
+
+
+def test_a_new_period_is_materialized_without_creating_the_view_again(db, settings, built_once):
+    load_csv_period(settings, 2024, 9, rows=7)
+    _, messages, oid = materialize(db)
+    assert not recreated(messages)
+    assert oid == built_once
+    # the view reads the newest period when queried: the new one reached every model
+    assert query(db, "SELECT DISTINCT periodo::text FROM staging.raw") == [("2024-09-01",)]
+    assert newest_rows(db) == [(2024, 9, 7)]
+    # and the next run finds the same view again
+    _, messages, oid = materialize(db)
+    assert not recreated(messages) and oid == built_once
+
+
+def test_a_new_column_of_the_source_creates_the_view_again(db, settings, built_once):
+    with db.cursor() as cursor:
+        cursor.execute("ALTER TABLE raw.terceirizados ADD COLUMN coluna_nova text")
+    try:
+        _, messages, oid = materialize(db)
+        assert recreated(messages) and oid != built_once
+        # select * of the new view has the column
+        assert query(
+            db,
+            "SELECT count(*) FROM information_schema.columns WHERE table_schema = 'staging' "
+            "AND table_name = 'raw' AND column_name = 'coluna_nova'",
+        ) == [(1,)]
+    finally:
+        with db.cursor() as cursor:
+            cursor.execute("ALTER TABLE raw.terceirizados DROP COLUMN coluna_nova CASCADE")  # drops staging.raw
+    # the view is gone: created again
+    _, messages, _ = materialize(db)
+    assert recreated(messages)
+    assert newest_rows(db) == [(2024, 5, 40)]
+
+
+def test_a_view_replaced_with_the_same_columns_is_created_again(db, settings, built_once):
+    with db.cursor() as cursor:
+        # same columns, same oid (CREATE OR REPLACE keeps it), other rows
+        cursor.execute(
+            "CREATE OR REPLACE VIEW staging.raw AS SELECT * FROM raw.terceirizados WHERE linha_origem < 5"
+        )
+    assert query(db, "SELECT 'staging.raw'::regclass::oid::bigint") == [(built_once,)]
+    _, messages, _ = materialize(db)
+    assert recreated(messages)
+    assert newest_rows(db) == [(2024, 5, 40)]
+
+
+def test_another_project_creates_the_view_again(db, settings, built_once, monkeypatch):
+    real = dbt._project_fingerprint
+    monkeypatch.setattr(dbt, "_project_fingerprint", lambda: "outro-" + real())
+    _, messages, _ = materialize(db)
+    assert recreated(messages)
+    monkeypatch.setattr(dbt, "_project_fingerprint", real)
+    _, messages, _ = materialize(db)
+    assert recreated(messages)  # the record is the other project's now
+    _, messages, _ = materialize(db)
+    assert not recreated(messages)
+
+
+@pytest.mark.parametrize(
+    "record",
+    [b"{not json", b"[]", b'{"raw": 3}', b'{"raw": {"projeto": "x", "conexao": [], "assinatura": []}}'],
+)
+def test_a_record_that_cannot_be_trusted_creates_the_view_again(db, settings, built_once, record):
+    path = settings.data_dir / "dbt_target" / "latest" / dbt_views.RECORD_FILE
+    assert json.loads(path.read_text(encoding="utf-8"))["raw"]["assinatura"][0][0] == built_once
+    path.write_bytes(record)
+    _, messages, oid = materialize(db)
+    assert recreated(messages) and oid != built_once
+    assert newest_rows(db) == [(2024, 5, 40)]
+
+
+def test_a_record_of_another_database_is_not_trusted(db, settings, built_once):
+    path = settings.data_dir / "dbt_target" / "latest" / dbt_views.RECORD_FILE
+    record = json.loads(path.read_text(encoding="utf-8"))
+    record["raw"]["conexao"][2] = "outro_banco"
+    path.write_text(json.dumps(record), encoding="utf-8")
+    _, messages, _ = materialize(db)
+    assert recreated(messages)
+
+
+def test_only_views_that_read_nothing_but_sources_are_candidates(settings):
+    manifest = dbt.parsed_manifest(settings, "latest", task_name=None)
+    views = dbt_views.source_only_views(manifest, ("raw", "cleaned", "renamed", "transformed"))
+    # renamed is a view too, but it reads cleaned (a table the build swaps, which drops it)
+    assert views == [dbt_views.SourceOnlyView("raw", "staging.raw", ("raw.terceirizados",))]
+    # the last model of a chain is never left out (its task carries the chain's outcome)
+    assert dbt_views.source_only_views(manifest, ("raw",)) == []
