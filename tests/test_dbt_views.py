@@ -87,9 +87,7 @@ def test_a_new_column_of_the_source_creates_the_view_again(db, settings, built_o
 def test_a_view_replaced_with_the_same_columns_is_created_again(db, settings, built_once):
     with db.cursor() as cursor:
         # same columns, same oid (CREATE OR REPLACE keeps it), other rows
-        cursor.execute(
-            "CREATE OR REPLACE VIEW staging.raw AS SELECT * FROM raw.terceirizados WHERE linha_origem < 5"
-        )
+        cursor.execute("CREATE OR REPLACE VIEW staging.raw AS SELECT * FROM raw.terceirizados WHERE linha_origem < 5")
     assert query(db, "SELECT 'staging.raw'::regclass::oid::bigint") == [(built_once,)]
     _, messages, _ = materialize(db)
     assert recreated(messages)
