@@ -44,9 +44,10 @@ HISTORIC_MODELS = ("historic_raw", "historic_cleaned", "historic_renamed", "hist
 DBT_LATEST = "latest"
 DBT_HISTORIC = "historic"
 # Tests that a model's verify_before_commit post-hook also runs, with the same arguments on the
-# same rows, inside the model's transaction (queries/macros/verify_before_commit.sql): the
-# flows' builds leave them out instead of reading the table again after the commit; a manual
-# dbt test or build runs them.
+# same rows, inside the model's transaction (queries/macros/verify_before_commit.sql), and the
+# unique and not-null tests of its primary key's columns (the key, created or kept in the same
+# transaction, verified them): the flows' builds leave them out instead of reading the table
+# again after the commit; a manual dbt test or build runs them.
 VERIFIED_BEFORE_COMMIT_TAG = "verificado_antes_do_commit"
 # Analysis tables (queries/models/marts, schema marts) built from historic_transformed by the
 # historic materialization after the historic models: one dbt build of the folder (dbt orders

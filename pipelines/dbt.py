@@ -517,8 +517,8 @@ def _mark_historic_build(settings: Settings, select: str, built: bool) -> None:
 
 def selection(select: str) -> list[str]:
     """dbt's arguments for the nodes of a flow's build: ``select`` (with the tests that read
-    only selected models) without the tests the models' own transactions already ran
-    (``constants.VERIFIED_BEFORE_COMMIT_TAG``)."""
+    only selected models) without the tests the models' own transactions already verified, by a
+    post-hook or by the primary key (``constants.VERIFIED_BEFORE_COMMIT_TAG``)."""
     return ["--select", select, "--indirect-selection", "buildable", "--exclude", f"tag:{VERIFIED_BEFORE_COMMIT_TAG}"]
 
 

@@ -174,17 +174,18 @@ def test_every_error_level_test_of_transformed_also_runs_before_the_commit(model
     hooks = _hook_calls(sql)
     assert hooks, f"{model_name}.sql has no verify_before_commit hook"
     assert error_level == by_key | hooks
-    # the flows' builds leave out exactly the tests the hooks run (dbt.selection), and the
-    # on-run-end record of verified periods knows them by the same tag
-    assert tagged == set(hooks)
+    # the flows' builds leave out exactly the tests the hooks run and those the primary key
+    # answers (dbt.selection), and the on-run-end record of verified periods knows them by the tag
+    assert tagged == set(hooks) | set(by_key)
     assert f"'{VERIFIED_BEFORE_COMMIT_TAG}' in test.tags" in (
         ROOT / "queries" / "macros" / "terceirizados_models.sql"
     ).read_text(encoding="utf-8")
 
 
-def test_only_tests_that_a_hook_runs_before_the_commit_carry_the_tag():
+def test_only_tests_verified_before_the_commit_carry_the_tag():
     """The flows' builds leave out the tagged tests and the record of verified periods counts them
-    as passed: a tag on any other test would skip it without it ever running."""
+    as passed: a tag on any test that neither a hook nor the primary key verifies before the
+    commit would skip it without it ever running."""
     import yaml
 
     tagged = []
@@ -203,6 +204,10 @@ def test_only_tests_that_a_hook_runs_before_the_commit_carry_the_tag():
         (model, name, column)
         for model in ("transformed", "historic_transformed")
         for name, column in (
+            ("unique_combination", None),
+            ("not_null", "ano"),
+            ("not_null", "mes"),
+            ("not_null", "id_terceirizado"),
             ("row_count_equals", None),
             ("accepted_values", "mes"),
             ("sum_matches_source", "valor_custo_mensal"),

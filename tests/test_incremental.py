@@ -14,6 +14,8 @@ from tests.conftest import query, run_flow
 MODELS = ("historic_cleaned", "historic_transformed")
 # the tests of historic_transformed that its transaction runs before the commit
 VERIFIED_BEFORE_COMMIT = (
+    "unique_combination_historic",
+    "not_null_historic",
     "row_count_equals_historic",
     "accepted_values_historic_transformed_mes",
     "sum_matches_source_historic",
@@ -135,11 +137,13 @@ def test_first_run_builds_all_then_an_unchanged_rerun_rebuilds_and_reads_nothing
             period: (captured_at[period], per_period[period]) for period in PERIODS
         }
         assert all(verified is not None for *_, verified in built.values())  # every test passed
-    assert "where true" in compiled_test(settings, "not_null_historic_transformed_ano")  # every row tested
-    # the error-level tests the model's transaction ran before the commit are not run again
-    # after it (tag verificado_antes_do_commit), and their periods are verified all the same
+    # every row tested
+    assert "where true" in compiled_test(settings, "accepted_values_historic_transformed_nivel_escolaridade")
+    # the error-level tests the model's transaction verified before the commit (its hooks, its
+    # primary key) are not run again after it (tag verificado_antes_do_commit), and their
+    # periods are verified all the same
     compiled = {path.stem for path in (settings.data_dir / "dbt_target" / "historic" / "compiled").rglob("*.sql")}
-    assert "not_null_historic_transformed_ano" in compiled
+    assert "accepted_values_historic_transformed_nivel_escolaridade" in compiled
     assert not [name for name in compiled if name.startswith(VERIFIED_BEFORE_COMMIT)], compiled
     versions, built = row_versions(db), record(db)
 
@@ -161,7 +165,7 @@ def test_first_run_builds_all_then_an_unchanged_rerun_rebuilds_and_reads_nothing
     assert row_versions(db) == versions
     assert record(db) == built
     for name in (
-        "not_null_historic_transformed_ano",
+        "values_nulled_historic_transformed",
         "accepted_values_historic_transformed_nivel_escolaridade",
         "values_nulled_historic_cleaned",
     ):
@@ -185,9 +189,13 @@ def test_first_run_builds_all_then_an_unchanged_rerun_rebuilds_and_reads_nothing
             [
                 "accepted_values_historic_transformed_mes__False__1__5__9",
                 "missing_share_at_most_historic_transformed",
+                "not_null_historic_transformed_ano",
+                "not_null_historic_transformed_id_terceirizado",
+                "not_null_historic_transformed_mes",
                 "nulled_share_at_most_historic_transformed",
                 "row_count_equals_historic_transformed_ref_historic_raw_",
                 "sum_matches_source_historic_transformed_valor_custo_mensal__vl_mensal_custo__ref_historic_cleaned_",
+                "unique_combination_historic_transformed_ano__mes__id_terceirizado",
             ]
         )
     ]
@@ -235,7 +243,9 @@ def test_a_recaptured_period_is_the_only_one_rebuilt_and_equals_a_full_refresh(d
     assert {p: r for p, r in rebuilt.items() if p != "2022-05"} == {p: r for p, r in built.items() if p != "2022-05"}
     assert rebuilt["2022-05"][0] == after["2022-05"] and rebuilt["2022-05"][2] > built["2022-05"][2]
     assert rebuilt["2022-05"][3] is not None  # verified: its tests ran on that period
-    assert "where (ano, mes) in ((2022, 5))" in compiled_test(settings, "not_null_historic_transformed_ano")
+    assert "where (ano, mes) in ((2022, 5))" in compiled_test(
+        settings, "accepted_values_historic_transformed_nivel_escolaridade"
+    )
     assert "where periodo in (date '2022-05-01')" in compiled_test(
         settings, "load_fields_match_period_historic_cleaned_"
     )
@@ -244,7 +254,8 @@ def test_a_recaptured_period_is_the_only_one_rebuilt_and_equals_a_full_refresh(d
     full = materialize(full_refresh=True)
     assert plan_lines(db, full) == {model: ["reconstrução completa (--full-refresh)."] for model in MODELS}
     assert all(at > rebuilt["2022-05"][2] for _, _, at, _ in record(db).values())  # every period rebuilt
-    assert "where true" in compiled_test(settings, "not_null_historic_transformed_ano")  # every row tested
+    # every row tested
+    assert "where true" in compiled_test(settings, "accepted_values_historic_transformed_nivel_escolaridade")
     # cell for cell, the incremental tables are the full refresh's
     assert {table: digest(db, table) for table in incremental} == incremental
     [(key,)] = query(

@@ -243,11 +243,19 @@ def test_bad_values_do_not_crash_and_are_counted(db, settings, fresh_portal, mat
     assert query(db, "SELECT count(*) FROM staging.transformed") == [(expected.loaded_rows,)]
 
 
-def test_error_level_failure_fails_the_flow_and_keeps_the_previous_table(db, materialized):
+@pytest.mark.parametrize(
+    "new_id",
+    [
+        "(SELECT min(id_terc) FROM raw.terceirizados)",  # two workers with the same id in one period
+        "NULL",  # no id: the key's not-null tests are left out of the build, the key verifies them
+        "E'\\u00a0NI '",  # a "no value" sentinel, NULL once cleaned
+    ],
+)
+def test_error_level_failure_fails_the_flow_and_keeps_the_previous_table(db, materialized, new_id):
     before = table_digest(db, "staging.transformed")
-    with db.cursor() as cursor:  # two workers with the same id in one period
+    with db.cursor() as cursor:
         cursor.execute(
-            "UPDATE raw.terceirizados SET id_terc = (SELECT min(id_terc) FROM raw.terceirizados) "
+            f"UPDATE raw.terceirizados SET id_terc = {new_id} "
             "WHERE linha_origem = (SELECT max(linha_origem) FROM raw.terceirizados)"
         )
     state, run_id = run_flow(materialize_flow)
@@ -376,13 +384,15 @@ def test_one_dbt_invocation_builds_the_four_models_and_each_task_reports_its_own
         ]
         assert created == [f"dbt_build_staging.{model}"]
         assert f"dbt build --select {model} concluído: {model}=success." in by_task[f"dbt_build_staging.{model}"]
-    # the cleaned model's warning tests in its task's log, the 9 tests of transformed in its own
-    # (not the 3 its transaction ran before the commit: row count, mes, cost sum)
+    # the cleaned model's warning tests in its task's log, the 5 other tests of transformed in its
+    # own (not the 5 its transaction ran before the commit: row count, mes, cost sum, the two shares)
     cleaned = by_task["dbt_build_staging.cleaned"]
     assert any("WARN" in m and "values_nulled_cleaned" in m for m in cleaned)
     assert any(m.startswith("Teste dbt com aviso: load_fields_match_period_cleaned_ encontrou") for m in cleaned)
     passed = [m for m in dbt_lines["dbt_build_staging.transformed"] if " PASS " in m]
-    assert len(passed) == 9 and all("_transformed" in m for m in passed)
+    assert len(passed) == 5 and all("_transformed" in m for m in passed)
+    # nor the 4 its primary key answers (unique key, not-null key columns)
+    assert not [m for m in passed if "unique_combination" in m or "not_null" in m]
     assert not [m for m in passed if "row_count_equals" in m or "sum_matches_source" in m or "_mes__False" in m]
     assert not any("transformed" in m for m in dbt_lines["dbt_build_staging.cleaned"])
     assert dbt_lines["dbt_build_staging.raw"][0].startswith("dbt | Running with dbt=")

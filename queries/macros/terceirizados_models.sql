@@ -144,7 +144,8 @@ select * from transformed
     behind); with --full-refresh, or --vars '{verificar_todos_os_periodos: true}', every
     row. The on-run-end hook marks the periods verified once every test of the model ran
     and none failed (the tests tagged verificado_antes_do_commit, left out of the flows'
-    builds, ran in the model's transaction: passed if the model was built).
+    builds, were verified in the model's transaction by a post-hook or by the primary key:
+    passed if the model was built).
     ---------------------------------------------------------------------------------- -#}
 
 {% macro historic_state_relation() -%}
@@ -389,8 +390,9 @@ select * from transformed
             {%- set ran = (node.unique_id in status) or (tests | map(attribute='unique_id') | select('in', status) | list | length > 0) -%}
             {%- set tests_ok = namespace(value=true) -%}
             {%- for test in tests -%}
-                {#- a test left out of the flows' builds (tag verificado_antes_do_commit) ran in the
-                    model's transaction, before the commit: it passed if the model was built -#}
+                {#- a test left out of the flows' builds (tag verificado_antes_do_commit) was verified
+                    in the model's transaction, before the commit (a post-hook ran it, or the
+                    primary key answers it): it passed if the model was built -#}
                 {%- set before_commit = 'verificado_antes_do_commit' in test.tags and status.get(node.unique_id) == 'success' -%}
                 {%- if status.get(test.unique_id) not in ('pass', 'warn') and not (test.unique_id not in status and before_commit) -%}
                     {%- set tests_ok.value = false -%}

@@ -11,7 +11,9 @@
     verificado_antes_do_commit in schema.yml: the flows' builds leave them out (reading the
     table again after the commit would give the same answer on the same rows), and the
     on-run-end record of verified periods counts them as passed when the model was built; a
-    manual `dbt test` or `dbt build` still runs them.
+    manual `dbt test` or `dbt build` still runs them. The same tag marks the unique and not-null
+    tests of the primary key's columns: the key, created or kept by a post-hook in the same
+    transaction, has already verified them.
     A model built by period (incremental_strategy 'periodo': the historic models) is checked on
     the periods this build wrote, as its scoped tests are (`historic_scope_filter`: every row on
     a full build), and so is the model it is compared with: the hook comes after the record of
