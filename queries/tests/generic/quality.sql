@@ -183,14 +183,22 @@ having count(*) > 1
 {% endtest %}
 
 
-{# Rows whose Num_Mes_Carga, Mes_Carga or Ano_Carga disagree with the published period. #}
+{# Rows whose Num_Mes_Carga, Mes_Carga or Ano_Carga disagree with the published period: the
+   month number without leading zeros or a trailing ".0", the month name in upper case without
+   accents, the year without a trailing ".0". A value already written as the period's (every
+   row of the real files) is answered by one comparison; only the others are normalized (the
+   regular expressions took 2.7 s of 2.7 s on the 1.57 million historic rows, 1.0 s now).
+   tests/test_load_fields.py checks on generated values that the shortcut changes no answer. #}
 {% test load_fields_match_period(model) %}
 select periodo, linha_origem, num_mes_carga, mes_carga, ano_carga
 from {{ model }}
-where regexp_replace(num_mes_carga, '^0+|\.0+$', '', 'g')
-        is distinct from extract(month from periodo)::integer::text
-   or translate(upper(mes_carga), 'ÇÃÁÂ', 'CAAA') is distinct from {{ month_name('periodo') }}
-   or regexp_replace(ano_carga, '\.0+$', '') is distinct from extract(year from periodo)::integer::text
+where case when num_mes_carga = extract(month from periodo)::integer::text then false
+           else regexp_replace(num_mes_carga, '^0+|\.0+$', '', 'g')
+                is distinct from extract(month from periodo)::integer::text end
+   or case when mes_carga = {{ month_name('periodo') }} then false
+           else translate(upper(mes_carga), 'ÇÃÁÂ', 'CAAA') is distinct from {{ month_name('periodo') }} end
+   or case when ano_carga = extract(year from periodo)::integer::text then false
+           else regexp_replace(ano_carga, '\.0+$', '') is distinct from extract(year from periodo)::integer::text end
 {% endtest %}
 
 
