@@ -41,9 +41,7 @@ values = st.one_of(st.none(), st.text("0129.,- ", max_size=6))
 months = st.one_of(values, near(lambda n: str(n % 13)))
 years = st.one_of(values, near(str))
 names = st.one_of(st.none(), st.sampled_from(MONTHS), st.text("AÇÃÁÂEIJMNORSTZ", max_size=9))
-rows = st.lists(
-    st.tuples(st.integers(2010, 2030), st.integers(1, 12), months, names, years), min_size=1, max_size=40
-)
+rows = st.lists(st.tuples(st.integers(2010, 2030), st.integers(1, 12), months, names, years), min_size=1, max_size=40)
 
 
 @pytest.fixture(scope="module")
