@@ -28,7 +28,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from urllib.parse import urlparse
+from urllib.parse import urljoin, urlparse
 
 import requests
 import urllib3
@@ -52,25 +52,30 @@ CHUNK_SIZE = 64 * 1024
 
 @dataclass(frozen=True)
 class HttpLimits:
-    """What one HTTP request may cost.
+    """What one HTTP request may cost, and where its redirects may lead.
 
     ``timeout``: seconds without a byte (HTTP_TIMEOUT_SECONDS); ``deadline``: seconds for
     the whole request, headers and body (HTTP_DEADLINE_SECONDS); ``max_bytes``: largest
     body (MAX_DOWNLOAD_MB); ``max_xlsx_uncompressed_bytes``: largest decompressed XLSX
-    (MAX_XLSX_UNCOMPRESSED_MB)."""
+    (MAX_XLSX_UNCOMPRESSED_MB); ``redirect_hosts``: the hosts a redirect may lead to besides
+    the requested address's own (the portal page's and PORTAL_ALLOWED_HOSTS, as for the
+    page's links; None: any host)."""
 
     timeout: float = 60.0
     deadline: float = 900.0
     max_bytes: int = 500 * MEGABYTE
     max_xlsx_uncompressed_bytes: int = 1024 * MEGABYTE
+    redirect_hosts: frozenset[str] | None = None
 
     @classmethod
     def from_settings(cls, settings) -> HttpLimits:
+        hosts = [urlparse(settings.portal_url).hostname or "", *settings.portal_allowed_hosts]
         return cls(
             timeout=settings.http_timeout_seconds,
             deadline=settings.http_deadline_seconds,
             max_bytes=settings.max_download_bytes,
             max_xlsx_uncompressed_bytes=settings.max_xlsx_uncompressed_bytes,
+            redirect_hosts=frozenset(host.lower() for host in hosts if host),
         )
 
 
@@ -342,9 +347,35 @@ def _failure(exc: Exception, clock: _Clock) -> DownloadError:
     return DownloadError(f"Requisição inválida para {url}: {exc}")
 
 
+class _GuardedSession(requests.Session):
+    """A session that follows a redirect only to the requested address's host or to one of
+    ``hosts`` (None: anywhere), over http or https: a link the page placed on the portal must
+    not be turned into a download from elsewhere by the server's answer."""
+
+    def __init__(self, url: str, hosts: frozenset[str] | None):
+        super().__init__()
+        self._url = url
+        self._hosts = None if hosts is None else {(urlparse(url).hostname or "").lower(), *hosts}
+
+    def get_redirect_target(self, resp):
+        target = super().get_redirect_target(resp)
+        if target is not None and self._hosts is not None:
+            address = urljoin(resp.url, target)
+            parsed = urlparse(address)
+            host = (parsed.hostname or "").lower()
+            if parsed.scheme.lower() not in ("http", "https") or host not in self._hosts:
+                raise DownloadError(
+                    f"{self._url} redirecionou para {address}, fora do portal: o host '{host}' não é o do portal "
+                    "nem está em PORTAL_ALLOWED_HOSTS (e só http e https são seguidos). O redirecionamento não "
+                    "foi seguido; se o novo endereço for da CGU, inclua o host em PORTAL_ALLOWED_HOSTS."
+                )
+        return target
+
+
 def _get(url: str, limits: HttpLimits, headers: dict | None = None) -> _Reply:
-    """GET ``url`` within ``limits``: the status checked, the whole body in memory (empty for 304)."""
-    with _Watchdog(limits.deadline) as watchdog, requests.Session() as session:
+    """GET ``url`` within ``limits``: the status checked, the whole body in memory (empty for 304);
+    a redirect followed only where ``limits.redirect_hosts`` allows (``_GuardedSession``)."""
+    with _Watchdog(limits.deadline) as watchdog, _GuardedSession(url, limits.redirect_hosts) as session:
         clock = _Clock(url, limits, watchdog)
         adapter = _WatchedAdapter()
         session.mount("http://", adapter)

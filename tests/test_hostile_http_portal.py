@@ -202,3 +202,52 @@ def test_a_server_too_slow_for_the_deadline_is_retried_then_fails_keeping_the_da
     )
     assert sum("Nova tentativa" in m for m in messages_of(db, run_id)) == 2
     assert loaded(db) == before
+
+
+def test_a_redirect_off_the_portal_is_not_followed_and_the_data_stays(db, fresh_portal):
+    good, _ = run_flow(capture_flow, url=fresh_portal.page_url)
+    assert good.is_successful()
+    before = loaded(db)
+    path = f"{FILES}/terceirizados202405.xlsx"
+    elsewhere = fresh_portal.base_url.replace("127.0.0.1", "localhost") + path  # the same file, another host
+    fresh_portal.faults[path] = [("redirect", elsewhere)]
+    hits = fresh_portal.hits.get(path, 0)
+    state, run_id = run_flow(capture_flow, url=fresh_portal.page_url)
+    assert state.is_failed()
+    assert fresh_portal.hits[path] == hits + 1  # asked once, not retried, the other host never asked
+    status, message = run_state(db, run_id)
+    assert message.startswith("Falhou: download_cgu_terceirizados_data: ")
+    assert (
+        f"{fresh_portal.base_url}{path} redirecionou para {elsewhere}, fora do portal: o host 'localhost' não é o "
+        "do portal nem está em PORTAL_ALLOWED_HOSTS"
+    ) in message
+    assert loaded(db) == before
+
+
+def test_a_redirect_on_the_portal_or_to_an_allowed_host_is_followed(db, fresh_portal, monkeypatch):
+    path = f"{FILES}/terceirizados202405.xlsx"
+    fresh_portal.faults[path] = [("redirect", f"{path}?versao=2")]  # relative, same host
+    state, run_id = run_flow(capture_flow, url=fresh_portal.page_url)
+    assert state.is_successful(), run_state(db, run_id)
+    assert fresh_portal.hits[path] == 2
+    assert [row[:2] for row in loaded(db)] == [("2024-05", fresh_portal.portal.expectations["2024-05"].loaded_rows)]
+    with db.cursor() as cursor:
+        cursor.execute("TRUNCATE raw.terceirizados, raw.terceirizados_quarentena, raw.capturas")
+    monkeypatch.setenv("PORTAL_ALLOWED_HOSTS", "localhost")
+    fresh_portal.faults[path] = [("redirect", fresh_portal.base_url.replace("127.0.0.1", "localhost") + path)]
+    state, run_id = run_flow(capture_flow, url=fresh_portal.page_url)
+    assert state.is_successful(), run_state(db, run_id)
+    assert [row[:2] for row in loaded(db)] == [("2024-05", fresh_portal.portal.expectations["2024-05"].loaded_rows)]
+
+
+def test_a_page_redirected_off_the_portal_is_not_read(db, fresh_portal):
+    from urllib.parse import urlparse
+
+    page_path = urlparse(fresh_portal.page_url).path
+    elsewhere = fresh_portal.page_url.replace("127.0.0.1", "localhost")
+    fresh_portal.faults[page_path] = [("redirect", elsewhere)]
+    state, run_id = run_flow(capture_flow, url=fresh_portal.page_url)
+    assert state.is_failed()
+    status, message = run_state(db, run_id)
+    assert f"{fresh_portal.page_url} redirecionou para {elsewhere}, fora do portal" in message
+    assert loaded(db) == []

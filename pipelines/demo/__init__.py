@@ -94,7 +94,8 @@ class Portal:
 
 class PortalHandler(SimpleHTTPRequestHandler):
     """Serves the page and files; ``server.faults`` maps a path to a failure to simulate:
-    ``404``, ``500``, ``timeout``, ``truncated``, ``html`` or ``drop`` (close the connection)."""
+    ``404``, ``500``, ``timeout``, ``truncated``, ``html``, ``drop`` (close the connection) or
+    ``("redirect", address)`` (302 to ``address``)."""
 
     def log_message(self, *args):  # keep test output quiet
         pass
@@ -106,6 +107,12 @@ class PortalHandler(SimpleHTTPRequestHandler):
         fault = server.faults.get(path)
         if isinstance(fault, list):  # a sequence of faults, one per request, then normal
             fault = fault.pop(0) if fault else None
+        if isinstance(fault, tuple) and fault[0] == "redirect":
+            self.send_response(302)
+            self.send_header("Location", fault[1])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         if fault == "timeout":
             time.sleep(server.timeout_sleep)
             fault = "500"
