@@ -94,3 +94,45 @@ def test_dbt_runs_again_when_the_project_or_a_relation_changed(db, captured, mon
     assert skipped_builds(db, materialize()) == []
     assert skipped_builds(db, materialize()) == CHAIN
     assert row_versions(db) == versions
+
+
+def test_a_primary_key_on_other_columns_fails_the_build_instead_of_passing_for_the_key(db, captured):
+    """The flows' builds leave out the unique and not-null tests of (ano, mes, id_terceirizado):
+    the key answers them. A key altered by hand to other columns would not (a repeated id with
+    another cost would be published and its period marked verified): the build fails instead."""
+    materialize()
+    before = digest(db, "staging.historic_transformed")
+    with db.cursor() as cursor:
+        cursor.execute(
+            "SELECT conname FROM pg_constraint WHERE conrelid = 'staging.historic_transformed'::regclass "
+            "AND contype = 'p'"
+        )
+        [(key,)] = cursor.fetchall()
+        cursor.execute(
+            f"ALTER TABLE staging.historic_transformed DROP CONSTRAINT {key}, "
+            "ADD PRIMARY KEY (ano, mes, id_terceirizado, valor_custo_mensal)"
+        )
+        # a new capture of 2024-05 in which two rows share an id (with different costs)
+        cursor.execute(
+            "UPDATE raw.terceirizados SET capturado_em = now(), "
+            "id_terc = CASE WHEN linha_origem = (SELECT max(linha_origem) FROM raw.terceirizados "
+            "WHERE periodo = '2024-05-01') THEN (SELECT min(id_terc) FROM raw.terceirizados "
+            "WHERE periodo = '2024-05-01') ELSE id_terc END WHERE periodo = '2024-05-01'"
+        )
+    run_id = materialize(expect_success=False)
+    errors = " ".join(
+        m
+        for (m,) in query(
+            db, "SELECT mensagem FROM logs.registros WHERE id_execucao = %s AND nivel = 'ERROR'", (run_id,)
+        )
+    )
+    assert (
+        "a chave primária de staging.historic_transformed é (ano, id_terceirizado, mes, valor_custo_mensal), "
+        "não (ano, mes, id_terceirizado): a tabela foi alterada fora do pipeline"
+    ) in errors
+    assert digest(db, "staging.historic_transformed") == before  # the new capture of 2024-05 is not published
+    assert query(
+        db,
+        "SELECT count(*) FROM staging.periodos_materializados WHERE modelo = 'historic_transformed' "
+        "AND periodo = '2024-05-01' AND capturado_em = (SELECT max(capturado_em) FROM raw.terceirizados)",
+    ) == [(0,)]
