@@ -668,6 +668,8 @@ class ChainBuild:
         self._reached = -1  # index in the chain of the latest model a node started for
         self._reported: dict[str, bool] = {}  # model -> its wait returned (True) or raised (False)
         self._unchanged: set[str] = set()  # views of the chain left out of the build (dbt_views)
+        self._creating: dict[str, dbt_views.SourceOnlyView] = {}  # views of the chain it creates
+        self._created: dict[str, tuple] = {}  # model -> (view, its signature when dbt created it)
         self._ended = False
         self._success = False
         self._error: BaseException | None = None
@@ -723,6 +725,7 @@ class ChainBuild:
         info, data = event.info, event.data
         node_info = getattr(data, "node_info", None)
         unique_id = (getattr(node_info, "unique_id", "") or getattr(data, "unique_id", "")) or None
+        created = None
         with self._changed:
             known = unique_id in self._owners
             if info.name == "NodeStart" and known:
@@ -741,33 +744,38 @@ class ChainBuild:
                     unique_id, node.name, str(node.resource_type), status, _one_line(message), failures
                 )
                 self._changed.notify_all()
+                if status == "success" and str(node.resource_type) == "model" and node.name in self._creating:
+                    created = self._creating[node.name]
+        if created is not None and info.name == "NodeFinished":
+            # what dbt just created, read before anything else of the build runs (dbt_views)
+            self._created[created.model] = (created, dbt_views.snapshot(self.settings, created))
         _log_event(event, self._task_of(unique_id))
 
-    def _leave_out_unchanged_views(self, manifest) -> list[dbt_views.SourceOnlyView]:
+    def _leave_out_unchanged_views(self, manifest, fingerprint: str) -> None:
         """The views of the chain that come out of this build as they are (``pipelines.dbt_views``)
-        are answered at once and left out of the invocation; returns the ones it creates."""
+        are answered at once and left out of the invocation; the others are noted, to be read as
+        soon as dbt has created them."""
         try:
             views = dbt_views.source_only_views(manifest, self.models)
-            unchanged = set(dbt_views.unchanged(self.settings, self.family, _project_fingerprint(), views))
+            unchanged = set(dbt_views.unchanged(self.settings, self.family, fingerprint, views))
         except Exception as exc:  # noqa: BLE001 - a missed shortcut: dbt creates them
             logger.debug("Views não comparadas com o registro: %s", exc)
             views, unchanged = [], set()
+        creating = {view.model: view for view in views if view.model not in unchanged}
+        dbt_views.forget(self.settings, self.family, list(creating))
         with self._changed:
-            self._unchanged = unchanged
+            self._unchanged, self._creating = unchanged, creating
             self._changed.notify_all()
-        created = [view for view in views if view.model not in unchanged]
-        dbt_views.forget(self.settings, self.family, [view.model for view in created])
-        return created
 
     def _run(self) -> None:
-        created: list[dbt_views.SourceOnlyView] = []
+        fingerprint = _project_fingerprint()  # the files the build starts with (dbt_views)
         try:
             manifest = parsed_manifest(self.settings, self.family, task_name=self.task_names.get(self.models[0]))
             nodes = [*manifest.nodes.values(), *getattr(manifest, "unit_tests", {}).values()]
             with self._changed:
                 self._manifest = manifest
                 self._owners = {node.unique_id: self._owner(manifest, node) for node in nodes}
-            created = self._leave_out_unchanged_views(manifest)
+            self._leave_out_unchanged_views(manifest, fingerprint)
             built = " ".join(model for model in self.models if model not in self._unchanged)
             result = _invoke(
                 self.settings,
@@ -792,9 +800,8 @@ class ChainBuild:
                 self._changed.notify_all()
         if self._manifest is not None:  # after the tasks are answered: off the run's critical path
             _record_used_macros(self.settings, self.family, self._manifest)
-        dbt_views.remember(
-            self.settings, self.family, _project_fingerprint(), [view for view in created if self._built(view.model)]
-        )
+        if self._created:
+            dbt_views.remember(self.settings, self.family, fingerprint, _project_fingerprint(), self._created)
 
     def _own(self, model: str) -> list[_NodeResult]:
         return [r for r in self._results.values() if self._owners.get(r.unique_id, self.models[-1]) == model]

@@ -8,13 +8,20 @@ builds. Recreating it costs a dbt node (~0.2 s of the scheduled run for ~15 ms o
 
 After a build created such a view, its signature is recorded in
 ``DATA_DIR/dbt_target/<family>/views.json``: the project fingerprint and the connection it was
-built with, and what the database says of it (the view's oid, the md5 of its definition, the
-columns of each source it reads). The next build leaves the view out when that record matches
-the database: a view dropped, replaced (even by ``CREATE OR REPLACE`` with the same columns,
-which keeps the oid) or recreated by anyone else, a source that gained, lost or changed a
-column, another project or another database, and a record that cannot be read all make dbt
-create it again. The record of a view is removed before every build that creates it, so a
-build that fails or dies leaves it to dbt next time."""
+built with, and what the database says of it (the view's oid, the md5 of its definition, its
+owner, options and privileges, the columns of each source it reads). The next build leaves the
+view out when that record matches the database: a view dropped, replaced (even by ``CREATE OR
+REPLACE`` with the same columns, which keeps the oid), given to another owner or recreated by
+anyone else, a source that gained, lost or changed a column, another project or another
+database, and a record that cannot be read all make dbt create it again.
+
+What is recorded is what the build created: the signature is read as soon as dbt reports the
+view built (``snapshot``, from dbt's own thread), and recorded at the end of the build only if
+the view still has it and the project files are the ones the build started with (a file edited
+during the build, a view replaced by another session during it: no record, dbt creates it next
+time). Only a replacement made by another session in the milliseconds between dbt's commit and
+that reading would go unseen. The record of a view is removed before every build that creates
+it, so a build that fails or dies leaves it to dbt next time."""
 
 from __future__ import annotations
 
@@ -34,7 +41,8 @@ logger = logging.getLogger("pipelines.dbt_views")
 RECORD_FILE = "views.json"
 
 _SIGNATURE_SQL = """
-    SELECT c.oid::bigint, md5(pg_get_viewdef(c.oid)),
+    SELECT c.oid::bigint, md5(pg_get_viewdef(c.oid)), c.relowner::regrole::text,
+           coalesce(c.reloptions::text, ''), coalesce(c.relacl::text, ''),
            (SELECT string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod), ', ' ORDER BY a.attnum)
             FROM pg_attribute AS a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)
     FROM pg_class AS c WHERE c.oid = to_regclass(%s) AND c.relkind = 'v'"""
@@ -157,16 +165,43 @@ def forget(settings: Settings, family: str, models: list[str]) -> None:
         logger.debug("Registro das views não atualizado: %s", exc)
 
 
-def remember(settings: Settings, family: str, fingerprint: str, views: list[SourceOnlyView]) -> None:
-    """After a build created these views: record their signatures. Never raises (a record not
-    written only means dbt creates the view again next time)."""
+def snapshot(settings: Settings, view: SourceOnlyView) -> list | None:
+    """The view's signature right after dbt created it (None when it cannot be read: nothing is
+    recorded then). Never raises: it runs in dbt's thread."""
     try:
-        signatures = {view.model: _signature(settings, view) for view in views}
-        with _record_lock:
-            record = _read(settings, family)
-            for model, signature in signatures.items():
-                if signature is not None:
+        return _signature(settings, view)
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        logger.debug("Assinatura da view %s não lida: %s", view.relation, exc)
+        return None
+
+
+def remember(
+    settings: Settings,
+    family: str,
+    fingerprint: str,
+    fingerprint_now: str,
+    created: dict[str, tuple[SourceOnlyView, list | None]],
+) -> list[str]:
+    """After a build: record each view of ``created`` (model -> the view and its ``snapshot``)
+    whose signature is still the one read when dbt created it, when the project files are still
+    the ones the build started with (``fingerprint`` then, ``fingerprint_now`` now). Returns the
+    models recorded. Never raises (a record not written only means dbt creates the view again
+    next time)."""
+    if fingerprint != fingerprint_now:
+        return []
+    try:
+        kept = {
+            model: signature
+            for model, (view, signature) in created.items()
+            if signature is not None and _signature(settings, view) == signature
+        }
+        if kept:
+            with _record_lock:
+                record = _read(settings, family)
+                for model, signature in kept.items():
                     record[model] = {**_expected(settings, fingerprint), "assinatura": signature}
-            _write(settings, family, record)
+                _write(settings, family, record)
+        return list(kept)
     except Exception as exc:  # noqa: BLE001 - see the docstring
         logger.debug("Registro das views criadas não gravado: %s", exc)
+        return []

@@ -135,3 +135,72 @@ def test_only_views_that_read_nothing_but_sources_are_candidates(settings):
     assert views == [dbt_views.SourceOnlyView("raw", "staging.raw", ("raw.terceirizados",))]
     # the last model of a chain is never left out (its task carries the chain's outcome)
     assert dbt_views.source_only_views(manifest, ("raw",)) == []
+
+
+def test_a_project_edited_during_the_build_leaves_no_record(db, settings, built_once, monkeypatch):
+    """The record names the project the build started with: files edited while it ran (a deploy
+    under the scheduler) leave the view to dbt next time, even though the next run finds the
+    edited files (a record of them would keep the view the build created from the old ones)."""
+    real = dbt._project_fingerprint
+    calls = []
+
+    def edited_after_the_start():
+        calls.append(1)
+        return real() if len(calls) == 1 else "editado-" + real()
+
+    record = settings.data_dir / "dbt_target" / "latest" / dbt_views.RECORD_FILE
+    record.unlink()
+    monkeypatch.setattr(dbt, "_project_fingerprint", edited_after_the_start)
+    _, messages, _ = materialize(db)
+    assert recreated(messages)
+    assert "raw" not in (json.loads(record.read_text(encoding="utf-8")) if record.exists() else {})
+    _, messages, _ = materialize(db)  # the edited project: dbt creates the view from it
+    assert recreated(messages)
+
+
+def test_a_view_replaced_by_another_session_during_the_build_is_not_recorded(db, settings, built_once, monkeypatch):
+    import psycopg2
+
+    real_snapshot = dbt_views.snapshot
+
+    def replaced_right_after(settings_, view):
+        signature = real_snapshot(settings_, view)
+        other = psycopg2.connect(**settings_.postgres_dsn())
+        with other, other.cursor() as cursor:  # another session, while cleaned & co. are built
+            cursor.execute(
+                "CREATE OR REPLACE VIEW staging.raw AS SELECT * FROM raw.terceirizados "
+                "WHERE periodo = (SELECT max(periodo) FROM raw.terceirizados) AND linha_origem < 12"
+            )
+        other.close()
+        return signature
+
+    (settings.data_dir / "dbt_target" / "latest" / dbt_views.RECORD_FILE).unlink()
+    monkeypatch.setattr(dbt_views, "snapshot", replaced_right_after)
+    _, messages, _ = materialize(db)
+    assert recreated(messages)
+    monkeypatch.setattr(dbt_views, "snapshot", real_snapshot)
+    # not recorded: the next run creates the view again, from the project, and every row is back
+    _, messages, _ = materialize(db)
+    assert recreated(messages)
+    assert newest_rows(db) == [(2024, 5, 40)]
+    _, messages, _ = materialize(db)
+    assert not recreated(messages)
+
+
+def test_a_view_given_to_another_owner_is_created_again(db, settings, built_once):
+    import os
+
+    role = f"outro_dono_{os.getpid()}"
+    with db.cursor() as cursor:
+        cursor.execute(f"DROP ROLE IF EXISTS {role}; CREATE ROLE {role}")
+        cursor.execute(f"GRANT USAGE ON SCHEMA raw TO {role}; GRANT SELECT ON raw.terceirizados TO {role}")
+        cursor.execute(f"ALTER VIEW staging.raw OWNER TO {role}")
+    try:
+        _, messages, _ = materialize(db)
+        assert recreated(messages)
+        assert query(db, "SELECT viewowner FROM pg_views WHERE schemaname = 'staging' AND viewname = 'raw'") == [
+            ("postgres",)
+        ]
+    finally:
+        with db.cursor() as cursor:
+            cursor.execute(f"DROP OWNED BY {role}; DROP ROLE {role}")
