@@ -746,7 +746,7 @@ class ChainBuild:
                 self._changed.notify_all()
                 if status == "success" and str(node.resource_type) == "model" and node.name in self._creating:
                     created = self._creating[node.name]
-        if created is not None and info.name == "NodeFinished":
+        if created is not None:
             # what dbt just created, read before anything else of the build runs (dbt_views)
             self._created[created.model] = (created, dbt_views.snapshot(self.settings, created))
         _log_event(event, self._task_of(unique_id))

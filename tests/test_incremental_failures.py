@@ -110,7 +110,7 @@ def test_a_primary_key_on_other_columns_fails_the_build_instead_of_passing_for_t
         [(key,)] = cursor.fetchall()
         cursor.execute(
             f"ALTER TABLE staging.historic_transformed DROP CONSTRAINT {key}, "
-            "ADD PRIMARY KEY (ano, mes, id_terceirizado, valor_custo_mensal)"
+            "ADD CONSTRAINT outra_chave PRIMARY KEY (ano, mes, id_terceirizado, valor_custo_mensal)"
         )
         # a new capture of 2024-05 in which two rows share an id (with different costs)
         cursor.execute(
@@ -119,20 +119,27 @@ def test_a_primary_key_on_other_columns_fails_the_build_instead_of_passing_for_t
             "WHERE periodo = '2024-05-01') THEN (SELECT min(id_terc) FROM raw.terceirizados "
             "WHERE periodo = '2024-05-01') ELSE id_terc END WHERE periodo = '2024-05-01'"
         )
-    run_id = materialize(expect_success=False)
-    errors = " ".join(
-        m
-        for (m,) in query(
-            db, "SELECT mensagem FROM logs.registros WHERE id_execucao = %s AND nivel = 'ERROR'", (run_id,)
+    try:
+        run_id = materialize(expect_success=False)
+        errors = " ".join(
+            m
+            for (m,) in query(
+                db, "SELECT mensagem FROM logs.registros WHERE id_execucao = %s AND nivel = 'ERROR'", (run_id,)
+            )
         )
-    )
-    assert (
-        "a chave primária de staging.historic_transformed é (ano, id_terceirizado, mes, valor_custo_mensal), "
-        "não (ano, mes, id_terceirizado): a tabela foi alterada fora do pipeline"
-    ) in errors
-    assert digest(db, "staging.historic_transformed") == before  # the new capture of 2024-05 is not published
-    assert query(
-        db,
-        "SELECT count(*) FROM staging.periodos_materializados WHERE modelo = 'historic_transformed' "
-        "AND periodo = '2024-05-01' AND capturado_em = (SELECT max(capturado_em) FROM raw.terceirizados)",
-    ) == [(0,)]
+        assert (
+            "a chave primária de staging.historic_transformed é (ano, id_terceirizado, mes, valor_custo_mensal), "
+            "não (ano, mes, id_terceirizado): a tabela foi alterada fora do pipeline"
+        ) in errors
+        assert digest(db, "staging.historic_transformed") == before  # the new capture of 2024-05 is not published
+        assert query(
+            db,
+            "SELECT count(*) FROM staging.periodos_materializados WHERE modelo = 'historic_transformed' "
+            "AND periodo = '2024-05-01' AND capturado_em = (SELECT max(capturado_em) FROM raw.terceirizados)",
+        ) == [(0,)]
+    finally:  # the key of the model again (this database serves the next tests of the worker)
+        with db.cursor() as cursor:
+            cursor.execute(
+                "ALTER TABLE staging.historic_transformed DROP CONSTRAINT outra_chave, "
+                "ALTER COLUMN valor_custo_mensal DROP NOT NULL, ADD PRIMARY KEY (ano, mes, id_terceirizado)"
+            )
