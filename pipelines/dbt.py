@@ -667,6 +667,7 @@ class ChainBuild:
         self._results: dict[str, _NodeResult] = {}  # unique_id -> result, as nodes finish
         self._reached = -1  # index in the chain of the latest model a node started for
         self._reported: dict[str, bool] = {}  # model -> its wait returned (True) or raised (False)
+        self._held = dbt_views.HeldViews([])  # views left out of the build, locked until its end
         self._unchanged: set[str] = set()  # views of the chain left out of the build (dbt_views)
         self._creating: dict[str, dbt_views.SourceOnlyView] = {}  # views of the chain it creates
         self._created: dict[str, tuple] = {}  # model -> (view, its signature when dbt created it)
@@ -757,14 +758,15 @@ class ChainBuild:
         soon as dbt has created them."""
         try:
             views = dbt_views.source_only_views(manifest, self.models)
-            unchanged = set(dbt_views.unchanged(self.settings, self.family, fingerprint, views))
+            held = dbt_views.hold_unchanged(self.settings, self.family, fingerprint, views)
         except Exception as exc:  # noqa: BLE001 - a missed shortcut: dbt creates them
             logger.debug("Views não comparadas com o registro: %s", exc)
-            views, unchanged = [], set()
+            views, held = [], dbt_views.HeldViews([])
+        unchanged = set(held.models)
         creating = {view.model: view for view in views if view.model not in unchanged}
         dbt_views.forget(self.settings, self.family, list(creating))
         with self._changed:
-            self._unchanged, self._creating = unchanged, creating
+            self._held, self._unchanged, self._creating = held, unchanged, creating
             self._changed.notify_all()
 
     def _run(self) -> None:
@@ -795,6 +797,7 @@ class ChainBuild:
             with self._changed:
                 self._error = exc
         finally:
+            self._held.release()  # the views left out of the build may change again
             with self._changed:
                 self._ended = True
                 self._changed.notify_all()

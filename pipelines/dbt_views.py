@@ -13,7 +13,10 @@ owner, options and privileges, the columns of each source it reads). The next bu
 view out when that record matches the database: a view dropped, replaced (even by ``CREATE OR
 REPLACE`` with the same columns, which keeps the oid), given to another owner or recreated by
 anyone else, a source that gained, lost or changed a column, another project or another
-database, and a record that cannot be read all make dbt create it again.
+database, and a record that cannot be read all make dbt create it again. A view left out is
+compared with the record under a lock that lasts until the end of the build (``HeldViews``):
+another session cannot change it between the comparison and dbt's reads of it; a change it is
+already making (the lock not granted within ``LOCK_WAIT``) makes dbt create the view.
 
 What is recorded is what the build created: the signature is read as soon as dbt reports the
 view built (``snapshot``, from dbt's own thread), and recorded at the end of the build only if
@@ -32,6 +35,8 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+
+from psycopg2 import sql
 
 from pipelines import database
 from pipelines.settings import Settings
@@ -93,19 +98,23 @@ def _connection_key(settings: Settings) -> list:
     return [settings.postgres_host, settings.postgres_port, settings.postgres_db]
 
 
+def _signature_in(cursor, view: SourceOnlyView) -> list | None:
+    cursor.execute(_SIGNATURE_SQL, (view.relation,))
+    row = cursor.fetchone()
+    if row is None:
+        return None
+    sources = []
+    for source in view.sources:
+        cursor.execute(_COLUMNS_SQL, (source,))
+        found = cursor.fetchone()
+        sources.append([source, found[0] if found else None])
+    return [list(row), sources]
+
+
 def _signature(settings: Settings, view: SourceOnlyView) -> list | None:
     """What the database says of the view and of its sources now (None: no such view)."""
     with database.connection(settings) as conn, conn.cursor() as cursor:
-        cursor.execute(_SIGNATURE_SQL, (view.relation,))
-        row = cursor.fetchone()
-        if row is None:
-            return None
-        sources = []
-        for source in view.sources:
-            cursor.execute(_COLUMNS_SQL, (source,))
-            found = cursor.fetchone()
-            sources.append([source, found[0] if found else None])
-    return [list(row), sources]
+        return _signature_in(cursor, view)
 
 
 _record_lock = threading.Lock()
@@ -135,10 +144,27 @@ def _expected(settings: Settings, fingerprint: str) -> dict:
     return {"projeto": fingerprint, "conexao": _connection_key(settings)}
 
 
-def unchanged(settings: Settings, family: str, fingerprint: str, views: list[SourceOnlyView]) -> list[str]:
-    """The models of ``views`` whose view in the database is the one the last build of this
-    project created and whose sources kept their columns (see the module)."""
-    record = _read(settings, family)
+LOCK_WAIT = "2s"  # for the lock on a view another session is changing: then dbt creates it
+
+
+class HeldViews:
+    """Views left out of a build, held unchanged until ``release``: a transaction of its own
+    holds ACCESS SHARE on each (``LOCK TABLE``), which dbt's reads of them share and which any
+    change to them (``CREATE OR REPLACE VIEW``, ``ALTER VIEW``, ``DROP VIEW``, all ACCESS
+    EXCLUSIVE) waits for. The record is compared with the database under that lock, so what was
+    compared is what the build reads."""
+
+    def __init__(self, models: list[str], conn=None):
+        self.models, self._conn = models, conn
+
+    def release(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.close()  # ends the transaction: the locks go
+            self._conn = None
+
+
+def _matching(record: dict, settings: Settings, fingerprint: str, views: list[SourceOnlyView], cursor) -> list:
     kept = []
     for view in views:
         entry = record.get(view.model)
@@ -146,9 +172,41 @@ def unchanged(settings: Settings, family: str, fingerprint: str, views: list[Sou
             settings, fingerprint
         ):
             continue
-        if entry.get("assinatura") == _signature(settings, view):
-            kept.append(view.model)
+        schema, name = view.relation.split(".", 1)
+        cursor.execute("SAVEPOINT visto")
+        try:
+            cursor.execute(
+                sql.SQL("LOCK TABLE {}.{} IN ACCESS SHARE MODE").format(sql.Identifier(schema), sql.Identifier(name))
+            )
+        except Exception:  # noqa: BLE001 - gone, or being changed by another session: dbt creates it
+            cursor.execute("ROLLBACK TO SAVEPOINT visto")
+            continue
+        if entry.get("assinatura") == _signature_in(cursor, view):
+            kept.append(view)
     return kept
+
+
+def hold_unchanged(settings: Settings, family: str, fingerprint: str, views: list[SourceOnlyView]) -> HeldViews:
+    """The views of ``views`` that are the ones the last build of this project created, whose
+    sources kept their columns (see the module), locked against changes until the returned
+    ``HeldViews`` is released (after the build). Only the views kept stay locked: dbt must be
+    free to create the others."""
+    record = _read(settings, family)
+    candidates = [view for view in views if view.model in record]
+    while candidates:
+        conn = database.connect(settings)
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute(f"SET lock_timeout = '{LOCK_WAIT}'")
+                kept = _matching(record, settings, fingerprint, candidates, cursor)
+        except Exception:
+            conn.close()
+            raise
+        if len(kept) == len(candidates):
+            return HeldViews([view.model for view in kept], conn if kept else None)
+        conn.close()  # a view that will be created is not left locked: again, with the kept ones only
+        candidates = kept
+    return HeldViews([])
 
 
 def forget(settings: Settings, family: str, models: list[str]) -> None:

@@ -363,11 +363,16 @@ class _GuardedSession(requests.Session):
             address = urljoin(resp.url, target)
             parsed = urlparse(address)
             host = (parsed.hostname or "").lower()
-            if parsed.scheme.lower() not in ("http", "https") or host not in self._hosts:
+            if parsed.scheme.lower() not in ("http", "https"):
+                raise DownloadError(
+                    f"{self._url} redirecionou para {address}: o esquema '{parsed.scheme.lower()}:' não é seguido "
+                    "(só http e https). O redirecionamento não foi seguido."
+                )
+            if host not in self._hosts:
                 raise DownloadError(
                     f"{self._url} redirecionou para {address}, fora do portal: o host '{host}' não é o do portal "
-                    "nem está em PORTAL_ALLOWED_HOSTS (e só http e https são seguidos). O redirecionamento não "
-                    "foi seguido; se o novo endereço for da CGU, inclua o host em PORTAL_ALLOWED_HOSTS."
+                    "nem está em PORTAL_ALLOWED_HOSTS. O redirecionamento não foi seguido; se o novo endereço for "
+                    "da CGU, inclua o host em PORTAL_ALLOWED_HOSTS."
                 )
         return target
 

@@ -204,3 +204,37 @@ def test_a_view_given_to_another_owner_is_created_again(db, settings, built_once
     finally:
         with db.cursor() as cursor:
             cursor.execute(f"DROP OWNED BY {role}; DROP ROLE {role}")
+
+
+def test_a_view_left_out_cannot_be_changed_until_the_build_has_read_it(db, settings, built_once, monkeypatch):
+    """Between the comparison with the record and dbt's reads of the view (cleaned, tests), another
+    session's CREATE OR REPLACE waits for the end of the build: the run reads what was compared."""
+    import psycopg2
+
+    real_hold = dbt_views.hold_unchanged
+    refused = []
+
+    def replaced_right_after_the_check(*args):
+        held = real_hold(*args)
+        other = psycopg2.connect(**settings.postgres_dsn())
+        try:
+            with other, other.cursor() as cursor:
+                cursor.execute("SET lock_timeout = '500ms'")
+                cursor.execute(
+                    "CREATE OR REPLACE VIEW staging.raw AS SELECT * FROM raw.terceirizados "
+                    "WHERE periodo = (SELECT max(periodo) FROM raw.terceirizados) AND linha_origem < 12"
+                )
+        except psycopg2.errors.LockNotAvailable:
+            refused.append(True)
+        finally:
+            other.close()
+        return held
+
+    monkeypatch.setattr(dbt_views, "hold_unchanged", replaced_right_after_the_check)
+    _, messages, oid = materialize(db)
+    assert not recreated(messages) and oid == built_once
+    assert refused == [True]
+    assert newest_rows(db) == [(2024, 5, 40)]
+    # released at the end: another session may change it now (and the next build recreates it)
+    with db.cursor() as cursor:
+        cursor.execute("SET lock_timeout = '2s'; COMMENT ON VIEW staging.raw IS 'outra sessão'")

@@ -251,3 +251,16 @@ def test_a_page_redirected_off_the_portal_is_not_read(db, fresh_portal):
     status, message = run_state(db, run_id)
     assert f"{fresh_portal.page_url} redirecionou para {elsewhere}, fora do portal" in message
     assert loaded(db) == []
+
+
+def test_a_redirect_to_another_scheme_is_not_followed(db, fresh_portal):
+    path = f"{FILES}/terceirizados202405.xlsx"
+    fresh_portal.faults[path] = [("redirect", "ftp://127.0.0.1/terceirizados202405.xlsx")]
+    state, run_id = run_flow(capture_flow, url=fresh_portal.page_url)
+    assert state.is_failed()
+    status, message = run_state(db, run_id)
+    assert (
+        f"{fresh_portal.base_url}{path} redirecionou para ftp://127.0.0.1/terceirizados202405.xlsx: o esquema 'ftp:' "
+        "não é seguido (só http e https)"
+    ) in message
+    assert loaded(db) == []
