@@ -95,7 +95,7 @@ def _record_path(settings: Settings, family: str) -> Path:
 
 
 def _connection_key(settings: Settings) -> list:
-    return [settings.postgres_host, settings.postgres_port, settings.postgres_db]
+    return [settings.postgres_host, settings.postgres_port, settings.postgres_db, settings.postgres_user]
 
 
 def _signature_in(cursor, view: SourceOnlyView) -> list | None:

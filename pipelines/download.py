@@ -363,10 +363,11 @@ class _GuardedSession(requests.Session):
             address = urljoin(resp.url, target)
             parsed = urlparse(address)
             host = (parsed.hostname or "").lower()
-            if parsed.scheme.lower() not in ("http", "https"):
+            scheme = parsed.scheme.lower()
+            if scheme not in ("http", "https") or (scheme == "http" and resp.url.lower().startswith("https:")):
                 raise DownloadError(
-                    f"{self._url} redirecionou para {address}: o esquema '{parsed.scheme.lower()}:' não é seguido "
-                    "(só http e https). O redirecionamento não foi seguido."
+                    f"{self._url} redirecionou para {address}: o esquema '{scheme}:' não é seguido (só http e "
+                    "https, e nunca de https para http). O redirecionamento não foi seguido."
                 )
             if host not in self._hosts:
                 raise DownloadError(

@@ -119,10 +119,11 @@ def test_a_record_that_cannot_be_trusted_creates_the_view_again(db, settings, bu
     assert newest_rows(db) == [(2024, 5, 40)]
 
 
-def test_a_record_of_another_database_is_not_trusted(db, settings, built_once):
+@pytest.mark.parametrize("field, other", [(2, "outro_banco"), (3, "outro_usuario")])
+def test_a_record_of_another_database_or_user_is_not_trusted(db, settings, built_once, field, other):
     path = settings.data_dir / "dbt_target" / "latest" / dbt_views.RECORD_FILE
     record = json.loads(path.read_text(encoding="utf-8"))
-    record["raw"]["conexao"][2] = "outro_banco"
+    record["raw"]["conexao"][field] = other
     path.write_text(json.dumps(record), encoding="utf-8")
     _, messages, _ = materialize(db)
     assert recreated(messages)

@@ -261,6 +261,22 @@ def test_a_redirect_to_another_scheme_is_not_followed(db, fresh_portal):
     status, message = run_state(db, run_id)
     assert (
         f"{fresh_portal.base_url}{path} redirecionou para ftp://127.0.0.1/terceirizados202405.xlsx: o esquema 'ftp:' "
-        "não é seguido (só http e https)"
+        "não é seguido (só http e https, e nunca de https para http)"
     ) in message
     assert loaded(db) == []
+
+
+def test_a_redirect_from_https_to_http_is_not_followed():
+    import pytest
+    import requests
+
+    from pipelines.download import DownloadError, _GuardedSession
+
+    answer = requests.Response()
+    answer.status_code, answer.url = 302, "https://portal.gov.br/arquivos/terceirizados202405.xlsx"
+    answer.headers["Location"] = "http://portal.gov.br/arquivos/terceirizados202405.xlsx"
+    session = _GuardedSession(answer.url, frozenset())
+    with pytest.raises(DownloadError, match="o esquema 'http:' não é seguido .*nunca de https para http"):
+        session.get_redirect_target(answer)
+    answer.headers["Location"] = "https://portal.gov.br/outro/terceirizados202405.xlsx"  # same host, https
+    assert session.get_redirect_target(answer) == answer.headers["Location"]
