@@ -45,17 +45,16 @@ logger = logging.getLogger("pipelines.dbt_views")
 
 RECORD_FILE = "views.json"
 
-_SIGNATURE_SQL = """
+# a relation's columns, names and types in order (c: its pg_class row)
+_COLUMNS = """(SELECT string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod), ', ' ORDER BY a.attnum)
+            FROM pg_attribute AS a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)"""
+
+_SIGNATURE_SQL = f"""
     SELECT c.oid::bigint, md5(pg_get_viewdef(c.oid)), c.relowner::regrole::text,
-           coalesce(c.reloptions::text, ''), coalesce(c.relacl::text, ''),
-           (SELECT string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod), ', ' ORDER BY a.attnum)
-            FROM pg_attribute AS a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)
+           coalesce(c.reloptions::text, ''), coalesce(c.relacl::text, ''), {_COLUMNS}
     FROM pg_class AS c WHERE c.oid = to_regclass(%s) AND c.relkind = 'v'"""
 
-_COLUMNS_SQL = """
-    SELECT (SELECT string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod), ', ' ORDER BY a.attnum)
-            FROM pg_attribute AS a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)
-    FROM pg_class AS c WHERE c.oid = to_regclass(%s)"""
+_COLUMNS_SQL = f"SELECT {_COLUMNS} FROM pg_class AS c WHERE c.oid = to_regclass(%s)"
 
 
 @dataclass(frozen=True)

@@ -65,3 +65,10 @@
     (array['JANEIRO', 'FEVEREIRO', 'MARCO', 'ABRIL', 'MAIO', 'JUNHO', 'JULHO', 'AGOSTO', 'SETEMBRO',
            'OUTUBRO', 'NOVEMBRO', 'DEZEMBRO'])[extract(month from {{ date_column }})::integer]
 {%- endmacro %}
+
+
+{# ``value``, ``normalized`` (an expression of it), differs from ``expected`` (test load_fields_match_period): a value already equal to
+   it is answered without normalizing (NULLs take the plain comparison, which says they differ). #}
+{% macro differs_once_normalized(value, normalized, expected) -%}
+    case when {{ value }} = {{ expected }} then false else {{ normalized }} is distinct from {{ expected }} end
+{%- endmacro %}

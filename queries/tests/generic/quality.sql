@@ -192,13 +192,11 @@ having count(*) > 1
 {% test load_fields_match_period(model) %}
 select periodo, linha_origem, num_mes_carga, mes_carga, ano_carga
 from {{ model }}
-where case when num_mes_carga = extract(month from periodo)::integer::text then false
-           else regexp_replace(num_mes_carga, '^0+|\.0+$', '', 'g')
-                is distinct from extract(month from periodo)::integer::text end
-   or case when mes_carga = {{ month_name('periodo') }} then false
-           else translate(upper(mes_carga), 'ÇÃÁÂ', 'CAAA') is distinct from {{ month_name('periodo') }} end
-   or case when ano_carga = extract(year from periodo)::integer::text then false
-           else regexp_replace(ano_carga, '\.0+$', '') is distinct from extract(year from periodo)::integer::text end
+where {{ differs_once_normalized('num_mes_carga', "regexp_replace(num_mes_carga, '^0+|\\.0+$', '', 'g')",
+                                   'extract(month from periodo)::integer::text') }}
+   or {{ differs_once_normalized('mes_carga', "translate(upper(mes_carga), 'ÇÃÁÂ', 'CAAA')", month_name('periodo')) }}
+   or {{ differs_once_normalized('ano_carga', "regexp_replace(ano_carga, '\\.0+$', '')",
+                                 'extract(year from periodo)::integer::text') }}
 {% endtest %}
 
 
