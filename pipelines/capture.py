@@ -8,7 +8,7 @@ import socket
 from pathlib import Path
 from typing import NoReturn
 
-from pipelines import raw_loads, storage
+from pipelines import load_fields, raw_loads, storage
 from pipelines.download import DownloadedFile, HttpLimits, download_file, fetch_page
 from pipelines.errors import CaptureRefusedError, NewestPeriodWithdrawnError
 from pipelines.parse import ParsedFile, parse_for_load
@@ -112,21 +112,17 @@ def load_parsed(
         refusal = row_drop(
             parsed.loaded_rows, previous and previous["loaded_rows"], settings.max_row_drop_share, published.file_name
         )
+    if not refusal:
+        refusal = wrong_period(parsed, published, settings.max_wrong_period_share)
+        if refusal:  # refused either way; a file identical to another period's capture is named as such
+            identical = raw_loads.periods_with_file(settings, record.sha256, published.period)
+            refusal = identical_file(published, record.sha256, identical) if identical else refusal
     if refusal:
         refuse(settings, record, published.label, refusal)
     try:
         raw_loads.load_period(settings, csv_file, parsed.quarantine, record)
     except raw_loads.FileOfAnotherPeriodError as exc:
-        others = " e ".join(exc.periods)
-        refuse(
-            settings,
-            record,
-            published.label,
-            f"o arquivo {published.file_name} é idêntico ao já carregado para {others} (sha256 "
-            f"{record.sha256[:12]}…): o link de {published.label} ou o de {others} aponta para o arquivo errado. "
-            f"Confira a página; se o errado for o de {others}, apague esse período de raw.terceirizados, "
-            "raw.terceirizados_quarentena e raw.capturas e capture de novo",
-        )
+        refuse(settings, record, published.label, identical_file(published, record.sha256, exc.periods))
     return {
         "periodo": published.label,
         "linhas_arquivo": record.data_rows,
@@ -143,6 +139,26 @@ def refuse(settings: Settings, record: raw_loads.CaptureRecord, label: str, reas
         f"Período {label} recusado: {reason}. Os dados anteriores do período foram mantidos "
         "(a tentativa está em raw.capturas, colunas tentativa_*)."
     )
+
+
+def identical_file(published: PublishedFile, sha256: str, periods: list[str]) -> str:
+    """The refusal of a file identical (same sha256) to the capture of other ``periods``."""
+    others = " e ".join(periods)
+    return (
+        f"o arquivo {published.file_name} é idêntico ao já carregado para {others} (sha256 "
+        f"{sha256[:12]}…): o link de {published.label} ou o de {others} aponta para o arquivo errado. "
+        f"Confira a página; se o errado for o de {others}, apague esse período de raw.terceirizados, "
+        "raw.terceirizados_quarentena e raw.capturas e capture de novo"
+    )
+
+
+def percent_above(percent: float, limit: float) -> str:
+    """``percent`` in Portuguese, with as many decimals as it takes to read above ``limit``
+    (10,001 rows of 20,000 are 50,005%: "50,0%" would read as the limit itself)."""
+    decimals = 1
+    while round(percent, decimals) <= limit and decimals < 6:
+        decimals += 1
+    return f"{percent:.{decimals}f}".replace(".", ",")
 
 
 def implausibility(parsed: ParsedFile, file_name: str, max_quarantine_share: float) -> str | None:
@@ -170,6 +186,28 @@ def implausibility(parsed: ParsedFile, file_name: str, max_quarantine_share: flo
     return None
 
 
+def wrong_period(parsed: ParsedFile, published: PublishedFile, max_share: float) -> str | None:
+    """Why a file must not be loaded as the period of its link, or None when it may: more than
+    ``max_share`` of its rows say, in their load fields, that they are another period's
+    (``load_fields``): the link points to another period's file, or to a re-exported copy of it,
+    whose sha256 differs from that period's capture."""
+    if not parsed.loaded_rows:
+        return None
+    others, named = load_fields.rows_naming_other_periods(parsed, published.period)
+    share = others / parsed.loaded_rows
+    if others == 0 or share * 100 <= max_share * 100 + 1e-9:  # as row_drop: the limit's float may be a hair under
+        return None
+    percent = percent_above(share * 100, max_share * 100)
+    said = f" (o mais frequente: {named})" if named else ""
+    return (
+        f"{others} de {parsed.loaded_rows} linhas ({percent}%) de {published.file_name} dizem nos campos de carga "
+        f"(Num_Mes_Carga, Mes_Carga, Ano_Carga) ser de outro período que {published.label}{said}, acima do limite "
+        f"MAX_WRONG_PERIOD_PERCENT={max_share * 100:g}: o link de {published.label} aponta para o arquivo de outro "
+        "período? Confira a página; se o arquivo estiver certo e só esses campos errados, "
+        "MAX_WRONG_PERIOD_PERCENT=100 o aceita de propósito"
+    )
+
+
 def row_drop(loaded: int, previous: int | None, max_drop_share: float, file_name: str) -> str | None:
     """Why a file with ``loaded`` loadable rows must not replace a period whose previous
     capture loaded ``previous`` rows (None: never loaded), or None when it may: it lost more
@@ -180,7 +218,7 @@ def row_drop(loaded: int, previous: int | None, max_drop_share: float, file_name
     drop = (previous - loaded) * 100 / previous  # percent; the limit's float (0.29 * 100) may be a hair under
     if drop <= max_drop_share * 100 + 1e-9:
         return None
-    percent = f"{drop:.1f}".replace(".", ",")
+    percent = percent_above(drop, max_drop_share * 100)
     return (
         f"{file_name} tem {loaded} linhas carregáveis, {percent}% menos que as {previous} da captura anterior do "
         f"período, acima do limite MAX_ROW_DROP_PERCENT={max_drop_share * 100:g} (arquivo truncado ou incompleto? "

@@ -22,12 +22,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import PurePosixPath
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urljoin, urlparse
-
-from bs4 import BeautifulSoup
 
 from pipelines.constants import DATA_FORMATS, MONTHS, normalise_text
 from pipelines.errors import PortalStructureError
+
+if TYPE_CHECKING:
+    from bs4 import BeautifulSoup
 
 logger = logging.getLogger("pipelines.portal")
 
@@ -204,6 +206,10 @@ def parse_portal_page(
     today = today or date.today()
     page_host = (urlparse(page_url).hostname or "").lower()
     extra_hosts = frozenset(host.lower() for host in allowed_hosts)
+    # imported here: BeautifulSoup (and soupsieve) take ~0.1 s to import, and the flows that read
+    # no page (the materializations) import this module too
+    from bs4 import BeautifulSoup
+
     soup = BeautifulSoup(html, "html.parser")
     year_headings = [h for h in soup.find_all("h3") if YEAR_PATTERN.search(h.get_text(" ", strip=True))]
     if not year_headings:

@@ -101,13 +101,7 @@ def load_period(settings: Settings, csv_file: Path, quarantine: list, record: Ca
                     f"carga do período {label}",
                 )
             cursor.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (FILE_LOCK_NAMESPACE, record.sha256))
-            cursor.execute(
-                sql.SQL(
-                    "SELECT to_char(periodo, 'YYYY-MM') FROM {} WHERE sha256_arquivo = %s AND periodo <> %s ORDER BY 1"
-                ).format(CAPTURES),
-                (record.sha256, record.period),
-            )
-            others = [row[0] for row in cursor.fetchall()]
+            others = _periods_with_file(cursor, record.sha256, record.period)
             if others:
                 raise FileOfAnotherPeriodError(others)
             cursor.execute(sql.SQL("DELETE FROM {} WHERE periodo = %s").format(RAW), (record.period,))
@@ -153,6 +147,23 @@ def load_period(settings: Settings, csv_file: Path, quarantine: list, record: Ca
         len(quarantine),
     )
     return copied
+
+
+def _periods_with_file(cursor, sha256: str, period: date) -> list[str]:
+    """The periods other than ``period`` whose last load was the file with this sha256."""
+    cursor.execute(
+        sql.SQL(
+            "SELECT to_char(periodo, 'YYYY-MM') FROM {} WHERE sha256_arquivo = %s AND periodo <> %s ORDER BY 1"
+        ).format(CAPTURES),
+        (sha256, period),
+    )
+    return [row[0] for row in cursor.fetchall()]
+
+
+def periods_with_file(settings: Settings, sha256: str, period: date) -> list[str]:
+    """``_periods_with_file`` outside a load (``load_period`` checks it again under its lock)."""
+    with connection(settings) as conn, conn.cursor() as cursor:
+        return _periods_with_file(cursor, sha256, period)
 
 
 def period_key(period: date) -> int:

@@ -47,6 +47,9 @@ class Settings:
     max_quarantine_share: float = 0.10
     # highest drop of a period's loadable rows against its previous capture
     max_row_drop_share: float = 0.50
+    # highest share of a file's rows whose load fields (Num_Mes_Carga, Mes_Carga, Ano_Carga) name
+    # another period than the link's
+    max_wrong_period_share: float = 0.50
     # highest share of a column's values, per period, that the conversions may turn into NULL
     # before staging.transformed / historic_transformed refuse the period (dbt test nulled_share_at_most)
     max_nulled_share: float = 0.10
@@ -165,6 +168,7 @@ def load_settings(env: dict | None = None) -> Settings:
         max_xlsx_uncompressed_bytes=_integer(env, "MAX_XLSX_UNCOMPRESSED_MB", 1024, 1, 100_000) * MEGABYTE,
         max_quarantine_share=_percent(env, "MAX_QUARANTINE_PERCENT", 10.0),
         max_row_drop_share=_percent(env, "MAX_ROW_DROP_PERCENT", 50.0),
+        max_wrong_period_share=_percent(env, "MAX_WRONG_PERIOD_PERCENT", 50.0),
         max_nulled_share=_percent(env, "MAX_NULLED_PERCENT", 10.0),
         portal_allowed_hosts=_hosts(env, "PORTAL_ALLOWED_HOSTS"),
         lock_wait_seconds=_number(env, "LOCK_WAIT_SECONDS", 1800.0, 0.1),

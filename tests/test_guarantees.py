@@ -279,3 +279,117 @@ def test_a_value_too_long_for_an_index_does_not_stop_the_historic_materializatio
     state, _ = run_flow(historic_materialize_flow)
     assert state.is_successful(), state.message
     assert query(db, "SELECT count(*) FROM staging.historic_transformed") == [(79,)]
+
+
+def relabelled(path, rows: int, month: str, name: str, year: str) -> bytes:
+    """The file with the load fields (Num_Mes_Carga, Mes_Carga, Ano_Carga) of its first ``rows``
+    data lines saying another period: a re-exported copy of another period's file, whose bytes
+    (and sha256) differ from that period's capture."""
+    header_line, *lines = path.read_bytes().decode("utf-8").splitlines()
+    assert header_line.split(";")[16:19] == ["Num_Mes_Carga", "Mes_Carga", "Ano_Carga"]
+    changed = []
+    for number, line in enumerate(lines):
+        fields = line.split(";")
+        assert len(fields) == 23
+        if number < rows:
+            fields[16:19] = [month, name, year]
+        changed.append(";".join(fields))
+    return ("\n".join([header_line, *changed]) + "\n").encode()
+
+
+def test_a_file_whose_rows_say_another_period_is_refused(db, own_portal):
+    """The link of 2023-09 now serves a file whose rows say, in their load fields, that they are
+    2023-05's (written as the files write them: a month number with a zero, a name with an
+    accent and a year with '.0'). Its sha256 is new, so only the load fields can tell."""
+    run_id = capture_good_then(db, own_portal, relabelled(own_portal[1], 26, "05", "Maio", "2023.0"))
+    [(message,)] = query(db, "SELECT mensagem FROM logs.execucoes WHERE id_execucao = %s", (run_id,))
+    assert (
+        "Período 2023-09 recusado: 26 de 50 linhas (52,0%) de terceirizados202309.csv dizem nos campos de carga "
+        "(Num_Mes_Carga, Mes_Carga, Ano_Carga) ser de outro período que 2023-09 (o mais frequente: 2023-05), acima do "
+        "limite MAX_WRONG_PERIOD_PERCENT=50: o link de 2023-09 aponta para o arquivo de outro período?"
+    ) in message
+    assert "MAX_WRONG_PERIOD_PERCENT=100 o aceita de propósito" in message
+    assert "dados anteriores do período foram mantidos" in message
+    assert query(db, "SELECT tentativa_situacao, tentativa_linhas_carregaveis FROM raw.capturas") == [("recusada", 50)]
+
+
+def test_a_first_capture_of_a_file_of_another_period_loads_nothing(db, own_portal):
+    """No previous capture to keep: the period stays empty, with the refused attempt recorded."""
+    server, path = own_portal
+    path.write_bytes(relabelled(path, 50, "9", "SETEMBRO", "2022"))
+    state, run_id = run_flow(capture_flow, url=server.page_url)
+    assert state.is_failed()
+    [(message,)] = query(db, "SELECT mensagem FROM logs.execucoes WHERE id_execucao = %s", (run_id,))
+    assert "50 de 50 linhas (100,0%)" in message and "(o mais frequente: 2022-09)" in message
+    assert query(db, "SELECT count(*) FROM raw.terceirizados") == [(0,)]
+    assert query(db, "SELECT tentativa_situacao, linhas_carregadas FROM raw.capturas") == [("recusada", None)]
+
+
+@pytest.mark.parametrize(
+    ("rows", "fields", "limit"),
+    [
+        (25, ("5", "MAIO", "2023"), None),  # half the rows: not more than the default 50%
+        (50, ("5", "MAIO", "2023"), "100"),  # every row, accepted on purpose
+        (50, ("<N/I>", "", "NULL"), None),  # load fields missing: they name no period
+        (50, ("09", "Setembro ", "2023.0"), None),  # the period's own, written otherwise
+    ],
+)
+def test_a_file_whose_load_fields_do_not_name_another_period_loads(db, own_portal, monkeypatch, rows, fields, limit):
+    if limit:
+        monkeypatch.setenv("MAX_WRONG_PERIOD_PERCENT", limit)
+    server, path = own_portal
+    path.write_bytes(relabelled(path, rows, *fields))
+    state, _ = run_flow(capture_flow, url=server.page_url)
+    assert state.is_successful(), state.message
+    assert query(
+        db, "SELECT count(*), count(*) FILTER (WHERE num_mes_carga = %s) FROM raw.terceirizados", (fields[0],)
+    ) == [(50, rows)]
+
+
+def test_a_file_of_another_period_stays_refused_when_the_identical_capture_changes_meanwhile(db, tmp_path, monkeypatch):
+    """A file identical to another period's capture is refused naming that period; when that
+    capture changes between the check and the load (the other period recaptured by another run),
+    the file is still refused, for what its rows say, instead of loading on a stale answer."""
+    from pipelines import raw_loads
+    from tests.test_hostile_http_portal import FILES, link, page
+
+    built = build_portal(
+        tmp_path,
+        [PeriodSpec(2023, 9, FILE, quirk_rows=False), PeriodSpec(2024, 5, "terceirizados202405.csv", quirk_rows=False)],
+        rows=40,
+    )
+    server = PortalServer(built).start()
+    checked = raw_loads.periods_with_file
+
+    def then_recaptured(settings, sha256, period):
+        found = checked(settings, sha256, period)
+        with raw_loads.connection(settings) as conn, conn, conn.cursor() as cursor:
+            cursor.execute("UPDATE raw.capturas SET sha256_arquivo = 'outro' WHERE periodo = '2023-09-01'")
+        return found
+
+    try:
+        server.page_override = page(("2023", link(f"{FILES}/{FILE}", "Setembro")))
+        assert run_flow(capture_flow, url=server.page_url)[0].is_successful()
+        server.page_override = page(
+            ("2024", link(f"{FILES}/{FILE}", "Maio")), ("2023", link(f"{FILES}/{FILE}", "Setembro"))
+        )
+        monkeypatch.setattr(raw_loads, "periods_with_file", then_recaptured)
+        state, run_id = run_flow(capture_flow, url=server.page_url)
+    finally:
+        server.shutdown()
+    assert state.is_failed()
+    [(message,)] = query(db, "SELECT mensagem FROM logs.execucoes WHERE id_execucao = %s", (run_id,))
+    assert (
+        "Período 2024-05 recusado: o arquivo terceirizados202309.csv é idêntico ao já carregado para 2023-09" in message
+    )
+    assert query(db, "SELECT to_char(periodo, 'YYYY-MM'), count(*) FROM raw.terceirizados GROUP BY 1") == [
+        ("2023-09", 40)
+    ]
+
+
+def test_a_share_just_above_the_limit_never_reads_as_the_limit():
+    from pipelines.capture import percent_above
+
+    assert percent_above(10001 * 100 / 20000, 50) == "50,01"  # 50,005%
+    assert percent_above(52.0, 50) == "52,0"
+    assert percent_above(100.0, 50) == "100,0"

@@ -189,10 +189,20 @@ def test_a_period_republished_under_another_file_is_reloaded(db, fresh_portal):
     first = PublishedFile(2024, 5, fresh_portal.base_url + fresh_portal.file_path("terceirizados202405.xlsx"), "xlsx")
     assert capture.capture_period(settings, first, False, "r1")["situacao"] == "carregado"
     assert capture.capture_period(settings, first, False, "r2")["situacao"] == "inalterado"
-    # same period, new file name (the portal renamed/replaced it): no conditional request, reloaded
-    renamed = PublishedFile(2024, 5, fresh_portal.base_url + fresh_portal.file_path("terceirizados202309.csv"), "csv")
+    # same period, new file name (the portal renamed/replaced it): no conditional request, reloaded.
+    # The new file: 2023-09's rows re-exported as May 2024 (their load fields say so; a file whose
+    # rows say another period is refused, test_guarantees.py)
+    source = fresh_portal.portal.root / "cgu/terceirizados/arquivos/terceirizados202309.csv"
+    lines = source.read_bytes().decode("latin-1").split("\n")
+    for number, line in enumerate(lines[1:], start=1):
+        fields = line.split(";")
+        if len(fields) == 23:
+            fields[16:19] = ["5", "MAIO", "2024"]
+            lines[number] = ";".join(fields)
+    (source.parent / "terceirizados202405.csv").write_bytes("\n".join(lines).encode("latin-1"))
+    renamed = PublishedFile(2024, 5, fresh_portal.base_url + fresh_portal.file_path("terceirizados202405.csv"), "csv")
     assert capture.capture_period(settings, renamed, False, "r3")["situacao"] == "carregado"
-    assert query(db, "SELECT DISTINCT arquivo_origem FROM raw.terceirizados") == [("terceirizados202309.csv",)]
+    assert query(db, "SELECT DISTINCT arquivo_origem FROM raw.terceirizados") == [("terceirizados202405.csv",)]
     assert query(db, "SELECT count(*) FROM raw.terceirizados") == [
         (fresh_portal.portal.expectations["2023-09"].loaded_rows,)
     ]

@@ -109,3 +109,138 @@ def test_the_rule_on_examples(db, compiled_rule):
         cursor.executemany("INSERT INTO public.cargas VALUES (%s, %s, %s, %s, %s)", [e[:5] for e in examples])
     found = sorted(line for _, line, *_ in query(db, compiled_rule))
     assert found == [line for _, line, *_, disagrees in examples if disagrees]
+
+
+# The capture's refusal of a file of another period (pipelines/load_fields.py) counts a row only
+# when one of its load values reads as another period's: every such row must be one the warning
+# test reports too, on the values as the cleaning leaves them (trimmed, "no value" markers NULL).
+CLEANED_RULE = """
+{%- set cleaned -%}
+(select periodo, linha_origem, {{ clean_text('num_mes_carga') }} as num_mes_carga,
+        {{ clean_text('mes_carga') }} as mes_carga, {{ clean_text('ano_carga') }} as ano_carga
+ from public.cargas_brutas) as cleaned
+{%- endset -%}
+{{ test_load_fields_match_period(model=cleaned) }}
+"""
+
+padding = st.sampled_from(["", " ", "\u00a0", "\t", "\u2003", "0", "00"])
+markers = st.sampled_from(["", "<N/I>", "NI", "NULL", " NULL ", "-1"])
+noise = st.text("0123456789.,MAIOSETBRJNçÇãÃ٥５ \u00a0", max_size=8)
+
+
+@st.composite
+def load_row(draw):
+    """A period and three load values. Most rows state the period's own values, as the files
+    write them (padded, in other case, with accents), so that one value off the period, near it
+    or far from it, decides; the others state another period's, a "no value" marker or noise."""
+    year, month = draw(st.integers(2010, 2030)), draw(st.integers(1, 12))
+    own = [str(month), NAMES[month - 1], str(year)]
+    values = [draw(padding) + draw(st.sampled_from([v, v.lower(), v.replace("C", "Ç")])) + draw(padding) for v in own]
+    varies = draw(st.sampled_from([0, 1, 2]))
+    other_year, other_month = draw(st.integers(2010, 2030)), draw(st.integers(1, 12))
+    other = [str(other_month), NAMES[other_month - 1], str(other_year)][varies]
+    suffix = st.sampled_from(["", ".0", ".00", ",0", "0", " "])
+    values[varies] = draw(
+        st.one_of(
+            st.just(values[varies]),
+            st.builds(lambda text, end: text + end, st.sampled_from([own[varies], other, other.title()]), suffix),
+            markers,
+            noise,
+        )
+    )
+    return (year, month, *values)
+
+
+@pytest.fixture(scope="module")
+def compiled_cleaned_rule(settings):
+    from bench.dbtools import compile_inline
+
+    return compile_inline(settings, CLEANED_RULE)
+
+
+@hypothesis_settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(load_row(), min_size=5, max_size=40))
+def test_a_row_the_capture_counts_as_another_periods_is_one_the_warning_reports(db, compiled_cleaned_rule, rows):
+    from pipelines.load_fields import names_other_period, read_claim
+
+    with db.cursor() as cursor:
+        cursor.execute(
+            "DROP TABLE IF EXISTS public.cargas_brutas; CREATE TABLE public.cargas_brutas (periodo date, "
+            "linha_origem integer, num_mes_carga text, mes_carga text, ano_carga text)"
+        )
+        cursor.executemany(
+            "INSERT INTO public.cargas_brutas VALUES (%s, %s, %s, %s, %s)",
+            [(date(year, month, 1), line, *values) for line, (year, month, *values) in enumerate(rows)],
+        )
+    reported = {line for _, line, *_ in query(db, compiled_cleaned_rule)}
+    counted = {
+        line
+        for line, (year, month, *values) in enumerate(rows)
+        if names_other_period(read_claim(*values), date(year, month, 1))
+    }
+    assert counted <= reported
+
+
+@pytest.mark.parametrize(
+    ("values", "claim"),
+    [
+        (("5", "MAIO", "2024"), (5, 5, 2024)),  # as the files write them
+        ((" 05 ", "Maio", "2024.0"), (5, 5, 2024)),
+        (("3.0", "MARÇO", "2024"), (3, 3, 2024)),
+        (("12", "dezembro\u00a0", "2019.00"), (12, 12, 2019)),
+        (("<N/I>", "NI", "NULL"), (None, None, None)),  # "no value" markers
+        (("", "", ""), (None, None, None)),
+        (("13", "MAYO", "24"), (None, None, None)),  # not readable without guessing
+        (("5,0", "5", "2024,0"), (5, None, 2024)),  # the decimal comma, as the money columns write it
+        (("5,5", "MAIO,0", "2024,5"), (None, None, None)),
+        (("٥", "MAIO.0", "２０２４"), (None, None, None)),  # digits of other scripts are not read
+        (("0", "MAIO", "-1"), (None, 5, None)),
+    ],
+)
+def test_what_the_capture_reads_in_the_load_fields(values, claim):
+    from pipelines.load_fields import read_claim
+
+    assert read_claim(*values) == claim
+
+
+def test_a_file_of_another_period_is_told_from_its_own_rows():
+    from pipelines.load_fields import rows_naming_other_periods
+    from pipelines.parse import ParsedFile
+
+    def line(number, name, year):
+        values = ["1"] * 23
+        values[16:19] = [number, name, year]
+        return ";".join(values)
+
+    records = [(line("5", "MAIO", "2023"), n, None) for n in range(7)]
+    records += [
+        (line("9", "SETEMBRO", "2023"), 7, None),
+        (line("", "", ""), 8, None),
+        (line("9", "MAIO", "x"), 9, None),
+    ]
+    records.append(('"1";' + line("05", "Maio", "2023.0")[2:], 10, None))  # quoted: read by the csv module
+    parsed = ParsedFile(records, [], len(records), "utf-8", True)
+    assert rows_naming_other_periods(parsed, date(2023, 9, 1)) == (9, "2023-05")
+    assert rows_naming_other_periods(parsed, date(2023, 5, 1)) == (2, "2023-09")
+    assert rows_naming_other_periods(parsed, date(2022, 5, 1)) == (10, "2023-05")
+
+
+def test_the_period_a_file_is_said_to_be_is_another_one_and_the_most_frequent():
+    """A row whose month number is the period's and whose name is not names the name's month;
+    the period named is the most frequent, not necessarily most of the rows."""
+    from pipelines.load_fields import rows_naming_other_periods
+    from pipelines.parse import ParsedFile
+
+    def parsed(*lines):
+        records = []
+        for count, fields in lines:
+            values = ["1"] * 23
+            values[16:19] = fields
+            records += [(";".join(values), len(records) + n, None) for n in range(count)]
+        return ParsedFile(records, [], len(records), "utf-8", True)
+
+    september = date(2023, 9, 1)
+    assert rows_naming_other_periods(parsed((10, ["9", "MAIO", "2023"])), september) == (10, "2023-05")
+    mixed = parsed((4, ["9", "SETEMBRO", "2023"]), (3, ["5", "MAIO", "2023"]), (3, ["", "", "2022"]))
+    assert rows_naming_other_periods(mixed, september) == (6, "2023-05")
+    assert rows_naming_other_periods(parsed((2, ["9", "SETEMBRO", "2022"])), september) == (2, "2022-09")

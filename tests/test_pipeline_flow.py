@@ -543,24 +543,33 @@ def test_a_single_attempt_stopped_by_a_signal_exits_as_a_failure(db, settings, t
             process.wait()
 
 
-def test_rows_that_fail_an_error_level_test_are_never_published_and_the_retry_does_not_succeed(db, portal, runtime):
-    """A period whose rows fail an error-level test of staging.transformed only after the table
-    is built (here a file published as June: `mes` 6 is not a month of the CGU's cycle): the
-    check runs in the model's transaction (verify_before_commit), so the attempt fails naming it
-    and the previous table stays; the next day's retry tries again and fails again, instead of
-    finding the period "already materialized"."""
+def publish_may_as_june(portal) -> None:
+    """The page's newest link: June 2024, to May's rows in another archive (a file identical to
+    another period's is refused by the load)."""
     from tests.test_hostile_http_portal import FILES, link, page
 
-    [first] = runtime.run_between(at("2026-05-01T00:00:00"), at("2026-05-01T00:00:01"))
-    assert first.outcome == ("2026-05-01 00:00", "Success")
-    before = transformed_state(db)
-    # June's file: May's rows in another archive (a file identical to another period's is refused)
     june = "terceirizados202406.xlsx"
     files = portal.portal.root / FILES.lstrip("/")
     with zipfile.ZipFile(files / NEWEST_FILE) as source, zipfile.ZipFile(files / june, "w") as copy:
         for item in source.infolist():
             copy.writestr(item.filename, source.read(item), compress_type=zipfile.ZIP_STORED)
     portal.page_override = page(("2024", link(f"{FILES}/{june}", "Junho"), link(f"{FILES}/{NEWEST_FILE}", "Maio")))
+
+
+def test_rows_that_fail_an_error_level_test_are_never_published_and_the_retry_does_not_succeed(
+    db, portal, runtime, monkeypatch
+):
+    """A period whose rows fail an error-level test of staging.transformed only after the table
+    is built (here a file published as June: `mes` 6 is not a month of the CGU's cycle): the
+    check runs in the model's transaction (verify_before_commit), so the attempt fails naming it
+    and the previous table stays; the next day's retry tries again and fails again, instead of
+    finding the period "already materialized". The capture refuses such a file first (its rows
+    say May: the next test); accepted on purpose here, so the check behind it is what is tested."""
+    monkeypatch.setenv("MAX_WRONG_PERIOD_PERCENT", "100")
+    [first] = runtime.run_between(at("2026-05-01T00:00:00"), at("2026-05-01T00:00:01"))
+    assert first.outcome == ("2026-05-01 00:00", "Success")
+    before = transformed_state(db)
+    publish_may_as_june(portal)
     runs = runtime.run_between(at("2026-09-01T00:00:00"), at("2026-09-02T00:00:01"))
     assert [r.outcome for r in runs] == [("2026-09-01 00:00", "Failed"), ("2026-09-02 00:00", "Failed")]
     for run in runs:
@@ -573,6 +582,29 @@ def test_rows_that_fail_an_error_level_test_are_never_published_and_the_retry_do
     assert query(db, "SELECT to_char(max(periodo), 'YYYY-MM') FROM raw.terceirizados") == [("2024-06",)]
     assert transformed_state(db) == before
     assert query(db, "SELECT DISTINCT ano, mes FROM staging.transformed") == [(2024, 5)]
+    assert [state for _, _, state, _ in attempts(db)] == ["Success", "Failed", "Failed"]
+
+
+def test_a_newest_file_whose_rows_say_another_period_is_refused_by_the_capture(db, portal, runtime):
+    """The same June link to May's rows, with the default MAX_WRONG_PERIOD_PERCENT: the capture
+    refuses the file (its load fields say 2024-05), nothing of it is loaded, the attempt fails
+    naming the reason, and the retry the next day does the same."""
+    [first] = runtime.run_between(at("2026-05-01T00:00:00"), at("2026-05-01T00:00:01"))
+    assert first.outcome == ("2026-05-01 00:00", "Success")
+    before = transformed_state(db)
+    publish_may_as_june(portal)
+    runs = runtime.run_between(at("2026-09-01T00:00:00"), at("2026-09-02T00:00:01"))
+    assert [r.outcome for r in runs] == [("2026-09-01 00:00", "Failed"), ("2026-09-02 00:00", "Failed")]
+    rows = query(db, "SELECT count(*) FROM raw.terceirizados WHERE periodo = '2024-05-01'")[0][0]
+    for run in runs:
+        assert run.state.message.startswith(
+            f"upload_csv_to_database: Período 2024-06 recusado: {rows} de {rows} linhas (100,0%) de "
+            "terceirizados202406.xlsx dizem nos campos de carga (Num_Mes_Carga, Mes_Carga, Ano_Carga) ser de "
+            "outro período que 2024-06 (o mais frequente: 2024-05)"
+        ), run.state.message
+    assert query(db, "SELECT to_char(max(periodo), 'YYYY-MM') FROM raw.terceirizados") == [("2024-05",)]
+    assert query(db, "SELECT tentativa_situacao FROM raw.capturas WHERE periodo = '2024-06-01'") == [("recusada",)]
+    assert transformed_state(db) == before
     assert [state for _, _, state, _ in attempts(db)] == ["Success", "Failed", "Failed"]
 
 

@@ -39,6 +39,7 @@ def test_defaults_work_on_this_machine():
         ({"MAX_NULLED_PERCENT": "101"}, "MAX_NULLED_PERCENT"),
         ({"HTTP_DEADLINE_SECONDS": "inf"}, "HTTP_DEADLINE_SECONDS"),
         ({"MAX_ROW_DROP_PERCENT": "NaN"}, "MAX_ROW_DROP_PERCENT"),
+        ({"MAX_WRONG_PERIOD_PERCENT": "120"}, "MAX_WRONG_PERIOD_PERCENT"),
     ],
 )
 def test_bad_values_name_the_variable(env, variable):

@@ -1,0 +1,109 @@
+"""What a file's load fields (Num_Mes_Carga, Mes_Carga, Ano_Carga) say about its period.
+
+Every row of a CGU file carries the month and year of its publication (in the real files one
+value of each per file). A file whose rows name another period is the wrong file under the
+period's link: a re-exported copy of an older file (its bytes, hence its sha256, differ from the
+capture of that period, so ``raw_loads``' identical-file check does not catch it) or a link
+moved to the wrong period. ``rows_naming_other_periods`` counts such rows; the capture refuses
+the file when they are more than MAX_WRONG_PERIOD_PERCENT of its rows (``capture.wrong_period``).
+
+A value is read only when it is unambiguous, with the cleaning's own rules (queries/macros:
+trimmed, "no value" markers empty; the month number without leading zeros or a trailing ".0",
+the month name without case or accents, the year without a trailing ".0"; also ",0", the decimal
+comma, which the test does not remove and so reports anyway). A row names another
+period only when a value it has read differs from the period's: a missing or unreadable value
+names nothing. So every row counted here is also one the warning test load_fields_match_period
+reports (tests/test_load_fields.py checks this on generated values against the test's SQL)."""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections import Counter
+from datetime import date
+
+from pipelines.constants import MONTHS, SOURCE_COLUMNS, normalise_text
+from pipelines.csv_dialect import CSV_DELIMITER
+from pipelines.parse import TEXT_SENTINELS, TRIMMED, ParsedFile
+
+# a trailing ".0" or ",0" (a number exported as decimal, with either decimal separator)
+MONTH_NUMBER = re.compile(r"0*([1-9]|1[0-2])(?:[.,]0+)?")
+YEAR = re.compile(r"([0-9]{4})(?:[.,]0+)?")
+POSITIONS = tuple(SOURCE_COLUMNS.index(name) for name in ("num_mes_carga", "mes_carga", "ano_carga"))
+LAST_POSITION = max(POSITIONS)
+
+Claim = tuple[int | None, int | None, int | None]  # month by number, month by name, year
+
+
+def _text(value: str) -> str | None:
+    """The value as the cleaning leaves it: trimmed, None for a "no value" marker."""
+    trimmed = value.strip(TRIMMED)
+    return None if trimmed in TEXT_SENTINELS else trimmed
+
+
+def read_claim(number: str, name: str, year: str) -> Claim:
+    """The month (by number and by name) and the year the three values state, each None when
+    missing or not readable without guessing."""
+    number_text, name_text, year_text = _text(number), _text(name), _text(year)
+    by_number = MONTH_NUMBER.fullmatch(number_text) if number_text is not None else None
+    by_year = YEAR.fullmatch(year_text) if year_text is not None else None
+    return (
+        int(by_number.group(1)) if by_number else None,
+        MONTHS.get(normalise_text(name_text)) if name_text is not None else None,
+        int(by_year.group(1)) if by_year else None,
+    )
+
+
+def names_other_period(claim: Claim, period: date) -> bool:
+    """True when a value of the claim was read and is not the period's."""
+    by_number, by_name, year = claim
+    return (
+        (by_number is not None and by_number != period.month)
+        or (by_name is not None and by_name != period.month)
+        or (year is not None and year != period.year)
+    )
+
+
+def _load_values(text: str) -> tuple[str, str, str]:
+    """The three load values of a kept row's CSV text (``ParsedFile.records``)."""
+    if '"' in text:
+        values = next(csv.reader([text], delimiter=CSV_DELIMITER))
+    else:
+        values = text.split(CSV_DELIMITER, LAST_POSITION + 1)
+    return tuple(values[position] for position in POSITIONS)
+
+
+def claims(parsed: ParsedFile) -> Counter:
+    """How many kept rows state each (number, name, year) of the load fields, as read by
+    ``read_claim`` (each distinct set of values read once: a file has one or a few)."""
+    written = Counter(_load_values(text) for text, _, _ in parsed.records)
+    read: Counter = Counter()
+    for values, rows in written.items():
+        read[read_claim(*values)] += rows
+    return read
+
+
+def _period_named(claim: Claim, period: date) -> str | None:
+    """The whole period ('YYYY-MM') a claim naming another period states, or None when it does
+    not state a whole one (its year or both month values unread). Where the two month values
+    differ, the one that is not the period's."""
+    by_number, by_name, year = claim
+    months = [month for month in (by_number, by_name) if month is not None]
+    if year is None or not months:
+        return None
+    month = next((m for m in months if m != period.month), months[0])
+    return f"{year:04d}-{month:02d}"
+
+
+def rows_naming_other_periods(parsed: ParsedFile, period: date) -> tuple[int, str | None]:
+    """(kept rows naming another period than ``period``, the whole period they name most often
+    as 'YYYY-MM', or None when none of them names a whole period)."""
+    others, named = 0, Counter()
+    for claim, rows in claims(parsed).items():
+        if not names_other_period(claim, period):
+            continue
+        others += rows
+        whole = _period_named(claim, period)
+        if whole is not None:
+            named[whole] += rows
+    return others, (named.most_common(1)[0][0] if named else None)
