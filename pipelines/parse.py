@@ -49,7 +49,8 @@ def _is_month(value: str) -> bool:
 STRUCTURED = {
     "id_terc": _matches(r"\d+"),
     "cd_ug_gestora": _matches(r"\d+"),
-    "nr_cnpj": _matches(r"[\d./-]+"),
+    # digits, or the alphanumeric CNPJ issued from July 2026 (12 letters or digits, 2 check digits)
+    "nr_cnpj": _matches(r"[\d./-]+|[0-9A-Za-z]{2}\.?[0-9A-Za-z]{3}\.?[0-9A-Za-z]{3}/?[0-9A-Za-z]{4}-?[0-9]{2}"),
     "nr_cpf": _matches(r"[\d*.\-]+"),
     "nr_jornada": _matches(r"\d+([.,]\d+)?"),
     "vl_mensal_salario": _matches(r"-?[\d.,]+"),

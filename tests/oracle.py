@@ -139,6 +139,20 @@ def padded(value: str, width: int):
     return digits.rjust(width, "0") if re.fullmatch(f"[0-9]{{1,{width}}}", digits) else Nulled("código inválido")
 
 
+def cnpj(value: str):
+    """Digits zero-padded to 14, or the alphanumeric CNPJ (12 ASCII letters or digits and 2
+    digits), in upper case."""
+    number = text(value)
+    if number is None:
+        return None
+    characters = re.sub(r"[./-]", "", number)
+    if re.fullmatch("[0-9]{1,14}", characters):
+        return characters.rjust(14, "0")
+    if re.fullmatch("[0-9A-Za-z]{12}[0-9]{2}", characters):
+        return characters.upper()
+    return Nulled("CNPJ inválido")
+
+
 _SPACE = "[ \t\n\r\f\v]*"
 
 
@@ -206,7 +220,7 @@ def typed_row(year: int, month: int, raw: dict[str, str]) -> dict:
         "nome_orgao": text(raw["nm_orgao"]),
         "nome_unidade_prestacao": text(raw["nm_unidade_prestacao"]),
         "id_contrato": text(raw["nr_contrato"]),
-        "cnpj_empresa": padded(raw["nr_cnpj"], 14),
+        "cnpj_empresa": cnpj(raw["nr_cnpj"]),
         "razao_social_empresa": text(raw["nm_razao_social"]),
         "cpf": text(raw["nr_cpf"]),
         "nome": text(raw["nm_terceirizado"]),
@@ -251,7 +265,7 @@ SENTINELS = NO_VALUE | NO_CODE
 KINDS = {
     "id_terc": r"\d+",
     "cd_ug_gestora": r"\d+",
-    "nr_cnpj": r"[\d./-]+",
+    "nr_cnpj": r"[\d./-]+|[0-9A-Za-z]{2}\.?[0-9A-Za-z]{3}\.?[0-9A-Za-z]{3}/?[0-9A-Za-z]{4}-?[0-9]{2}",
     "nr_cpf": r"[\d*.\-]+",
     "nr_jornada": r"\d+([.,]\d+)?",
     "vl_mensal_salario": r"-?[\d.,]+",

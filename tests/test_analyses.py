@@ -577,3 +577,32 @@ def test_the_page_inside_the_results_app(marts, settings, browser):
         page.wait_for_selector("#analises-aumentos .ag-row")
         assert page.locator("#db-down").count() == 0
         page.close()
+
+
+def test_a_company_with_an_alphanumeric_cnpj_is_found_and_labelled(marts, repo, settings):
+    """The alphanumeric CNPJ (issued from July 2026) is shown with the CNPJ's punctuation and found
+    when typed with it, without it or in lower case."""
+    import psycopg2
+
+    from pipelines.results.analyses import cnpj_label
+
+    assert cnpj_label("12ABC34501DE35") == "12.ABC.345/01DE-35"
+    assert cnpj_label("19232342000165") == "19.232.342/0001-65"
+    conn = psycopg2.connect(**settings.postgres_dsn())
+    conn.autocommit = True
+    year, month = NEWEST
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute(
+                "INSERT INTO marts.empresas_por_periodo (ano, mes, chave_empresa, cnpj_empresa, razao_social_empresa, "
+                "quantidade_terceirizados, valor_custo_mensal_total) VALUES (%s, %s, %s, %s, %s, 1, 1000)",
+                (year, month, "12ABC34501DE35", "12ABC34501DE35", "EMPRESA NOVA LTDA"),
+            )
+        for typed in ("12.ABC.345/01DE-35", "12abc34501de35", "ABC345"):
+            options = repo.entity_options("empresa", typed)
+            assert [o["value"] for o in options] == ["empresa:12ABC34501DE35"], typed
+        assert options[0]["label"] == "EMPRESA NOVA LTDA – CNPJ 12.ABC.345/01DE-35"
+    finally:
+        with conn.cursor() as cursor:
+            cursor.execute("DELETE FROM marts.empresas_por_periodo WHERE chave_empresa = '12ABC34501DE35'")
+        conn.close()

@@ -39,7 +39,7 @@ select id,
     {{ cbo_code('text_value') }} as cbo,
     {{ cbo_title('text_value') }} as title,
     {{ zero_pad('text_value', 6) }} as ug,
-    {{ zero_pad('text_value', 14) }} as cnpj,
+    {{ cnpj('text_value') }} as cnpj,
     {{ safe_integer('text_value') }} as hours,
     {{ safe_numeric('amount_text') }} as amount
 from pg_temp.fidelity_cleaned;
@@ -105,7 +105,7 @@ def check(run, values: list[str]) -> None:
             "cbo": oracle.cbo_code(value),
             "title": oracle.cbo_title(value),
             "ug": oracle.padded(value, 6),
-            "cnpj": oracle.padded(value, 14),
+            "cnpj": oracle.cnpj(value),
             "hours": oracle.hours(value),
             "amount": oracle.money(value),
         }
@@ -204,6 +204,14 @@ FIXED = [
     "5173 - VIGILANTES",
     "SERVENTE",
     "19.232.342/0001-65",
+    "12.ABC.345/01DE-35",  # the alphanumeric CNPJ (from July 2026)
+    "12abc34501de35",
+    "12ABC34501DE3X",
+    "12ABC34501DE351",
+    "ABCDEFGHIJKLMN",
+    "12ÀBC34501DE35",
+    "12ıBC34501DE35",
+    "12ＡBC34501DE35",
     "20001",
     "020001",
     "1234567",
@@ -238,6 +246,16 @@ def test_every_unicode_space_is_trimmed_before_the_sentinels(macros):
         ("-2", None),
         ("UFJF", "UFJF"),
     ]
+
+
+def test_an_alphanumeric_cnpj_is_kept_in_upper_case_and_a_malformed_one_counted(macros):
+    """From July 2026 the Receita Federal issues alphanumeric CNPJs (12 letters or digits and 2
+    check digits) to new companies: they used to become NULL, counted as invalid, and the
+    company lost its key in the analyses."""
+    values = ["12.ABC.345/01DE-35", "12abc34501de35", "19.232.342/0001-65", "12ABC34501DE3X", "12ÀBC34501DE35"]
+    rows, counted = macros(values)
+    assert [row[8] for row in rows] == ["12ABC34501DE35", "12ABC34501DE35", "19232342000165", None, None]
+    assert counted["cnpj"] == 2
 
 
 def test_money_separators_are_read_by_the_documented_rule(macros):
@@ -283,8 +301,10 @@ def test_fixed_and_seeded_values_match_the_reference(macros):
         if kind < 0.5:
             number = Decimal(rng.randint(-(10**12), 10**12)) / Decimal(10) ** rng.choice([0, 1, 2, 2, 3, 4, 6])
             value = amount_texts(number, rng.choice)
-        elif kind < 0.8:
+        elif kind < 0.7:
             value = "".join(rng.choice("0123456789.,-+ ") for _ in range(rng.randint(1, 16)))
+        elif kind < 0.8:  # CNPJ-like: digits, ASCII and other letters, separators
+            value = "".join(rng.choice("0123456789ABCXYZaz./-ÀıſＡ") for _ in range(rng.randint(12, 18)))
         else:
             value = rng.choice(FIXED)
         values.append(padded_with_spaces(rng.choice, value))
@@ -293,7 +313,7 @@ def test_fixed_and_seeded_values_match_the_reference(macros):
 
 @st.composite
 def any_values(draw) -> str:
-    kind = draw(st.sampled_from(["amount", "digits", "text", "fixed", "huge", "tiny"]))
+    kind = draw(st.sampled_from(["amount", "digits", "text", "fixed", "huge", "tiny", "cnpj"]))
     if kind == "amount":
         number = draw(
             st.decimals(
@@ -311,6 +331,8 @@ def any_values(draw) -> str:
         value = draw(st.text(st.characters(exclude_characters="\x00", exclude_categories=("Cs",)), max_size=12))
     elif kind == "huge":
         value = str(draw(st.integers(10**9, 10**40))) + draw(st.sampled_from(["", ",99", ".995", ",5"]))
+    elif kind == "cnpj":
+        value = draw(st.text(alphabet="0123456789ABCXYZaz./-ÀıſＡ", min_size=12, max_size=18))
     elif kind == "tiny":
         value = "0" + draw(st.sampled_from([",", "."])) + "0" * draw(st.integers(0, 120)) + "5"
     else:

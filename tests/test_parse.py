@@ -172,6 +172,16 @@ def test_shifted_rows_are_repaired_only_when_unambiguous():
     assert parsed.quarantine[0].raw_line == ";".join(name)
 
 
+def test_a_shifted_row_with_an_alphanumeric_cnpj_is_repaired_like_one_with_digits():
+    """The repair reads a row only if each column has its kind of value: an alphanumeric CNPJ
+    (issued from July 2026) is a CNPJ, so the row is repaired, not quarantined."""
+    for cnpj in ("12.ABC.345/01DE-35", "12ABC34501DE35"):
+        row = with_values(nr_cnpj=cnpj, nm_razao_social="PROACAO; FILIAL DF")
+        parsed = parse_file(csv_bytes([row]), "csv", "alfanumerico.csv")
+        assert (parsed.loaded_rows, parsed.repaired_rows, parsed.quarantine) == (1, 1, [])
+        assert parsed.rows[["nr_cnpj", "nm_razao_social"]].values.tolist() == [[cnpj, "PROACAO; FILIAL DF"]]
+
+
 def test_repair_never_moves_values_into_structured_columns():
     fields = list(ROW)
     fields[14:15] = ["2524", "37"]  # a decimal comma read as separator: which half is the cost?

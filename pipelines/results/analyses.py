@@ -61,7 +61,7 @@ class MartsMissingError(RuntimeError):
 
 def cnpj_label(cnpj: str | None) -> str:
     """19.232.342/0001-65"""
-    if not cnpj or not re.fullmatch(r"\d{14}", cnpj):
+    if not cnpj or not re.fullmatch(r"[0-9A-Z]{12}[0-9]{2}", cnpj):  # digits, or the alphanumeric CNPJ
         return cnpj or "(não informado)"
     return f"{cnpj[:2]}.{cnpj[2:5]}.{cnpj[5:8]}/{cnpj[8:12]}-{cnpj[12:]}"
 
@@ -270,7 +270,7 @@ class AnalysesRepository:
     ) -> list[dict]:
         """Dropdown options of organs or companies: those of the newest periods first, the
         largest cost first (the unnamed ones last); ``search`` filters by name (accents and case ignored) or CNPJ
-        digits; ``include`` (a key) is always there."""
+        (its digits, or an alphanumeric CNPJ with or without punctuation); ``include`` (a key) is always there."""
         check_choice(kind, KINDS, "o tipo")
         if kind == "orgao":
             latest = f"""select distinct on (chave_orgao) chave_orgao as chave, sigla_orgao_superior_unidade_gestora,
@@ -293,19 +293,25 @@ class AnalysesRepository:
             pattern = "%" + words.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
             digits = re.sub(r"\D", "", search)
             pattern_digits = f"%{digits}%" if kind == "empresa" and len(digits) >= 3 else None
+            # an alphanumeric CNPJ typed with its punctuation or in lower case: 12.abc.345/01de-35
+            compact = re.sub(r"[./ -]", "", search.strip()).upper()
+            alphanumeric = re.fullmatch(r"(?=.*[0-9])(?=.*[A-Z])[0-9A-Z]{3,14}", compact)
+            pattern_cnpj = f"%{compact}%" if kind == "empresa" and alphanumeric else None
         else:
-            pattern_digits = None
+            pattern_digits = pattern_cnpj = None
         rows = self._rows(
             f"""
             with ultimo as ({latest})
             select * from ultimo
             where (cast(:padrao as text) is null or lower({SQL_ACCENTS.format(searchable)}) like :padrao
-                   or (cast(:digitos as text) is not null and cnpj_empresa like :digitos))
+                   or (cast(:digitos as text) is not null and cnpj_empresa like :digitos)
+                   or (cast(:cnpj as text) is not null and cnpj_empresa like :cnpj))
                or chave = :incluir
             order by ano desc, mes desc, {unnamed}, valor_custo_mensal_total desc, chave
             limit :limite""",
             padrao=pattern,
             digitos=pattern_digits,
+            cnpj=pattern_cnpj,
             incluir=include,
             limite=limit,
         )

@@ -33,6 +33,22 @@
         then lpad(regexp_replace({{ column }}, '[./-]', '', 'g'), {{ width }}, '0') end
 {%- endmacro %}
 
+{# CNPJ: digits (with or without . / -) zero-padded to 14, as zero_pad; or the alphanumeric CNPJ
+   the Receita Federal issues to new companies from July 2026 (IN RFB 2.229/2024): 12 letters or
+   digits and 2 check digits, kept in upper case (the letters are ASCII: any other character, or
+   another length, is NULL and counted). #}
+{% macro cnpj(column) -%}
+    case when regexp_replace({{ column }}, '[./-]', '', 'g') ~ '^[0-9]{1,14}$'
+        then lpad(regexp_replace({{ column }}, '[./-]', '', 'g'), 14, '0')
+        when regexp_replace({{ column }}, '[./-]', '', 'g') ~ '^[{{ ascii_alphanumeric() }}]{12}[0-9]{2}$'
+        then upper(regexp_replace({{ column }}, '[./-]', '', 'g')) end
+{%- endmacro %}
+
+{#- Spelled out: a range such as A-Z may follow the collation, not ASCII. -#}
+{% macro ascii_alphanumeric() -%}
+    0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz
+{%- endmacro %}
+
 {# Post-hook: the primary key is built in bulk after the insert, inside the transaction
    that swaps the table, so a duplicate key keeps the previous table. #}
 {% macro primary_key(columns) -%}

@@ -103,7 +103,7 @@ transformed as (
         nome_orgao,
         nome_unidade_prestacao,
         id_contrato,
-        {{ zero_pad('cnpj_empresa', 14) }} as cnpj_empresa,
+        {{ cnpj('cnpj_empresa') }} as cnpj_empresa,
         razao_social_empresa,
         cpf,
         nome,
