@@ -139,9 +139,22 @@ def padded(value: str, width: int):
     return digits.rjust(width, "0") if re.fullmatch(f"[0-9]{{1,{width}}}", digits) else Nulled("código inválido")
 
 
+def cnpj_check_digits(base: str) -> str:
+    """The Receita Federal's two check digits of the 12 characters ``base`` (upper case): a
+    character is worth ord(c) - 48, weights 2 to 9 from the right, remainder of 11."""
+
+    def digit(characters: str) -> int:
+        weights = [2, 3, 4, 5, 6, 7, 8, 9] * 2
+        total = sum((ord(c) - 48) * w for c, w in zip(reversed(characters), weights))
+        return 0 if total % 11 < 2 else 11 - total % 11
+
+    first = digit(base)
+    return f"{first}{digit(base + str(first))}"
+
+
 def cnpj(value: str):
     """Digits zero-padded to 14, or the alphanumeric CNPJ (12 ASCII letters or digits and 2
-    digits), in upper case."""
+    digits) in upper case, when its check digits are right."""
     number = text(value)
     if number is None:
         return None
@@ -149,7 +162,8 @@ def cnpj(value: str):
     if re.fullmatch("[0-9]{1,14}", characters):
         return characters.rjust(14, "0")
     if re.fullmatch("[0-9A-Za-z]{12}[0-9]{2}", characters):
-        return characters.upper()
+        upper = characters.upper()
+        return upper if cnpj_check_digits(upper[:12]) == upper[12:] else Nulled("dígitos verificadores errados")
     return Nulled("CNPJ inválido")
 
 

@@ -598,11 +598,26 @@ def test_a_company_with_an_alphanumeric_cnpj_is_found_and_labelled(marts, repo, 
                 "quantidade_terceirizados, valor_custo_mensal_total) VALUES (%s, %s, %s, %s, %s, 1, 1000)",
                 (year, month, "12ABC34501DE35", "12ABC34501DE35", "EMPRESA NOVA LTDA"),
             )
-        for typed in ("12.ABC.345/01DE-35", "12abc34501de35", "ABC345"):
+            # companies of higher cost whose numeric CNPJs hold the typed digits (123): more than a list shows
+            for number in range(60):
+                key = f"99123{number:09d}"
+                cursor.execute(
+                    "INSERT INTO marts.empresas_por_periodo (ano, mes, chave_empresa, cnpj_empresa, "
+                    "razao_social_empresa, quantidade_terceirizados, valor_custo_mensal_total) "
+                    "VALUES (%s, %s, %s, %s, 'OUTRA', 1, 50000)",
+                    (year, month, key, key),
+                )
+        for typed in ("12.ABC.345/01DE-35", "12abc34501de35", "ABC345", "12ABC.345/01DE-35", "12\u00a0ABC 345"):
             options = repo.entity_options("empresa", typed)
             assert [o["value"] for o in options] == ["empresa:12ABC34501DE35"], typed
+            # the dropdown filters again in the browser: every word typed is in the option's search text
+            assert all(word.lower() in options[0]["search"].lower() for word in typed.split()), typed
         assert options[0]["label"] == "EMPRESA NOVA LTDA – CNPJ 12.ABC.345/01DE-35"
+        assert repo.entity_options("empresa", "12ABC3")[0]["value"] == "empresa:12ABC34501DE35"
     finally:
         with conn.cursor() as cursor:
-            cursor.execute("DELETE FROM marts.empresas_por_periodo WHERE chave_empresa = '12ABC34501DE35'")
+            cursor.execute(
+                "DELETE FROM marts.empresas_por_periodo WHERE chave_empresa = '12ABC34501DE35' "
+                "OR (chave_empresa LIKE '99123%%' AND razao_social_empresa = 'OUTRA')"
+            )
         conn.close()

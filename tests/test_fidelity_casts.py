@@ -147,6 +147,12 @@ def amount_texts(number: Decimal, rng_choice) -> str:
     return f"{sign}{integer}"
 
 
+def alphanumeric_cnpj(base: str) -> str:
+    """A CNPJ with these 12 characters and its check digits, written with its punctuation."""
+    whole = base + oracle.cnpj_check_digits(base)
+    return f"{whole[:2]}.{whole[2:5]}.{whole[5:8]}/{whole[8:12]}-{whole[12:]}"
+
+
 def padded_with_spaces(draw_or_choice, value: str) -> str:
     left = "".join(draw_or_choice(SPACES) for _ in range(draw_or_choice([0, 0, 1, 2])))
     right = "".join(draw_or_choice(SPACES) for _ in range(draw_or_choice([0, 0, 1, 2])))
@@ -252,10 +258,18 @@ def test_an_alphanumeric_cnpj_is_kept_in_upper_case_and_a_malformed_one_counted(
     """From July 2026 the Receita Federal issues alphanumeric CNPJs (12 letters or digits and 2
     check digits) to new companies: they used to become NULL, counted as invalid, and the
     company lost its key in the analyses."""
-    values = ["12.ABC.345/01DE-35", "12abc34501de35", "19.232.342/0001-65", "12ABC34501DE3X", "12ÀBC34501DE35"]
+    values = [
+        "12.ABC.345/01DE-35",  # the Receita Federal's example
+        "12abc34501de35",
+        "19.232.342/0001-65",
+        "12ABC34501DE36",  # wrong check digits
+        "19.232.342/0OO1-65",  # a numeric CNPJ mistyped (letter O): not a new company
+        "12ABC34501DE3X",
+        "12ÀBC34501DE35",
+    ]
     rows, counted = macros(values)
-    assert [row[8] for row in rows] == ["12ABC34501DE35", "12ABC34501DE35", "19232342000165", None, None]
-    assert counted["cnpj"] == 2
+    assert [row[8] for row in rows] == ["12ABC34501DE35", "12ABC34501DE35", "19232342000165", None, None, None, None]
+    assert counted["cnpj"] == 4
 
 
 def test_money_separators_are_read_by_the_documented_rule(macros):
@@ -303,8 +317,11 @@ def test_fixed_and_seeded_values_match_the_reference(macros):
             value = amount_texts(number, rng.choice)
         elif kind < 0.7:
             value = "".join(rng.choice("0123456789.,-+ ") for _ in range(rng.randint(1, 16)))
-        elif kind < 0.8:  # CNPJ-like: digits, ASCII and other letters, separators
+        elif kind < 0.75:  # CNPJ-like: digits, ASCII and other letters, separators
             value = "".join(rng.choice("0123456789ABCXYZaz./-ÀıſＡ") for _ in range(rng.randint(12, 18)))
+        elif kind < 0.8:  # an alphanumeric CNPJ with its check digits, sometimes in lower case or mistyped
+            value = alphanumeric_cnpj("".join(rng.choice("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ") for _ in range(12)))
+            value = rng.choice([value, value.lower(), value[:-1] + str((int(value[-1]) + 1) % 10)])
         else:
             value = rng.choice(FIXED)
         values.append(padded_with_spaces(rng.choice, value))
@@ -332,7 +349,14 @@ def any_values(draw) -> str:
     elif kind == "huge":
         value = str(draw(st.integers(10**9, 10**40))) + draw(st.sampled_from(["", ",99", ".995", ",5"]))
     elif kind == "cnpj":
-        value = draw(st.text(alphabet="0123456789ABCXYZaz./-ÀıſＡ", min_size=12, max_size=18))
+        value = draw(
+            st.one_of(
+                st.text(alphabet="0123456789ABCXYZaz./-ÀıſＡ", min_size=12, max_size=18),
+                st.text(alphabet="0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ", min_size=12, max_size=12).map(
+                    alphanumeric_cnpj
+                ),
+            )
+        )
     elif kind == "tiny":
         value = "0" + draw(st.sampled_from([",", "."])) + "0" * draw(st.integers(0, 120)) + "5"
     else:

@@ -294,7 +294,7 @@ class AnalysesRepository:
             digits = re.sub(r"\D", "", search)
             pattern_digits = f"%{digits}%" if kind == "empresa" and len(digits) >= 3 else None
             # an alphanumeric CNPJ typed with its punctuation or in lower case: 12.abc.345/01de-35
-            compact = re.sub(r"[./ -]", "", search.strip()).upper()
+            compact = re.sub(r"[./\s-]", "", search).upper()
             alphanumeric = re.fullmatch(r"(?=.*[0-9])(?=.*[A-Z])[0-9A-Z]{3,14}", compact)
             pattern_cnpj = f"%{compact}%" if kind == "empresa" and alphanumeric else None
         else:
@@ -307,7 +307,8 @@ class AnalysesRepository:
                    or (cast(:digitos as text) is not null and cnpj_empresa like :digitos)
                    or (cast(:cnpj as text) is not null and cnpj_empresa like :cnpj))
                or chave = :incluir
-            order by ano desc, mes desc, {unnamed}, valor_custo_mensal_total desc, chave
+            order by (cast(:cnpj as text) is not null and cnpj_empresa like :cnpj) desc,
+                     ano desc, mes desc, {unnamed}, valor_custo_mensal_total desc, chave
             limit :limite""",
             padrao=pattern,
             digitos=pattern_digits,
@@ -315,13 +316,15 @@ class AnalysesRepository:
             incluir=include,
             limite=limit,
         )
-        # "search": what the dropdown matches the typed text against in the browser (the CNPJ's digits too)
+
+        # "search": what the dropdown matches the typed text against in the browser (the CNPJ's digits
+        # too; and the text typed, when it found the CNPJ written otherwise: 12ABC.345/01DE-35)
+        def searched(row: dict) -> str:
+            found = pattern_cnpj and row["cnpj_empresa"] and compact in row["cnpj_empresa"]
+            return " ".join(filter(None, (self.label(kind, row), row["cnpj_empresa"], search if found else None)))
+
         return [
-            {
-                "label": self.label(kind, row),
-                "value": option_value(kind, row["chave"]),
-                "search": f"{self.label(kind, row)} {row['cnpj_empresa'] or ''}".strip(),
-            }
+            {"label": self.label(kind, row), "value": option_value(kind, row["chave"]), "search": searched(row)}
             for row in rows
         ]
 

@@ -34,14 +34,36 @@
 {%- endmacro %}
 
 {# CNPJ: digits (with or without . / -) zero-padded to 14, as zero_pad; or the alphanumeric CNPJ
-   the Receita Federal issues to new companies from July 2026 (IN RFB 2.229/2024): 12 letters or
-   digits and 2 check digits, kept in upper case (the letters are ASCII: any other character, or
-   another length, is NULL and counted). #}
+   the Receita Federal issues to new companies from July 2026 (IN RFB 2.229/2024): 12 ASCII
+   letters or digits and 2 check digits, kept in upper case. A value with letters must carry
+   its check digits (cnpj_check_digits): otherwise it is more likely a numeric CNPJ mistyped
+   (19.232.342/0OO1-65) than a new company. Anything else is NULL and counted. #}
 {% macro cnpj(column) -%}
-    case when regexp_replace({{ column }}, '[./-]', '', 'g') ~ '^[0-9]{1,14}$'
-        then lpad(regexp_replace({{ column }}, '[./-]', '', 'g'), 14, '0')
-        when regexp_replace({{ column }}, '[./-]', '', 'g') ~ '^[{{ ascii_alphanumeric() }}]{12}[0-9]{2}$'
-        then upper(regexp_replace({{ column }}, '[./-]', '', 'g')) end
+    {%- set compact = "regexp_replace(" ~ column ~ ", '[./-]', '', 'g')" -%}
+    case when {{ compact }} ~ '^[0-9]{1,14}$'
+        then lpad({{ compact }}, 14, '0')
+        when {{ compact }} ~ '^[{{ ascii_alphanumeric() }}]{12}[0-9]{2}$'
+            and {{ cnpj_check_digits(upper_ascii(compact)) }} = right({{ compact }}, 2)
+        then {{ upper_ascii(compact) }} end
+{%- endmacro %}
+
+{#- The two check digits of a CNPJ whose first 12 characters are ``text`` (upper case): each
+    character is worth its ASCII code minus 48 (0-9 -> 0-9, A -> 17, ..., Z -> 42), weighed 5,
+    4, 3, 2, 9, ..., 2 (and 6, 5, ..., 2 for the second digit, over the first one too); a
+    remainder r of 11 gives 0 when r < 2, otherwise 11 - r. Numeric CNPJs follow the same rule. -#}
+{% macro cnpj_check_digits(text) -%}
+    (select first_digit::text || (case when (s2 + 2 * first_digit) % 11 < 2 then 0
+                                       else 11 - (s2 + 2 * first_digit) % 11 end)::text
+     from (select case when s1 % 11 < 2 then 0 else 11 - s1 % 11 end as first_digit, s2
+           from (select sum((ascii(substr({{ text }}, i, 1)) - 48) * (array[5,4,3,2,9,8,7,6,5,4,3,2])[i]) as s1,
+                        sum((ascii(substr({{ text }}, i, 1)) - 48) * (array[6,5,4,3,2,9,8,7,6,5,4,3])[i]) as s2
+                 from generate_series(1, 12) as i) as sums) as first)
+{%- endmacro %}
+
+{#- Upper case of ASCII letters only, whatever the database's collation (upper() follows it:
+    in a Turkish one, i -> İ). -#}
+{% macro upper_ascii(text) -%}
+    translate({{ text }}, 'abcdefghijklmnopqrstuvwxyz', 'ABCDEFGHIJKLMNOPQRSTUVWXYZ')
 {%- endmacro %}
 
 {#- Spelled out: a range such as A-Z may follow the collation, not ASCII. -#}
