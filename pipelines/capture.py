@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from collections import Counter
 from pathlib import Path
 from typing import NoReturn
 
@@ -112,17 +113,22 @@ def load_parsed(
         refusal = row_drop(
             parsed.loaded_rows, previous and previous["loaded_rows"], settings.max_row_drop_share, published.file_name
         )
-    if not refusal:
-        refusal = wrong_period(parsed, published, settings.max_wrong_period_share)
-        if refusal:  # refused either way; a file identical to another period's capture is named as such
-            identical = raw_loads.periods_with_file(settings, record.sha256, published.period)
-            refusal = identical_file(published, record.sha256, identical) if identical else refusal
     if refusal:
         refuse(settings, record, published.label, refusal)
     try:
-        raw_loads.load_period(settings, csv_file, parsed.quarantine, record)
+        # the load fields are checked on the rows copied, in the load's transaction (after the
+        # identical-file check, whose message names the other period)
+        raw_loads.load_period(
+            settings,
+            csv_file,
+            parsed.quarantine,
+            record,
+            refuse_if=lambda written: wrong_period(written, published, settings.max_wrong_period_share),
+        )
     except raw_loads.FileOfAnotherPeriodError as exc:
         refuse(settings, record, published.label, identical_file(published, record.sha256, exc.periods))
+    except raw_loads.LoadRefusedError as exc:
+        refuse(settings, record, published.label, str(exc))
     return {
         "periodo": published.label,
         "linhas_arquivo": record.data_rows,
@@ -186,21 +192,23 @@ def implausibility(parsed: ParsedFile, file_name: str, max_quarantine_share: flo
     return None
 
 
-def wrong_period(parsed: ParsedFile, published: PublishedFile, max_share: float) -> str | None:
+def wrong_period(written: Counter, published: PublishedFile, max_share: float) -> str | None:
     """Why a file must not be loaded as the period of its link, or None when it may: more than
     ``max_share`` of its rows say, in their load fields, that they are another period's
     (``load_fields``): the link points to another period's file, or to a re-exported copy of it,
-    whose sha256 differs from that period's capture."""
-    if not parsed.loaded_rows:
+    whose sha256 differs from that period's capture. ``written``: how many rows carry each
+    (Num_Mes_Carga, Mes_Carga, Ano_Carga)."""
+    loaded = sum(written.values())
+    if not loaded:
         return None
-    others, named = load_fields.rows_naming_other_periods(parsed, published.period)
-    share = others / parsed.loaded_rows
+    others, named = load_fields.rows_naming_other_periods(written, published.period)
+    share = others / loaded
     if others == 0 or share * 100 <= max_share * 100 + 1e-9:  # as row_drop: the limit's float may be a hair under
         return None
     percent = percent_above(share * 100, max_share * 100)
     said = f" (o mais frequente: {named})" if named else ""
     return (
-        f"{others} de {parsed.loaded_rows} linhas ({percent}%) de {published.file_name} dizem nos campos de carga "
+        f"{others} de {loaded} linhas ({percent}%) de {published.file_name} dizem nos campos de carga "
         f"(Num_Mes_Carga, Mes_Carga, Ano_Carga) ser de outro período que {published.label}{said}, acima do limite "
         f"MAX_WRONG_PERIOD_PERCENT={max_share * 100:g}: o link de {published.label} aponta para o arquivo de outro "
         "período? Confira a página; se o arquivo estiver certo e só esses campos errados, "

@@ -4,8 +4,9 @@ Every row of a CGU file carries the month and year of its publication (in the re
 value of each per file). A file whose rows name another period is the wrong file under the
 period's link: a re-exported copy of an older file (its bytes, hence its sha256, differ from the
 capture of that period, so ``raw_loads``' identical-file check does not catch it) or a link
-moved to the wrong period. ``rows_naming_other_periods`` counts such rows; the capture refuses
-the file when they are more than MAX_WRONG_PERIOD_PERCENT of its rows (``capture.wrong_period``).
+moved to the wrong period. ``rows_naming_other_periods`` counts such rows, from the values of the
+rows the load has just copied (counted by PostgreSQL); the capture undoes the load when they are
+more than MAX_WRONG_PERIOD_PERCENT of its rows (``capture.wrong_period``).
 
 A value is read only when it is unambiguous, with the cleaning's own rules (queries/macros:
 trimmed, "no value" markers empty; the month number without leading zeros or a trailing ".0",
@@ -17,20 +18,16 @@ reports (tests/test_load_fields.py checks this on generated values against the t
 
 from __future__ import annotations
 
-import csv
 import re
 from collections import Counter
 from datetime import date
 
-from pipelines.constants import MONTHS, SOURCE_COLUMNS, normalise_text
-from pipelines.csv_dialect import CSV_DELIMITER
-from pipelines.parse import TEXT_SENTINELS, TRIMMED, ParsedFile
+from pipelines.constants import MONTHS, normalise_text
+from pipelines.parse import TEXT_SENTINELS, TRIMMED
 
 # a trailing ".0" or ",0" (a number exported as decimal, with either decimal separator)
 MONTH_NUMBER = re.compile(r"0*([1-9]|1[0-2])(?:[.,]0+)?")
 YEAR = re.compile(r"([0-9]{4})(?:[.,]0+)?")
-POSITIONS = tuple(SOURCE_COLUMNS.index(name) for name in ("num_mes_carga", "mes_carga", "ano_carga"))
-LAST_POSITION = max(POSITIONS)
 
 Claim = tuple[int | None, int | None, int | None]  # month by number, month by name, year
 
@@ -64,19 +61,9 @@ def names_other_period(claim: Claim, period: date) -> bool:
     )
 
 
-def _load_values(text: str) -> tuple[str, str, str]:
-    """The three load values of a kept row's CSV text (``ParsedFile.records``)."""
-    if '"' in text:
-        values = next(csv.reader([text], delimiter=CSV_DELIMITER))
-    else:
-        values = text.split(CSV_DELIMITER, LAST_POSITION + 1)
-    return tuple(values[position] for position in POSITIONS)
-
-
-def claims(parsed: ParsedFile) -> Counter:
-    """How many kept rows state each (number, name, year) of the load fields, as read by
-    ``read_claim`` (each distinct set of values read once: a file has one or a few)."""
-    written = Counter(_load_values(text) for text, _, _ in parsed.records)
+def claims(written: Counter) -> Counter:
+    """How many rows state each (number, name, year) as read by ``read_claim``, from how many
+    rows carry each set of written values (each set read once: a file has one or a few)."""
     read: Counter = Counter()
     for values, rows in written.items():
         read[read_claim(*values)] += rows
@@ -95,11 +82,12 @@ def _period_named(claim: Claim, period: date) -> str | None:
     return f"{year:04d}-{month:02d}"
 
 
-def rows_naming_other_periods(parsed: ParsedFile, period: date) -> tuple[int, str | None]:
-    """(kept rows naming another period than ``period``, the whole period they name most often
-    as 'YYYY-MM', or None when none of them names a whole period)."""
+def rows_naming_other_periods(written: Counter, period: date) -> tuple[int, str | None]:
+    """From how many rows carry each (Num_Mes_Carga, Mes_Carga, Ano_Carga) as written: (rows
+    naming another period than ``period``, the whole period they name most often as 'YYYY-MM',
+    or None when none of them names a whole period)."""
     others, named = 0, Counter()
-    for claim, rows in claims(parsed).items():
+    for claim, rows in claims(written).items():
         if not names_other_period(claim, period):
             continue
         others += rows

@@ -5,6 +5,8 @@ captured."""
 from __future__ import annotations
 
 import logging
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import astuple, dataclass, fields
 from datetime import date, datetime
 from pathlib import Path
@@ -56,6 +58,15 @@ class CaptureRecord:
     files_host: str | None = None
 
 
+class LoadRefusedError(PipelineError):
+    """``refuse_if`` found a reason not to publish the rows just copied: the load was undone."""
+
+
+# What ``load_period`` asks of the rows it copied, before the commit: how many rows carry each
+# (num_mes_carga, mes_carga, ano_carga) as loaded ('' for an empty value) -> a reason to refuse, or None.
+LoadFieldsCheck = Callable[[Counter], "str | None"]
+
+
 class FileOfAnotherPeriodError(PipelineError):
     """The file being loaded is the one (same sha256) already loaded for other periods."""
 
@@ -64,7 +75,13 @@ class FileOfAnotherPeriodError(PipelineError):
         self.periods = periods
 
 
-def load_period(settings: Settings, csv_file: Path, quarantine: list, record: CaptureRecord) -> int:
+def load_period(
+    settings: Settings,
+    csv_file: Path,
+    quarantine: list,
+    record: CaptureRecord,
+    refuse_if: LoadFieldsCheck | None = None,
+) -> int:
     """Replace one period in ``raw.terceirizados`` (and its quarantine and capture
     record) in a single transaction. On any error nothing changes.
 
@@ -73,7 +90,10 @@ def load_period(settings: Settings, csv_file: Path, quarantine: list, record: Ca
     the unique index on (periodo, linha_origem) refuses a second copy even without it.
     A file already loaded for another period (the same sha256: a link pointing to the wrong
     file) is refused with ``FileOfAnotherPeriodError``; loads of the same file under two
-    periods at once are serialized by a second lock, so the second one sees the first."""
+    periods at once are serialized by a second lock, so the second one sees the first.
+    ``refuse_if`` sees the load fields of the copied rows, counted by PostgreSQL (one scan of
+    the period's rows, in the transaction); a reason it returns undoes the load and is raised
+    as ``LoadRefusedError``."""
     columns = sql.SQL(", ").join(sql.Identifier(n) for n in c.RAW_COLUMNS)
     copy = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv, HEADER true, DELIMITER {}, ENCODING 'UTF8')").format(
         RAW, columns, sql.Literal(c.CSV_DELIMITER)
@@ -115,6 +135,10 @@ def load_period(settings: Settings, csv_file: Path, quarantine: list, record: Ca
                 raise RuntimeError(
                     f"COPY carregou {copied} linhas de {csv_file}, esperadas {record.loaded_rows}: carga desfeita."
                 )
+            if refuse_if is not None:
+                reason = refuse_if(_load_field_counts(cursor, record.period))
+                if reason:
+                    raise LoadRefusedError(reason)
             cursor.execute(sql.SQL("DELETE FROM {} WHERE periodo = %s").format(QUARANTINE), (record.period,))
             execute_values(
                 cursor,
@@ -149,6 +173,18 @@ def load_period(settings: Settings, csv_file: Path, quarantine: list, record: Ca
     return copied
 
 
+def _load_field_counts(cursor, period: date) -> Counter:
+    """How many rows of the period carry each (num_mes_carga, mes_carga, ano_carga)."""
+    cursor.execute(
+        sql.SQL(
+            "SELECT coalesce(num_mes_carga, ''), coalesce(mes_carga, ''), coalesce(ano_carga, ''), count(*) "
+            "FROM {} WHERE periodo = %s GROUP BY 1, 2, 3"
+        ).format(RAW),
+        (period,),
+    )
+    return Counter({(number, name, year): rows for number, name, year, rows in cursor.fetchall()})
+
+
 def _periods_with_file(cursor, sha256: str, period: date) -> list[str]:
     """The periods other than ``period`` whose last load was the file with this sha256."""
     cursor.execute(
@@ -158,12 +194,6 @@ def _periods_with_file(cursor, sha256: str, period: date) -> list[str]:
         (sha256, period),
     )
     return [row[0] for row in cursor.fetchall()]
-
-
-def periods_with_file(settings: Settings, sha256: str, period: date) -> list[str]:
-    """``_periods_with_file`` outside a load (``load_period`` checks it again under its lock)."""
-    with connection(settings) as conn, conn.cursor() as cursor:
-        return _periods_with_file(cursor, sha256, period)
 
 
 def period_key(period: date) -> int:

@@ -368,3 +368,22 @@ def any_values(draw) -> str:
 @FIDELITY
 def test_casts_never_fail_and_match_the_reference(macros, values):
     check(macros, values)
+
+
+def test_the_cnpj_cast_keeps_a_create_table_as_parallel(settings, db):
+    """The cast is plain expressions: a subquery reading the row (as the check digits were first
+    written) keeps PostgreSQL from splitting the CREATE TABLE AS of the staging models among
+    workers, which took twice as long."""
+    from bench.dbtools import compile_inline
+
+    cast = compile_inline(settings, "{{ cnpj('v') }}")
+    with db.cursor() as cursor:
+        cursor.execute("DROP TABLE IF EXISTS public.cnpjs; CREATE TABLE public.cnpjs AS SELECT '12ABC34501DE35' AS v")
+        cursor.execute(
+            "SET parallel_setup_cost = 0; SET parallel_tuple_cost = 0; SET min_parallel_table_scan_size = 0; "
+            "SET max_parallel_workers_per_gather = 2"
+        )
+        cursor.execute(f"EXPLAIN SELECT {cast} FROM public.cnpjs")
+        plan = "\n".join(line for (line,) in cursor.fetchall())
+        cursor.execute("RESET ALL; DROP TABLE public.cnpjs")
+    assert "Gather" in plan and "SubPlan" not in plan, plan

@@ -20,6 +20,9 @@ from bench.portal_generator import (
 from pipelines.constants import MONTH_NAMES, SOURCE_COLUMNS
 from pipelines.parse import STRUCTURED, parse_file
 
+# companies with the alphanumeric CNPJ issued from July 2026, with and without punctuation
+NEW_COMPANIES = [("12.ABC.345/01DE-35", "EMPRESA NOVA LTDA"), ("12ABC34501DE35", "NOVA; SERVICOS S A")]
+
 FIDELITY = settings(
     max_examples=250,
     deadline=None,
@@ -48,7 +51,7 @@ def money(cents: int, style: str) -> str:
 def realistic_rows(draw) -> list[str]:
     agency = draw(st.sampled_from(AGENCIES))
     organ = draw(st.sampled_from(ORGANS + [agency[4:]] * 3))
-    cnpj, company = draw(st.sampled_from(COMPANIES))
+    cnpj, company = draw(st.sampled_from(COMPANIES + NEW_COMPANIES))
     month = draw(st.sampled_from([1, 5, 9]))
     year = draw(st.integers(2019, 2026))
     style = draw(st.sampled_from(["comma", "dot", "xlsx"]))

@@ -346,10 +346,11 @@ def test_a_file_whose_load_fields_do_not_name_another_period_loads(db, own_porta
     ) == [(50, rows)]
 
 
-def test_a_file_of_another_period_stays_refused_when_the_identical_capture_changes_meanwhile(db, tmp_path, monkeypatch):
-    """A file identical to another period's capture is refused naming that period; when that
-    capture changes between the check and the load (the other period recaptured by another run),
-    the file is still refused, for what its rows say, instead of loading on a stale answer."""
+def test_a_file_of_another_period_is_refused_even_when_no_capture_is_identical(db, tmp_path, monkeypatch):
+    """The identical-file check and the load-fields check run in the load's transaction, under the
+    file's lock, on the rows copied: when the identical capture is gone (the other period just
+    recaptured with a corrected file: here the check answers nothing), the file is still refused
+    for what its rows say, never loaded on a stale answer."""
     from pipelines import raw_loads
     from tests.test_hostile_http_portal import FILES, link, page
 
@@ -359,32 +360,24 @@ def test_a_file_of_another_period_stays_refused_when_the_identical_capture_chang
         rows=40,
     )
     server = PortalServer(built).start()
-    checked = raw_loads.periods_with_file
-
-    def then_recaptured(settings, sha256, period):
-        found = checked(settings, sha256, period)
-        with raw_loads.connection(settings) as conn, conn, conn.cursor() as cursor:
-            cursor.execute("UPDATE raw.capturas SET sha256_arquivo = 'outro' WHERE periodo = '2023-09-01'")
-        return found
-
     try:
         server.page_override = page(("2023", link(f"{FILES}/{FILE}", "Setembro")))
         assert run_flow(capture_flow, url=server.page_url)[0].is_successful()
         server.page_override = page(
             ("2024", link(f"{FILES}/{FILE}", "Maio")), ("2023", link(f"{FILES}/{FILE}", "Setembro"))
         )
-        monkeypatch.setattr(raw_loads, "periods_with_file", then_recaptured)
+        monkeypatch.setattr(raw_loads, "_periods_with_file", lambda cursor, sha256, period: [])
         state, run_id = run_flow(capture_flow, url=server.page_url)
     finally:
         server.shutdown()
     assert state.is_failed()
     [(message,)] = query(db, "SELECT mensagem FROM logs.execucoes WHERE id_execucao = %s", (run_id,))
-    assert (
-        "Período 2024-05 recusado: o arquivo terceirizados202309.csv é idêntico ao já carregado para 2023-09" in message
-    )
+    assert "Período 2024-05 recusado: 40 de 40 linhas (100,0%) de terceirizados202309.csv dizem" in message
+    assert "(o mais frequente: 2023-09)" in message
     assert query(db, "SELECT to_char(periodo, 'YYYY-MM'), count(*) FROM raw.terceirizados GROUP BY 1") == [
         ("2023-09", 40)
     ]
+    assert query(db, "SELECT tentativa_situacao FROM raw.capturas WHERE periodo = '2024-05-01'") == [("recusada",)]
 
 
 def test_a_share_just_above_the_limit_never_reads_as_the_limit():

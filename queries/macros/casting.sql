@@ -50,14 +50,18 @@
 {#- The two check digits of a CNPJ whose first 12 characters are ``text`` (upper case): each
     character is worth its ASCII code minus 48 (0-9 -> 0-9, A -> 17, ..., Z -> 42), weighed 5,
     4, 3, 2, 9, ..., 2 (and 6, 5, ..., 2 for the second digit, over the first one too); a
-    remainder r of 11 gives 0 when r < 2, otherwise 11 - r. Numeric CNPJs follow the same rule. -#}
+    remainder r of 11 gives 0 when r < 2, otherwise 11 - r, i.e. (11 - r) % 11 % 10. Numeric
+    CNPJs follow the same rule. An expression, not a subquery: a subquery that reads the row
+    keeps the whole CREATE TABLE AS on one core (measured: 0.64 s -> 1.28 s on 75k rows). -#}
 {% macro cnpj_check_digits(text) -%}
-    (select first_digit::text || (case when (s2 + 2 * first_digit) % 11 < 2 then 0
-                                       else 11 - (s2 + 2 * first_digit) % 11 end)::text
-     from (select case when s1 % 11 < 2 then 0 else 11 - s1 % 11 end as first_digit, s2
-           from (select sum((ascii(substr({{ text }}, i, 1)) - 48) * (array[5,4,3,2,9,8,7,6,5,4,3,2])[i]) as s1,
-                        sum((ascii(substr({{ text }}, i, 1)) - 48) * (array[6,5,4,3,2,9,8,7,6,5,4,3])[i]) as s2
-                 from generate_series(1, 12) as i) as sums) as first)
+    {%- set first -%}
+        ((11 - ({% for weight in [5, 4, 3, 2, 9, 8, 7, 6, 5, 4, 3, 2] -%}
+            (ascii(substr({{ text }}, {{ loop.index }}, 1)) - 48) * {{ weight }}{{ " + " if not loop.last }}
+        {%- endfor %}) % 11) % 11 % 10)
+    {%- endset -%}
+    ({{ first }}::text || ((11 - ({% for weight in [6, 5, 4, 3, 2, 9, 8, 7, 6, 5, 4, 3] -%}
+        (ascii(substr({{ text }}, {{ loop.index }}, 1)) - 48) * {{ weight }} + {% endfor -%}
+        2 * {{ first }}) % 11) % 11 % 10)::text)
 {%- endmacro %}
 
 {#- Upper case of ASCII letters only, whatever the database's collation (upper() follows it:
