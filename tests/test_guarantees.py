@@ -116,18 +116,23 @@ def test_a_share_within_the_limit_loads_and_records_the_attempt(db, own_portal, 
     ) == [(40, 10, "carregada", 10, run_id)]
 
 
+def two_period_portal(tmp_path) -> PortalServer:
+    """A portal of 2023-09 and 2024-05 (40 rows each), served: its page is for the test to override."""
+    built = build_portal(
+        tmp_path,
+        [PeriodSpec(2023, 9, FILE, quirk_rows=False), PeriodSpec(2024, 5, "terceirizados202405.csv", quirk_rows=False)],
+        rows=40,
+    )
+    return PortalServer(built).start()
+
+
 def test_a_link_to_the_file_of_another_period_is_refused(db, tmp_path):
     """The page links a period (2024-05) to a file byte for byte identical to another period's
     capture (2023-09's): loading it would put 2023-09's rows under 2024-05 with only warnings.
     The period is refused naming the other period, and nothing of it is loaded."""
     from tests.test_hostile_http_portal import FILES, link, page
 
-    built = build_portal(
-        tmp_path,
-        [PeriodSpec(2023, 9, FILE, quirk_rows=False), PeriodSpec(2024, 5, "terceirizados202405.csv", quirk_rows=False)],
-        rows=40,
-    )
-    server = PortalServer(built).start()
+    server = two_period_portal(tmp_path)
     try:
         first, _ = run_flow(capture_flow, url=server.page_url)  # 2024-05, the newest
         assert first.is_successful(), first.message
@@ -354,12 +359,7 @@ def test_a_file_of_another_period_is_refused_even_when_no_capture_is_identical(d
     from pipelines import raw_loads
     from tests.test_hostile_http_portal import FILES, link, page
 
-    built = build_portal(
-        tmp_path,
-        [PeriodSpec(2023, 9, FILE, quirk_rows=False), PeriodSpec(2024, 5, "terceirizados202405.csv", quirk_rows=False)],
-        rows=40,
-    )
-    server = PortalServer(built).start()
+    server = two_period_portal(tmp_path)
     try:
         server.page_override = page(("2023", link(f"{FILES}/{FILE}", "Setembro")))
         assert run_flow(capture_flow, url=server.page_url)[0].is_successful()

@@ -67,6 +67,20 @@ def row(draw):
 rows = st.lists(row(), min_size=10, max_size=40)
 
 
+def insert_load_fields(db, table: str, rows) -> None:
+    """``table`` (re)created with one row per (year, month, Num_Mes_Carga, Mes_Carga, Ano_Carga)
+    of ``rows``, numbered from 0 in linha_origem."""
+    with db.cursor() as cursor:
+        cursor.execute(
+            f"DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (periodo date, linha_origem integer, "
+            "num_mes_carga text, mes_carga text, ano_carga text)"
+        )
+        cursor.executemany(
+            f"INSERT INTO {table} VALUES (%s, %s, %s, %s, %s)",
+            [(date(year, month, 1), line, *values) for line, (year, month, *values) in enumerate(rows)],
+        )
+
+
 @pytest.fixture(scope="module")
 def compiled_rule(settings):
     from bench.dbtools import compile_inline
@@ -77,15 +91,7 @@ def compiled_rule(settings):
 @hypothesis_settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rows=rows)
 def test_the_shortcut_changes_no_answer(db, compiled_rule, rows):
-    with db.cursor() as cursor:
-        cursor.execute(
-            "DROP TABLE IF EXISTS public.cargas; CREATE TABLE public.cargas (periodo date, linha_origem integer, "
-            "num_mes_carga text, mes_carga text, ano_carga text)"
-        )
-        cursor.executemany(
-            "INSERT INTO public.cargas VALUES (%s, %s, %s, %s, %s)",
-            [(date(year, month, 1), line, *fields) for line, (year, month, *fields) in enumerate(rows)],
-        )
+    insert_load_fields(db, "public.cargas", rows)
     assert sorted(query(db, compiled_rule), key=repr) == sorted(query(db, PLAIN_RULE), key=repr)
 
 
@@ -163,15 +169,7 @@ def compiled_cleaned_rule(settings):
 def test_a_row_the_capture_counts_as_another_periods_is_one_the_warning_reports(db, compiled_cleaned_rule, rows):
     from pipelines.load_fields import names_other_period, read_claim
 
-    with db.cursor() as cursor:
-        cursor.execute(
-            "DROP TABLE IF EXISTS public.cargas_brutas; CREATE TABLE public.cargas_brutas (periodo date, "
-            "linha_origem integer, num_mes_carga text, mes_carga text, ano_carga text)"
-        )
-        cursor.executemany(
-            "INSERT INTO public.cargas_brutas VALUES (%s, %s, %s, %s, %s)",
-            [(date(year, month, 1), line, *values) for line, (year, month, *values) in enumerate(rows)],
-        )
+    insert_load_fields(db, "public.cargas_brutas", rows)
     reported = {line for _, line, *_ in query(db, compiled_cleaned_rule)}
     counted = {
         line

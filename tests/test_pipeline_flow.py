@@ -556,6 +556,18 @@ def publish_may_as_june(portal) -> None:
     portal.page_override = page(("2024", link(f"{FILES}/{june}", "Junho"), link(f"{FILES}/{NEWEST_FILE}", "Maio")))
 
 
+def may_published_as_june_fails_twice(db, portal, runtime):
+    """May captured on 1 May, then June's link to May's rows: the runs of 1 and 2 September, both
+    failed; with staging.transformed's state before them."""
+    [first] = runtime.run_between(at("2026-05-01T00:00:00"), at("2026-05-01T00:00:01"))
+    assert first.outcome == ("2026-05-01 00:00", "Success")
+    before = transformed_state(db)
+    publish_may_as_june(portal)
+    runs = runtime.run_between(at("2026-09-01T00:00:00"), at("2026-09-02T00:00:01"))
+    assert [r.outcome for r in runs] == [("2026-09-01 00:00", "Failed"), ("2026-09-02 00:00", "Failed")]
+    return before, runs
+
+
 def test_rows_that_fail_an_error_level_test_are_never_published_and_the_retry_does_not_succeed(
     db, portal, runtime, monkeypatch
 ):
@@ -566,12 +578,7 @@ def test_rows_that_fail_an_error_level_test_are_never_published_and_the_retry_do
     finding the period "already materialized". The capture refuses such a file first (its rows
     say May: the next test); accepted on purpose here, so the check behind it is what is tested."""
     monkeypatch.setenv("MAX_WRONG_PERIOD_PERCENT", "100")
-    [first] = runtime.run_between(at("2026-05-01T00:00:00"), at("2026-05-01T00:00:01"))
-    assert first.outcome == ("2026-05-01 00:00", "Success")
-    before = transformed_state(db)
-    publish_may_as_june(portal)
-    runs = runtime.run_between(at("2026-09-01T00:00:00"), at("2026-09-02T00:00:01"))
-    assert [r.outcome for r in runs] == [("2026-09-01 00:00", "Failed"), ("2026-09-02 00:00", "Failed")]
+    before, runs = may_published_as_june_fails_twice(db, portal, runtime)
     for run in runs:
         assert run.state.message == (
             "dbt_build_staging_transformed: dbt build --select transformed falhou: transformed: Database Error in "
@@ -589,12 +596,7 @@ def test_a_newest_file_whose_rows_say_another_period_is_refused_by_the_capture(d
     """The same June link to May's rows, with the default MAX_WRONG_PERIOD_PERCENT: the capture
     refuses the file (its load fields say 2024-05), nothing of it is loaded, the attempt fails
     naming the reason, and the retry the next day does the same."""
-    [first] = runtime.run_between(at("2026-05-01T00:00:00"), at("2026-05-01T00:00:01"))
-    assert first.outcome == ("2026-05-01 00:00", "Success")
-    before = transformed_state(db)
-    publish_may_as_june(portal)
-    runs = runtime.run_between(at("2026-09-01T00:00:00"), at("2026-09-02T00:00:01"))
-    assert [r.outcome for r in runs] == [("2026-09-01 00:00", "Failed"), ("2026-09-02 00:00", "Failed")]
+    before, runs = may_published_as_june_fails_twice(db, portal, runtime)
     rows = query(db, "SELECT count(*) FROM raw.terceirizados WHERE periodo = '2024-05-01'")[0][0]
     for run in runs:
         assert run.state.message.startswith(
