@@ -23,7 +23,7 @@ from collections import Counter
 from datetime import date
 
 from pipelines.constants import MONTHS, normalise_text
-from pipelines.parse import TEXT_SENTINELS, TRIMMED
+from pipelines.parse import as_cleaned
 
 # a trailing ".0" or ",0" (a number exported as decimal, with either decimal separator)
 MONTH_NUMBER = re.compile(r"0*([1-9]|1[0-2])(?:[.,]0+)?")
@@ -32,16 +32,10 @@ YEAR = re.compile(r"([0-9]{4})(?:[.,]0+)?")
 Claim = tuple[int | None, int | None, int | None]  # month by number, month by name, year
 
 
-def _text(value: str) -> str | None:
-    """The value as the cleaning leaves it: trimmed, None for a "no value" marker."""
-    trimmed = value.strip(TRIMMED)
-    return None if trimmed in TEXT_SENTINELS else trimmed
-
-
 def read_claim(number: str, name: str, year: str) -> Claim:
     """The month (by number and by name) and the year the three values state, each None when
     missing or not readable without guessing."""
-    number_text, name_text, year_text = _text(number), _text(name), _text(year)
+    number_text, name_text, year_text = as_cleaned(number), as_cleaned(name), as_cleaned(year)
     by_number = MONTH_NUMBER.fullmatch(number_text) if number_text is not None else None
     by_year = YEAR.fullmatch(year_text) if year_text is not None else None
     return (

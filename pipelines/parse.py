@@ -337,8 +337,8 @@ TRIMMED = (
 MAX_LINES_NAMED = 5
 
 
-def _worker_key(value: str) -> str | None:
-    """id_terc as the cleaning leaves it (trimmed; a "no value" sentinel is None)."""
+def as_cleaned(value: str) -> str | None:
+    """A text value as the cleaning leaves it (clean_text: trimmed; a "no value" sentinel is None)."""
     trimmed = value.strip(TRIMMED)
     return None if trimmed in TEXT_SENTINELS else trimmed
 
@@ -366,7 +366,7 @@ def one_row_per_worker(parsed: ParsedFile) -> ParsedFile:
     The id is compared as the cleaning leaves it (trimmed: ``TRIMMED``). A file without such
     rows is returned as it is."""
     records = parsed.records
-    keys = [_worker_key(_first_value(text)) for text, _, _ in records]
+    keys = [as_cleaned(_first_value(text)) for text, _, _ in records]  # id_terc as the cleaning leaves it
     if None not in keys and len(set(keys)) == len(keys):
         return parsed
     by_key: dict[str, list[int]] = {}

@@ -155,12 +155,10 @@ def cnpj_check_digits(base: str) -> str:
 def cnpj(value: str):
     """Digits zero-padded to 14, or the alphanumeric CNPJ (12 ASCII letters or digits and 2
     digits) in upper case, when its check digits are right."""
-    number = text(value)
-    if number is None:
-        return None
-    characters = re.sub(r"[./-]", "", number)
-    if re.fullmatch("[0-9]{1,14}", characters):
-        return characters.rjust(14, "0")
+    digits = padded(value, 14)
+    if not isinstance(digits, Nulled):
+        return digits
+    characters = re.sub(r"[./-]", "", text(value))
     if re.fullmatch("[0-9A-Za-z]{12}[0-9]{2}", characters):
         upper = characters.upper()
         return upper if cnpj_check_digits(upper[:12]) == upper[12:] else Nulled("dígitos verificadores errados")

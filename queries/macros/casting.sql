@@ -40,11 +40,10 @@
    (19.232.342/0OO1-65) than a new company. Anything else is NULL and counted. #}
 {% macro cnpj(column) -%}
     {%- set compact = "regexp_replace(" ~ column ~ ", '[./-]', '', 'g')" -%}
-    case when {{ compact }} ~ '^[0-9]{1,14}$'
-        then lpad({{ compact }}, 14, '0')
-        when {{ compact }} ~ '^[{{ ascii_alphanumeric() }}]{12}[0-9]{2}$'
-            and {{ cnpj_check_digits(upper_ascii(compact)) }} = right({{ compact }}, 2)
-        then {{ upper_ascii(compact) }} end
+    coalesce({{ zero_pad(column, 14) }},
+             case when {{ compact }} ~ '^[{{ ascii_alphanumeric() }}]{12}[0-9]{2}$'
+                      and {{ cnpj_check_digits(upper_ascii(compact)) }} = right({{ compact }}, 2)
+                  then {{ upper_ascii(compact) }} end)
 {%- endmacro %}
 
 {#- The two check digits of a CNPJ whose first 12 characters are ``text`` (upper case): each
