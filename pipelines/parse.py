@@ -11,10 +11,12 @@ they are quarantined with the reason (see ``repair_shifted``).
 
 from __future__ import annotations
 
+import codecs
 import csv
 import gc
 import io
 import re
+from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -117,34 +119,59 @@ def _header_name(value: str) -> str:
     return value.replace("\ufeff", "").replace("ï»¿", "").strip().strip('"').strip().lower()
 
 
+def _cp1252_byte(error: UnicodeDecodeError) -> tuple[str, int]:
+    """Decoding error handler: an invalid byte of a UTF-8 line read as cp1252 (latin-1 for the
+    five bytes cp1252 leaves undefined), the line's valid UTF-8 kept."""
+    byte = error.object[error.start : error.start + 1]
+    try:
+        return byte.decode("cp1252"), error.start + 1
+    except UnicodeDecodeError:
+        return byte.decode("latin-1"), error.start + 1
+
+
+codecs.register_error("terceirizados_cp1252_byte", _cp1252_byte)
+
+
 def _decode_lines(content: bytes) -> tuple[list[str], str]:
     """Split into physical lines and decode them: UTF-8 (with or without BOM), else cp1252/latin-1.
 
-    Decoding line by line keeps a file with a few cp1252 bytes in an otherwise
-    UTF-8 file readable without turning its accents into mojibake.
+    Lines end in LF or CRLF; a file with CR alone (no LF anywhere: old Mac exports) is split on
+    CR. Decoding line by line keeps a file with a few cp1252 lines in an otherwise UTF-8 file
+    readable without turning its accents into mojibake; in such a file (some line is valid
+    UTF-8 with accents), a line that is not valid UTF-8 keeps its valid UTF-8 and only its
+    invalid bytes are read as cp1252 (one stray byte does not turn the line's other accents
+    into mojibake). In a file without UTF-8 accents, such a line is cp1252.
     """
     encoding = "utf-8"
     if content.startswith(BOM):
         content, encoding = content[len(BOM) :], "utf-8-sig"
+    newline = "\n" if b"\n" in content or b"\r" not in content else "\r"
     try:
         text = content.decode("utf-8")
     except UnicodeDecodeError:
         pass
     else:
-        return [line.rstrip("\r") for line in text.split("\n")], encoding
-    lines, used = [], set()
-    for raw in content.split(b"\n"):
+        return [line.rstrip("\r") for line in text.split(newline)], encoding
+    lines: list[str | bytes] = []
+    used = set()
+    for raw in content.split(newline.encode()):
         raw = raw.rstrip(b"\r")
         if raw.isascii():
             lines.append(raw.decode("ascii"))
             continue
-        for candidate in ("utf-8", "cp1252", "latin-1"):
-            try:
-                lines.append(raw.decode(candidate))
-            except UnicodeDecodeError:
-                continue
-            used.add(candidate)
-            break
+        try:
+            lines.append(raw.decode("utf-8"))
+            used.add("utf-8")
+        except UnicodeDecodeError:
+            lines.append(raw)  # decided below, once the file's other lines are known
+    if "utf-8" in used:
+        decode = lambda raw: raw.decode("utf-8", "terceirizados_cp1252_byte")  # noqa: E731
+    else:
+        decode = lambda raw: raw.decode("cp1252", "terceirizados_cp1252_byte")  # noqa: E731
+    for index, line in enumerate(lines):
+        if isinstance(line, bytes):
+            lines[index] = decode(line)
+            used.add("cp1252")
     non_utf8 = "/".join(sorted(used - {"utf-8"}))
     if not non_utf8:
         return lines, encoding
@@ -308,6 +335,31 @@ def _looks_like_header(fields: list[str]) -> bool:
     return len(names & set(SOURCE_COLUMNS)) >= EXPECTED // 2
 
 
+_YEAR = re.compile(r"(19|20)\d\d")
+
+
+def _looks_like_data(fields: list[str]) -> bool:
+    """A row of a header-less file: its first value is a worker's id, a number in every real
+    file (the 3.3 million rows of 2010-2023 read as integers), or (a row without an id, or
+    shifted by a stray ';') it has a month's name and a year, as the load fields are written."""
+    values = [value for value in map(as_cleaned, fields) if value is not None]
+    if values and values[0].isascii() and values[0].isdigit():
+        return True
+    return any(normalise_text(value) in MONTHS for value in values) and any(_YEAR.fullmatch(v) for v in values)
+
+
+def _is_separator_hint(line: str) -> bool:
+    """Excel's first line 'sep=;' (which separator to split on), written by some exports."""
+    return line.strip().lower() == f"sep={SOURCE_DELIMITER}"
+
+
+def _listed(values: list[str], limit: int = 10, width: int = 40) -> str:
+    """At most ``limit`` values, each cut at ``width`` characters, for a message: a broken
+    header can hold a whole file (a file with unknown line ends is one line)."""
+    shown = [value if len(value) <= width else value[:width] + "…" for value in values[:limit]]
+    return repr(shown) + (f" e mais {len(values) - limit}" if len(values) > limit else "")
+
+
 def _header_columns(fields: list[str], file_name: str) -> list[str]:
     """Map a header row to canonical names; trailing empty names become placeholders."""
     names = [_header_name(f) for f in fields]
@@ -318,12 +370,13 @@ def _header_columns(fields: list[str], file_name: str) -> list[str]:
             break
         names[position] = f"{UNNAMED}{position}"
     missing = [c for c in SOURCE_COLUMNS if c not in names]
-    unknown = [n for n in names if n not in SOURCE_COLUMNS]
-    duplicated = sorted({n for n in names if names.count(n) > 1})
+    unknown = [n for n in names if n not in SOURCE_COLUMNS and not n.startswith(UNNAMED)]
+    duplicated = sorted(name for name, times in Counter(names).items() if times > 1)
     if missing or unknown or duplicated:
+        listed = [_listed(names) if names else "-" for names in (missing, unknown, duplicated)]
         raise SourceFormatError(
-            f"Cabeçalho inesperado em {file_name}: "
-            f"colunas ausentes {missing or '-'}, desconhecidas {unknown or '-'}, repetidas {duplicated or '-'}."
+            f"Cabeçalho inesperado em {file_name}: colunas ausentes {listed[0]}, desconhecidas {listed[1]}, "
+            f"repetidas {listed[2]}."
         )
     return names
 
@@ -360,20 +413,24 @@ def one_row_per_worker(parsed: ParsedFile) -> ParsedFile:
     id_terceirizado), so a row without one, or two rows with the same one, could never be
     published, and used to fail the whole materialization (every period, in the historic one).
     Such rows go to the quarantine with the reason instead (and count for MAX_QUARANTINE_PERCENT
-    like any other): a row whose id is empty or a "no value" sentinel; of rows repeated value
+    like any other): a row whose id is empty or a "no value" sentinel; a row whose id is not a
+    number (every real id is: a totals row, a header's text taken for a row); of rows repeated value
     for value (or equal once each value is trimmed), all but the first; of rows that share an
     id with different values, all of them (which one holds is not for the pipeline to guess).
     The id is compared as the cleaning leaves it (trimmed: ``TRIMMED``). A file without such
     rows is returned as it is."""
     records = parsed.records
     keys = [as_cleaned(_first_value(text)) for text, _, _ in records]  # id_terc as the cleaning leaves it
-    if None not in keys and len(set(keys)) == len(keys):
+    numeric = all(key is not None and key.isascii() and key.isdigit() for key in keys)
+    if numeric and len(set(keys)) == len(keys):
         return parsed
     by_key: dict[str, list[int]] = {}
     reasons: dict[int, str] = {}
     for index, key in enumerate(keys):
         if key is None:
             reasons[index] = "linha sem id_terc (vazio ou marcador de sem valor): não pode ser publicada"
+        elif not (key.isascii() and key.isdigit()):
+            reasons[index] = f"id_terc {key[:40]!r} não é um número (uma linha de total?): não pode ser publicada"
         else:
             by_key.setdefault(key, []).append(index)
     for key, indexes in by_key.items():
@@ -462,12 +519,21 @@ def _parse_records(source_rows, file_name: str, can_repair: bool, lines_are_valu
         if raw_line.strip() == "":
             continue  # blank line: not a data row
         if columns is None:
+            if _is_separator_hint(raw_line):
+                continue
             fields = fields if fields is not None else _split(raw_line)
             if _looks_like_header(fields):
                 columns = _header_columns(fields, file_name)
                 unnamed = [i for i, name in enumerate(columns) if name.startswith(UNNAMED)]
-            else:
+            elif _looks_like_data(fields):
                 columns, has_header = list(SOURCE_COLUMNS), False
+            else:
+                raise SourceFormatError(
+                    f"A primeira linha de {file_name} não é o cabeçalho esperado (as {EXPECTED} colunas: "
+                    f"{', '.join(SOURCE_COLUMNS[:3])}, …) nem uma linha de dados (que começa pelo id_terc, "
+                    f"um número): {_listed(fields)}. O formato do arquivo mudou? Os dados anteriores do "
+                    "período não foram alterados."
+                )
             order = None if columns == list(SOURCE_COLUMNS) else [columns.index(c) for c in SOURCE_COLUMNS]
             if lines_are_values and order is None and SOURCE_DELIMITER == CSV_DELIMITER:
                 plain_separators = EXPECTED - 1
@@ -510,8 +576,10 @@ def _parse_records(source_rows, file_name: str, can_repair: bool, lines_are_valu
                 continue
             fields, note = repaired
         elif len(fields) < len(columns):
-            reject(line_number, raw_line, f"{len(fields)} campos em vez de {len(columns)}: linha incompleta")
-            continue
+            if len(fields) < len(columns) - len(unnamed):  # only the header's trailing ';' may be missing
+                reject(line_number, raw_line, f"{len(fields)} campos em vez de {len(columns)}: linha incompleta")
+                continue
+            fields = fields + [""] * (len(columns) - len(fields))
         if unnamed and any(fields[i].strip() for i in unnamed):
             reject(line_number, raw_line, "valor em coluna sem nome no cabeçalho")
             continue
@@ -544,12 +612,54 @@ def cell_text(value) -> str:
     return str(value)
 
 
+def _first_filled_row(rows) -> list | None:
+    for cells in rows:
+        if any(cell not in (None, "") for cell in cells):
+            return cells
+    return None
+
+
+def _data_sheet(workbook, file_name: str) -> tuple[list, list[str]]:
+    """The rows of the workbook's one visible worksheet whose first filled row is the header
+    (the common case, one sheet, reads nothing else), and notes on the sheets left out. Hidden
+    sheets (an old copy kept by whoever exported the file) are never read; two visible sheets
+    with the header (one period split in two, or two copies) or none fail the file, naming the
+    sheets, instead of loading a part of it, or the wrong one."""
+    from python_calamine import SheetTypeEnum, SheetVisibleEnum
+
+    sheets = [sheet for sheet in workbook.sheets_metadata if sheet.typ == SheetTypeEnum.WorkSheet]
+    visible = [sheet.name for sheet in sheets if sheet.visible == SheetVisibleEnum.Visible]
+    notes = [f"planilha oculta {sheet.name!r} não lida" for sheet in sheets if sheet.name not in visible]
+    if len(visible) == 1 and not notes:
+        return workbook.get_sheet_by_name(visible[0]).to_python(skip_empty_area=False), notes
+    with_header, others = [], []
+    for name in visible:
+        rows = workbook.get_sheet_by_name(name).to_python(skip_empty_area=False)
+        first = _first_filled_row(rows)
+        if first is not None and _looks_like_header([cell_text(cell) for cell in first]):
+            with_header.append((name, rows))
+        elif first is not None:
+            others.append(name)
+    if len(with_header) != 1:
+        found = "nenhuma" if not with_header else f"{len(with_header)} planilhas"
+        raise SourceFormatError(
+            f"O XLSX {file_name} tem {found} com o cabeçalho dos terceirizados entre as planilhas visíveis "
+            f"{_listed(visible)}"
+            + (" (partes do mesmo período ou cópias: não se sabe qual carregar)" if with_header else "")
+            + ". O período não foi carregado; os dados anteriores dele não foram alterados."
+        )
+    notes += [f"planilha {name!r} sem o cabeçalho dos terceirizados não lida" for name in others]
+    return with_header[0][1], notes
+
+
 def parse_xlsx(content: bytes, file_name: str) -> ParsedFile:
     from python_calamine import CalamineWorkbook
 
     try:
         workbook = CalamineWorkbook.from_filelike(io.BytesIO(content))
-        sheet_rows = workbook.get_sheet_by_index(0).to_python(skip_empty_area=False)
+        sheet_rows, notes = _data_sheet(workbook, file_name)
+    except SourceFormatError:
+        raise
     except Exception as exc:  # calamine raises its own error types
         raise SourceFormatError(f"Não foi possível ler o XLSX {file_name}: {exc}") from exc
 
@@ -569,7 +679,7 @@ def parse_xlsx(content: bytes, file_name: str) -> ParsedFile:
     )
     if not has_header:
         raise SourceFormatError(f"O XLSX {file_name} não tem a linha de cabeçalho esperada.")
-    return ParsedFile(kept, quarantine, data_rows, "xlsx", has_header)
+    return ParsedFile(kept, quarantine, data_rows, "xlsx", has_header, notes)
 
 
 @contextmanager

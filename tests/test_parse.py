@@ -326,20 +326,21 @@ def test_rows_that_could_never_be_published_are_quarantined_with_the_reason():
         with_id("3\u00a0", nm_terceirizado="BIA"),  # the same id once trimmed, other values
         with_id(" NI "),
         with_id(""),
-        with_id("4\u200b"),  # a zero-width space is not trimmed (nor by the cleaning): another id
+        with_id("4\u200b"),  # a zero-width space is not trimmed (nor by the cleaning): not a number
         with_id("4"),
         with_id("5", nm_terceirizado=" ANA"),
         with_id(" 5", nm_terceirizado="ANA\u00a0"),  # line 12: the same as line 11 once trimmed
     ]
     parsed = parse_for_load(csv_of(rows), "csv", "f.csv")
     assert parsed.data_rows == 11 and parsed.loaded_rows + len(parsed.quarantine) == 11
-    assert [line for _, line, _ in parsed.records] == [2, 3, 9, 10, 11]
+    assert [line for _, line, _ in parsed.records] == [2, 3, 10, 11]
     assert [(q.line_number, q.reason) for q in parsed.quarantine] == [
         (4, "linha repetida: igual à linha 3"),
         (5, "id_terc '3' repetido nas linhas 5, 6 com valores diferentes: não se sabe qual vale"),
         (6, "id_terc '3' repetido nas linhas 5, 6 com valores diferentes: não se sabe qual vale"),
         (7, "linha sem id_terc (vazio ou marcador de sem valor): não pode ser publicada"),
         (8, "linha sem id_terc (vazio ou marcador de sem valor): não pode ser publicada"),
+        (9, "id_terc '4\\u200b' não é um número (uma linha de total?): não pode ser publicada"),
         (12, "linha repetida: igual à linha 11 a menos de espaços nas pontas dos valores"),
     ]
     assert parsed.quarantine[0].raw_line == ";".join(with_id("2"))
@@ -386,8 +387,8 @@ def test_what_is_loaded_has_one_row_per_worker_and_nothing_is_lost(rows):
     for id_value in {key[line] for line in key}:
         lines = [line for line in key if key[line] == id_value]
         cleaned = {(key[line], rows[line - 2][1]) for line in lines}  # the row as the cleaning trims it
-        if id_value in ("", "NI", "NULL", "<N/I>") or len(cleaned) > 1:
-            assert not set(lines) & set(loaded)  # no id, or the same id with other values: none loaded
+        if id_value in ("", "NI", "NULL", "<N/I>") or not id_value.isdigit() or len(cleaned) > 1:
+            assert not set(lines) & set(loaded)  # no id, not a number, or other values: none loaded
         else:
             assert [line for line in lines if line in loaded] == lines[:1]  # repeated rows: the first
 
@@ -417,3 +418,163 @@ def test_a_value_past_the_csv_modules_own_limit_is_quarantined_not_a_crash():
     assert [q.line_number for q in parsed.quarantine] == [2, 3]
     assert parsed.quarantine[0].reason == "valor com mais de 500 caracteres: nm_terceirizado (140000)"
     assert parsed.quarantine[1].reason.startswith("valor com mais de 500 caracteres: ")
+
+
+# -- headers that are not the expected one, and rows that are not workers (hostile re-test, 2026-11-30) --
+
+
+def _header_failure(content: bytes) -> str:
+    with pytest.raises(SourceFormatError) as failure:
+        parse_for_load(content, "csv", "terceirizados202405.csv")
+    return str(failure.value)
+
+
+def test_an_unrecognised_header_fails_instead_of_being_loaded_as_a_worker():
+    """A header of readable names ('Coluna 1 Id Terc', ...) used to be taken for a header-less
+    file: the header line became a worker and the columns were assumed in the standard order."""
+    readable = [f"Coluna {i} {name.replace('_', ' ').title()}" for i, name in enumerate(HEADER, start=1)]
+    message = _header_failure((";".join(readable) + "\n" + ";".join(ROW) + "\n").encode())
+    assert "terceirizados202405.csv" in message
+    assert "primeira linha" in message and "Coluna 1 Id Terc" in message
+    assert len(message) < 1500
+
+
+def test_a_renamed_header_with_few_known_names_fails_naming_them():
+    # salary and cost swapped under new names: only 8 of the 23 names are known
+    header = list(HEADER)
+    for position in range(8, 23):
+        header[position] = f"campo_{position}"
+    content = (";".join(header) + "\n" + ";".join(ROW) + "\n").encode()
+    message = _header_failure(content)
+    assert "campo_8" in message and "id_terc" in message
+
+
+def test_an_excel_separator_hint_before_a_reordered_header_is_skipped():
+    order = list(range(23))
+    order[14], order[15] = 15, 14  # cost before salary
+    header = [HEADER[i] for i in order]
+    row = [ROW[i] for i in order]
+    content = ("sep=;\n" + ";".join(header) + "\n" + ";".join(row) + "\n").encode()
+    parsed = parse_for_load(content, "csv", "hint.csv")
+    assert parsed.has_header and parsed.quarantine == []
+    assert parsed.rows.iloc[0, :23].tolist() == ROW
+    assert parsed.rows["vl_mensal_salario"].tolist() == ["2524,37"]
+
+
+def test_a_title_line_before_the_header_fails():
+    content = ("Terceirizados - maio de 2024\n" + ";".join(HEADER) + "\n" + ";".join(ROW) + "\n").encode()
+    assert "Terceirizados - maio de 2024" in _header_failure(content)
+
+
+def test_a_total_row_is_quarantined_not_loaded_as_a_worker():
+    total = with_values(id_terc="TOTAL GERAL", vl_mensal_salario="5048,74", vl_mensal_custo="11676,20")
+    parsed = parse_for_load(csv_bytes([ROW, total]), "csv", "total.csv")
+    assert parsed.rows["id_terc"].tolist() == ["8761995"]
+    assert [(q.line_number, q.reason) for q in parsed.quarantine] == [
+        (3, "id_terc 'TOTAL GERAL' não é um número (uma linha de total?): não pode ser publicada")
+    ]
+
+
+def test_a_trailing_separator_on_the_header_and_every_line_loads():
+    content = ";".join(HEADER) + ";\n" + ";".join(ROW) + ";\n" + ";".join(ROW).replace("8761995", "8761996") + ";\n"
+    parsed = parse_for_load(content.encode(), "csv", "trailing.csv")
+    assert (parsed.loaded_rows, parsed.quarantine) == (2, [])
+    assert parsed.rows.iloc[0, :23].tolist() == ROW
+
+
+def test_a_trailing_separator_on_the_header_only_loads():
+    content = ";".join(HEADER) + ";\n" + ";".join(ROW) + "\n"
+    parsed = parse_for_load(content.encode(), "csv", "trailing.csv")
+    assert (parsed.loaded_rows, parsed.quarantine) == (1, [])
+    assert parsed.rows.iloc[0, :23].tolist() == ROW
+
+
+def test_a_file_with_cr_only_line_ends_is_read_line_by_line():
+    rows = [with_values(id_terc=str(1000 + i)) for i in range(3000)]
+    parsed = parse_for_load(csv_bytes(rows, newline="\r"), "csv", "mac.csv")
+    assert (parsed.loaded_rows, parsed.quarantine) == (3000, [])
+    assert parsed.rows["id_terc"].tolist()[-1] == "3999"
+
+
+def test_a_header_of_thousands_of_unknown_names_fails_briefly():
+    header = ";".join(HEADER) + ";" + ";".join(f"extra{i}" for i in range(5000))
+    message = _header_failure((header + "\n" + ";".join(ROW) + "\n").encode())
+    assert "extra0" in message and "e mais 4990" in message
+    assert len(message) < 1500
+
+
+def test_a_stray_cp1252_byte_in_a_utf8_line_keeps_the_line_s_utf8_accents():
+    good = ";".join(with_values(nm_terceirizado="JOSÉ DA CONCEIÇÃO")).encode()
+    stray = ";".join(with_values(id_terc="8761996", nm_terceirizado="JOSÉ DA CONCEIÇÃO", nr_contrato="Nº 12"))
+    stray = stray.encode().replace("Nº".encode(), "Nº".encode("cp1252"))
+    content = (";".join(HEADER) + "\n").encode() + good + b"\n" + stray + b"\n"
+    parsed = parse_for_load(content, "csv", "mixed.csv")
+    assert parsed.rows["nm_terceirizado"].tolist() == ["JOSÉ DA CONCEIÇÃO"] * 2
+    assert parsed.rows["nr_contrato"].tolist() == [ROW[5], "Nº 12"]
+    assert parsed.encoding.startswith("misto")
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    order=st.permutations(range(23)),
+    renamed=st.sets(st.integers(min_value=0, max_value=22), max_size=23),
+    spelling=st.sampled_from([str.lower, str.upper, str.title]),
+)
+def test_a_header_is_either_mapped_column_by_column_or_refused(order, renamed, spelling):
+    """Whatever the order and the names of a header: every value lands in its own column, or
+    the file is refused. Never a value under another column's name."""
+    header = [spelling(HEADER[i]) if i not in renamed else f"coluna_nova_{i}" for i in order]
+    row = [f"{ROW[i]}" for i in order]
+    content = (";".join(header) + "\n" + ";".join(row) + "\n").encode()
+    try:
+        parsed = parse_for_load(content, "csv", "any.csv")
+    except SourceFormatError:
+        assert renamed, "a header of known names only must load"
+        return
+    assert not renamed
+    assert parsed.rows.iloc[0, :23].tolist() == ROW
+
+
+def _workbook(*sheets, hidden=()):
+    """XLSX bytes: each sheet a (title, rows) pair; ``hidden``: titles of hidden sheets."""
+    workbook = Workbook()
+    workbook.remove(workbook.active)
+    for title, rows in sheets:
+        sheet = workbook.create_sheet(title)
+        for row in rows:
+            sheet.append(row)
+        if title in hidden:
+            sheet.sheet_state = "hidden"
+    buffer = io.BytesIO()
+    workbook.save(buffer)
+    return buffer.getvalue()
+
+
+def _rows(first_id, how_many):
+    return [with_values(id_terc=str(first_id + i)) for i in range(how_many)]
+
+
+def test_an_xlsx_reads_its_one_data_sheet_whatever_its_position():
+    content = _workbook(("Notas", [["Fonte: CGU"], ["Atualizado em maio"]]), ("Dados", [HEADER, *_rows(1, 3)]))
+    parsed = parse_for_load(content, "xlsx", "f.xlsx")
+    assert parsed.rows["id_terc"].tolist() == ["1", "2", "3"]
+    assert any("Notas" in note for note in parsed.notes)
+
+
+def test_a_hidden_sheet_is_not_read():
+    content = _workbook(("Antiga", [HEADER, *_rows(100, 5)]), ("Dados", [HEADER, *_rows(1, 3)]), hidden=("Antiga",))
+    parsed = parse_for_load(content, "xlsx", "f.xlsx")
+    assert parsed.rows["id_terc"].tolist() == ["1", "2", "3"]
+    assert any("Antiga" in note and "oculta" in note for note in parsed.notes)
+
+
+def test_an_xlsx_with_two_data_sheets_fails_naming_them():
+    content = _workbook(("Plan1", [HEADER, *_rows(1, 3)]), ("Plan2", [HEADER, *_rows(4, 2)]))
+    with pytest.raises(SourceFormatError, match=r"2 planilhas.*'Plan1', 'Plan2'"):
+        parse_for_load(content, "xlsx", "f.xlsx")
+
+
+def test_an_xlsx_without_a_data_sheet_names_its_sheets():
+    content = _workbook(("Notas", [["Fonte: CGU"]]), ("Resumo", [["Total", 3]]))
+    with pytest.raises(SourceFormatError, match=r"'Notas', 'Resumo'"):
+        parse_for_load(content, "xlsx", "f.xlsx")
