@@ -84,7 +84,22 @@ def parse_downloaded(downloaded: DownloadedFile, child_work_dir: Path | None = N
 def load_parsed(
     settings: Settings, csv_file: Path, parsed: ParsedFile, downloaded: DownloadedFile, run_id: str | None
 ) -> dict:
-    """Load one period atomically and return its reconciliation summary."""
+    """Load one period atomically and return its reconciliation summary. The download's local
+    files (pending, ``pipelines.storage``) replace the period's once the load committed; a
+    refused or failed load removes them, and the period's files stay those of the last load."""
+    try:
+        summary = _load_parsed(settings, csv_file, parsed, downloaded, run_id)
+    except BaseException:
+        storage.discard(settings.data_dir, downloaded)
+        raise
+    for path in storage.publish(settings.data_dir, downloaded):
+        logger.info("Arquivo local do período %s atualizado: %s.", downloaded.published.label, path)
+    return summary
+
+
+def _load_parsed(
+    settings: Settings, csv_file: Path, parsed: ParsedFile, downloaded: DownloadedFile, run_id: str | None
+) -> dict:
     published = downloaded.published
     record = raw_loads.CaptureRecord(
         period=published.period,
@@ -235,9 +250,19 @@ def row_drop(loaded: int, previous: int | None, max_drop_share: float, file_name
 
 
 def save_outputs(settings: Settings, downloaded: DownloadedFile, parsed: ParsedFile) -> Path:
+    """The CSV to load (pending until the load commits: ``load_parsed``)."""
     path = storage.save_csv(settings.data_dir, parsed, downloaded)
-    logger.info("Dados tratados em CSV salvos localmente em %s.", path)
+    logger.info("Dados tratados em CSV salvos localmente em %s (até a carga terminar).", path)
     return path
+
+
+def discarding_on_failure(settings: Settings, downloaded: DownloadedFile, step):
+    """``step()``; when it fails, the download's pending local files go (the period's stay)."""
+    try:
+        return step()
+    except BaseException:
+        storage.discard(settings.data_dir, downloaded)
+        raise
 
 
 def capture_period(settings: Settings, published: PublishedFile, force: bool, run_id: str | None) -> dict:
@@ -268,8 +293,11 @@ def capture_period(settings: Settings, published: PublishedFile, force: bool, ru
         )
         return {"periodo": published.label, "situacao": "inalterado"}
     storage.save_raw_file(settings.data_dir, downloaded)
-    parsed = parse_downloaded(downloaded)
-    csv_file = save_outputs(settings, downloaded, parsed)
+    parsed, csv_file = discarding_on_failure(
+        settings,
+        downloaded,
+        lambda: (parsed := parse_downloaded(downloaded), save_outputs(settings, downloaded, parsed)),
+    )
     summary = load_parsed(settings, csv_file, parsed, downloaded, run_id)
     return {**summary, "situacao": "carregado"}
 

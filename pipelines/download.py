@@ -24,6 +24,7 @@ import socket
 import struct
 import threading
 import time
+import uuid
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -94,6 +95,8 @@ class DownloadedFile:
     etag: str | None
     last_modified: str | None
     downloaded_at: datetime
+    # names this download's local files until its load commits (pipelines.storage.pending)
+    capture_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
 
 
 def _amount(size: int) -> str:

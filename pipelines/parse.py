@@ -528,6 +528,13 @@ def _parse_records(source_rows, file_name: str, can_repair: bool, lines_are_valu
             elif _looks_like_data(fields):
                 columns, has_header = list(SOURCE_COLUMNS), False
             else:
+                for other in (",", "\t", "|"):
+                    if _looks_like_header(raw_line.split(other)) or _looks_like_data(raw_line.split(other)):
+                        raise SourceFormatError(
+                            f"O arquivo {file_name} parece separado por {other!r}, não por "
+                            f"{SOURCE_DELIMITER!r} como os da CGU: o formato do arquivo mudou? Nada foi "
+                            "carregado; os dados anteriores do período não foram alterados."
+                        )
                 raise SourceFormatError(
                     f"A primeira linha de {file_name} não é o cabeçalho esperado (as {EXPECTED} colunas: "
                     f"{', '.join(SOURCE_COLUMNS[:3])}, …) nem uma linha de dados (que começa pelo id_terc, "

@@ -1,6 +1,12 @@
 """Local files, partitioned by period: the raw file as downloaded (plus its sha256)
 and the parsed rows as UTF-8 CSV, exactly as they are loaded into PostgreSQL.
 
+A capture writes its files under pending names (``pending``: the final name plus
+``.pendente-<capture_id>``, one per download, so two captures of a period never write the
+same file) and the load loads its own pending CSV. Only once the load has committed are they
+renamed over the period's files (``publish``); a refused or failed load removes them
+(``discard``): the local copies are always those of the last load, like the tables.
+
 The CSVs are separated by ';' like the CGU's own files (and Excel in pt-BR): money
 with a decimal comma ("2524,37") needs no quoting, and the parser hands over almost
 every source line as it is (see ``ParsedFile.records``)."""
@@ -9,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import os
+import uuid
 from pathlib import Path
 
 from pipelines.constants import RAW_COLUMNS
@@ -34,7 +41,7 @@ def _write_atomically(path: Path, write) -> Path:
     """Write through a temporary file renamed into place: a reader never sees half a file,
     and a failed write (disk full, read-only) leaves neither the temporary file nor a
     changed target behind, and names DATA_DIR and the path."""
-    temporary = path.with_name(path.name + ".tmp")
+    temporary = path.with_name(f"{path.name}.{uuid.uuid4().hex[:12]}.tmp")  # never another writer's
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         write(temporary)
@@ -48,14 +55,57 @@ def _write_atomically(path: Path, write) -> Path:
     return path
 
 
+def pending(path: Path, downloaded: DownloadedFile) -> Path:
+    """Where ``downloaded``'s version of the period file ``path`` waits for its load to commit."""
+    return path.with_name(f"{path.name}.pendente-{downloaded.capture_id}")
+
+
+def raw_path(data_dir: Path, published: PublishedFile) -> Path:
+    return period_dir(data_dir, "raw", published) / published.file_name
+
+
 def save_raw_file(data_dir: Path, downloaded: DownloadedFile) -> Path:
-    """Save the downloaded bytes and a ``sha256sum``-style checksum file next to them."""
+    """Save the downloaded bytes and a ``sha256sum``-style checksum file next to them (pending)."""
     published = downloaded.published
-    path = period_dir(data_dir, "raw", published) / published.file_name
+    path = pending(raw_path(data_dir, published), downloaded)
     _write_atomically(path, lambda p: p.write_bytes(downloaded.content))
     checksum = f"{downloaded.sha256}  {published.file_name}\n"
-    _write_atomically(path.with_name(path.name + ".sha256"), lambda p: p.write_text(checksum))
+    _write_atomically(
+        pending(_checksum_path(raw_path(data_dir, published)), downloaded), lambda p: p.write_text(checksum)
+    )
     return path
+
+
+def _checksum_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _period_files(data_dir: Path, published: PublishedFile) -> list[Path]:
+    raw = raw_path(data_dir, published)
+    return [csv_path(data_dir, published), quarantine_csv_path(data_dir, published), raw, _checksum_path(raw)]
+
+
+def publish(data_dir: Path, downloaded: DownloadedFile) -> list[Path]:
+    """After the load committed: the download's pending files become the period's files."""
+    published = []
+    for path in _period_files(data_dir, downloaded.published):
+        waiting = pending(path, downloaded)
+        try:
+            if waiting.exists():
+                os.replace(waiting, path)
+                published.append(path)
+        except OSError as exc:
+            raise storage_error("DATA_DIR", path, exc) from exc
+    return published
+
+
+def discard(data_dir: Path, downloaded: DownloadedFile) -> None:
+    """A refused or failed capture: its pending files go; the period's files stay as they were."""
+    for path in _period_files(data_dir, downloaded.published):
+        try:
+            pending(path, downloaded).unlink(missing_ok=True)
+        except OSError:
+            pass  # never hides the failure being handled
 
 
 def csv_path(data_dir: Path, published: PublishedFile) -> Path:
@@ -76,7 +126,8 @@ def _write_records(handle, records: list[tuple[str, int, str | None]], before: l
 
 
 def save_csv(data_dir: Path, parsed: ParsedFile, downloaded: DownloadedFile) -> Path:
-    """Write the rows with their capture metadata, in ``raw.terceirizados`` column order.
+    """Write the rows with their capture metadata, in ``raw.terceirizados`` column order
+    (pending: ``publish`` after the load).
 
     The file is what ``COPY`` loads, so what is on disk is what is in the table.
     The quarantined lines go to a CSV of their own next to it.
@@ -91,7 +142,7 @@ def save_csv(data_dir: Path, parsed: ParsedFile, downloaded: DownloadedFile) -> 
             handle.write(CSV_DELIMITER.join(RAW_COLUMNS) + "\n")
             _write_records(handle, parsed.records, before, after)
 
-    path = csv_path(data_dir, published)
+    path = pending(csv_path(data_dir, published), downloaded)
     _write_atomically(path, write_rows)
 
     def write_quarantine(p: Path) -> None:
@@ -100,5 +151,5 @@ def save_csv(data_dir: Path, parsed: ParsedFile, downloaded: DownloadedFile) -> 
             writer.writerow(QUARANTINE_CSV_COLUMNS)
             writer.writerows((q.line_number, q.reason, q.raw_line) for q in parsed.quarantine)
 
-    _write_atomically(quarantine_csv_path(data_dir, published), write_quarantine)
+    _write_atomically(pending(quarantine_csv_path(data_dir, published), downloaded), write_quarantine)
     return path

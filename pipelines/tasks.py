@@ -301,19 +301,31 @@ def download_data(published: PublishedFile) -> DownloadedFile:
 @task(name="save_raw_data_locally")
 def save_raw_data_locally(downloaded: DownloadedFile) -> str:
     path = storage.save_raw_file(task_settings().data_dir, downloaded)
-    logger.info("Dados brutos mantidos em memória e salvos localmente em %s (sha256 %s).", path, downloaded.sha256)
+    logger.info(
+        "Dados brutos mantidos em memória e salvos localmente em %s até a carga terminar (sha256 %s).",
+        path,
+        downloaded.sha256,
+    )
     return str(path)
 
 
 @task(name="parse_data_into_dataframes")
 def parse_data(downloaded: DownloadedFile, in_child_process: bool = False) -> ParsedFile:
     """``in_child_process``: parse on the other core (the scheduled run prepares dbt meanwhile)."""
-    return capture.parse_downloaded(downloaded, task_settings().data_dir if in_child_process else None)
+    settings = task_settings()
+    return capture.discarding_on_failure(
+        settings,
+        downloaded,
+        lambda: capture.parse_downloaded(downloaded, settings.data_dir if in_child_process else None),
+    )
 
 
 @task(name="save_data_as_csv_locally")
 def save_data_as_csv(downloaded: DownloadedFile, parsed: ParsedFile) -> str:
-    return str(capture.save_outputs(task_settings(), downloaded, parsed))
+    settings = task_settings()
+    return str(
+        capture.discarding_on_failure(settings, downloaded, lambda: capture.save_outputs(settings, downloaded, parsed))
+    )
 
 
 @task(name="upload_csv_to_database")

@@ -74,13 +74,23 @@ def test_a_file_with_only_the_header_keeps_the_period(db, own_portal):
     assert "recusado" in run_messages(db, run_id)
 
 
-def test_a_file_where_no_row_loads_keeps_the_period(db, own_portal):
-    """A comma-separated file: every line is quarantined."""
+@pytest.mark.parametrize("separator", [",", "\t"])
+def test_a_file_with_another_separator_fails_naming_it(db, own_portal, separator):
     lines = own_portal[1].read_bytes().decode("utf-8").splitlines()
-    commas = "\n".join(line.replace(";", ",") for line in lines) + "\n"
-    run_id = capture_good_then(db, own_portal, commas.encode())
+    other = "\n".join(line.replace(";", separator) for line in lines) + "\n"
+    run_id = capture_good_then(db, own_portal, other.encode())
     [(message,)] = query(db, "SELECT mensagem FROM logs.execucoes WHERE id_execucao = %s", (run_id,))
-    assert "Período 2023-09 recusado" in message
+    assert f"O arquivo {FILE} parece separado por {separator!r}, não por ';' como os da CGU" in message
+    assert "os dados anteriores do período não foram alterados" in message
+
+
+def test_a_file_where_no_row_loads_keeps_the_period(db, own_portal):
+    """A header-less file whose every line is cut short: every line is quarantined."""
+    lines = own_portal[1].read_bytes().decode("utf-8").splitlines()[1:]
+    cut = "\n".join(truncated(line) for line in lines) + "\n"
+    run_id = capture_good_then(db, own_portal, cut.encode())
+    [(message,)] = query(db, "SELECT mensagem FROM logs.execucoes WHERE id_execucao = %s", (run_id,))
+    assert "Período 2023-09 recusado" in message and "nenhuma das 50 linhas" in message
     [(situation, rows, loadable, quarantined)] = query(
         db,
         "SELECT tentativa_situacao, tentativa_linhas_arquivo, tentativa_linhas_carregaveis, "
@@ -386,3 +396,40 @@ def test_a_share_just_above_the_limit_never_reads_as_the_limit():
     assert percent_above(10001 * 100 / 20000, 50) == "50,01"  # 50,005%
     assert percent_above(52.0, 50) == "52,0"
     assert percent_above(100.0, 50) == "100,0"
+
+
+def local_files(settings, year: int, month: int) -> dict[str, bytes]:
+    """The period's local files (raw file, checksum, CSV, quarantine CSV), by name."""
+    found = {}
+    for kind in ("raw", "csv"):
+        folder = settings.data_dir / kind / f"ano={year}" / f"mes={month:02d}"
+        found.update({f"{kind}/{p.name}": p.read_bytes() for p in sorted(folder.iterdir())} if folder.exists() else {})
+    return found
+
+
+@pytest.mark.parametrize("historic", [False, True])
+def test_a_refused_file_leaves_the_local_copies_of_the_last_load(db, own_portal, settings, historic):
+    """The refusal says the previous data was kept: the local raw file, its checksum and the
+    CSVs too, not only the tables (they used to hold the refused file, whose sha256 then
+    differed from raw.capturas'). Nothing half-written is left next to them."""
+    from pipelines.flows import historic_capture_flow
+
+    flow = historic_capture_flow if historic else capture_flow
+    server, path = own_portal
+    good, _ = run_flow(flow, url=server.page_url)
+    assert good.is_successful(), good.message
+    before = local_files(settings, 2023, 9)
+    assert sorted(before) == [
+        "csv/quarentena_202309.csv",
+        "csv/terceirizados_202309.csv",
+        f"raw/{FILE}",
+        f"raw/{FILE}.sha256",
+    ]
+    [(sha,)] = query(db, "SELECT sha256_arquivo FROM raw.capturas")
+    assert before[f"raw/{FILE}.sha256"].decode().split()[0] == sha
+    path.write_bytes(first_lines(path, 20))
+    os.utime(path, (time.time() + 5, time.time() + 5))
+    refused, _ = run_flow(flow, url=server.page_url)
+    assert refused.is_failed()
+    assert query(db, "SELECT tentativa_situacao FROM raw.capturas") == [("recusada",)]
+    assert local_files(settings, 2023, 9) == before
