@@ -2,16 +2,20 @@
 not be placed.
 
 The page lists each year as an ``<h3>`` followed by a ``<ul>`` of links
-(``a.internal-link``) whose text is the month and whose href is the file.
+(``a.internal-link``) whose text is the month and whose href is the file; a link to a
+CSV/XLSX file elsewhere on the page (without the class, in an ``<ol>`` or a paragraph)
+is read the same way.
 Real-page noise handled here: unrelated links (the data dictionary PDF),
 an empty ``<h3>`` before one year's list, relative hrefs and the same period
-linked twice.
+linked twice (the first link is kept; for the newest period the latest capture
+fails instead: ``PortalListing.require_one_link_for``).
 
 A link whose text names a month is never guessed into a period: when its heading
 is not one year, its period is implausible (in the future, or before the first
-publication), it is not a CSV/XLSX, or its address is unsafe (another host than
-the page's or PORTAL_ALLOWED_HOSTS, a scheme other than http/https, control
-characters), it is reported as *unplaced* and never downloaded.
+publication), its file name or its text names another period, it is not a CSV/XLSX,
+or its address is unsafe (another host than the page's or PORTAL_ALLOWED_HOSTS, a
+scheme other than http/https, control characters), it is reported as *unplaced* and
+never downloaded.
 """
 
 from __future__ import annotations
@@ -93,15 +97,24 @@ def describe_unplaced(unplaced: list[UnplacedLink], limit: int = MAX_NAMED_LINKS
 
 class PortalListing(list):
     """The placed files, newest first (the list itself: ``listing[0]`` is the newest),
-    plus ``unplaced``: the page's month links that could not be placed in a period.
+    plus ``unplaced``: the page's month links that could not be placed in a period, and
+    ``duplicates``: the other links of a period linked more than once (the first is kept: the
+    real page links 2019-09 under two names).
 
     A list so that code that maps over or indexes the files keeps working; its
     attributes survive pickling (Dask workers)."""
 
-    def __init__(self, files: Iterable[PublishedFile] = (), unplaced: Iterable[UnplacedLink] = (), page_url: str = ""):
+    def __init__(
+        self,
+        files: Iterable[PublishedFile] = (),
+        unplaced: Iterable[UnplacedLink] = (),
+        page_url: str = "",
+        duplicates: dict[str, list[str]] | None = None,
+    ):
         super().__init__(files)
         self.unplaced = list(unplaced)
         self.page_url = page_url
+        self.duplicates = dict(duplicates or {})  # period label -> its other links (the first is kept)
 
     @property
     def files(self) -> list[PublishedFile]:
@@ -115,6 +128,17 @@ class PortalListing(list):
                 f"A estrutura da página mudou: {describe_unplaced(self.unplaced)}. Nenhum período foi carregado: "
                 f"com links sem período definido em {self.page_url}, não é possível saber qual é o período mais "
                 "recente."
+            )
+
+    def require_one_link_for(self, published: PublishedFile) -> None:
+        """Raise ``PortalStructureError`` when ``published``'s period has other links to other
+        files: which one is the period's file is not for the pipeline to guess."""
+        others = self.duplicates.get(published.label)
+        if others:
+            raise PortalStructureError(
+                f"O período {published.label} está na página em mais de um link, para arquivos diferentes: "
+                f"{printable(published.url)} e {', '.join(printable(url) for url in others)}. Não se sabe qual "
+                "arquivo vale; nada foi baixado. Confira o portal."
             )
 
 
@@ -183,13 +207,39 @@ def _period_problem(year: int, month: int, today: date) -> str | None:
     return None
 
 
+def _listed_link(link) -> bool:
+    """A link of the page's month lists: ``<a class="internal-link" href=...>`` inside a list
+    (``ul``), what the CSS selector ``ul a.internal-link[href]`` selects. Written out instead of
+    ``soup.select``: compiling the selector costs the scheduled run ~0.08 s."""
+    return "internal-link" in (link.get("class") or ()) and link.find_parent("ul") is not None
+
+
 def data_file_links(soup: BeautifulSoup) -> list:
-    """The page's file links, in page order: ``<a class="internal-link" href=...>`` inside a
-    list (``ul``), what the CSS selector ``ul a.internal-link[href]`` selects. Written out
-    instead of ``soup.select``: compiling the selector costs the scheduled run ~0.08 s."""
+    """The page's file links, in page order: those of the month lists (``_listed_link``) and
+    every other link to a CSV or XLSX file, wherever it is (without the class, in an ``<ol>``
+    or a paragraph): a new period's link written another way is read, not skipped in silence."""
     return [
-        link for link in soup.find_all("a", class_="internal-link", href=True) if link.find_parent("ul") is not None
+        link
+        for link in soup.find_all("a", href=True)
+        if _listed_link(link) or _file_format(urljoin("http://h/", link["href"].strip())) is not None
     ]
+
+
+def _named_period_problem(found: PublishedFile, text: str) -> str | None:
+    """Why the file name or the link text says another period than the page's place, or None.
+    Every real file name names its own period (2019-01 to 2024-05); a link of another period
+    placed under a year (a new year's link added to last year's list) would otherwise take
+    that year's period, or be dropped as its second link, in silence."""
+    named = FILE_PERIOD_PATTERN.search(found.file_name)
+    if named and (int(named.group(1)), int(named.group(2))) != (found.year, found.month):
+        return (
+            f"o nome do arquivo diz {named.group(1)}-{named.group(2)}, mas a página o lista em {found.label}: "
+            "não se sabe qual vale"
+        )
+    years = set(YEAR_PATTERN.findall(text))
+    if years and years != {str(found.year)}:
+        return f"o texto do link ('{printable(text)}') diz outro ano que o título ({found.year})"
+    return None
 
 
 def parse_portal_page(
@@ -217,6 +267,7 @@ def parse_portal_page(
 
     by_period: dict[tuple[int, int], PublishedFile] = {}
     unplaced: list[UnplacedLink] = []
+    duplicates: dict[str, list[str]] = {}
     for link in data_file_links(soup):
         text = link.get_text(" ", strip=True)
         month = _month_of(text)
@@ -225,6 +276,13 @@ def parse_portal_page(
         file_format = _file_format(url)
         if month is None and file_format is None:  # not a monthly file (the data dictionary, other pages)
             logger.debug("Link ignorado (não é arquivo de dados mensal): %s", printable(href))
+            continue
+        if month is None and not _listed_link(link):  # a CSV/XLSX elsewhere on the page, named by no month
+            logger.warning(
+                "Link ignorado: arquivo de dados fora das listas de meses, sem mês no texto ('%s', %s).",
+                printable(text),
+                printable(url),
+            )
             continue
         heading = _heading_of(link)
         year, problem = _year_problem(heading)
@@ -241,15 +299,17 @@ def parse_portal_page(
             logger.warning("Link da página não usado: %s.", refused.describe())
             continue
         found = PublishedFile(year=year, month=month, url=url, format=file_format)
-        named = FILE_PERIOD_PATTERN.search(found.file_name)
-        if named and (int(named.group(1)), int(named.group(2))) != (year, month):
-            logger.warning(
-                "O arquivo %s está listado em %s na página; vale o período da página.", found.file_name, found.label
-            )
+        problem = _named_period_problem(found, text)
+        if problem is not None:
+            refused = UnplacedLink(heading=heading, text=text, url=url, reason=problem)
+            unplaced.append(refused)
+            logger.warning("Link da página não usado: %s.", refused.describe())
+            continue
         previous = by_period.get((year, month))
         if previous is None:
             by_period[(year, month)] = found
         elif previous.url != found.url:
+            duplicates.setdefault(found.label, []).append(found.url)
             logger.warning(
                 "Período %s publicado em dois links; mantido o primeiro (%s), ignorado %s.",
                 found.label,
@@ -263,4 +323,4 @@ def parse_portal_page(
             f"A estrutura da página mudou: nenhum link de arquivo CSV/XLSX por mês encontrado em {page_url}.{named}"
         )
     files = sorted(by_period.values(), key=lambda f: (f.year, f.month), reverse=True)
-    return PortalListing(files, unplaced, page_url)
+    return PortalListing(files, unplaced, page_url, duplicates)

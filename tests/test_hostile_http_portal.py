@@ -49,7 +49,7 @@ def test_latest_capture_fails_on_an_unreadable_year_heading_and_keeps_the_data(d
     assert [row[0] for row in before] == ["2024-05"]
     # The 2024 heading mistyped with the letter O: its file must not become 2025-09.
     fresh_portal.page_override = page(
-        ("2025", link(f"{FILES}/terceirizados_202101.csv", "Janeiro")),
+        ("2025", link(f"{FILES}/terceirizados_202501.csv", "Janeiro")),
         ("2O24", link(f"{FILES}/terceirizados202309.csv", "Setembro")),
     )
     state, run_id = run_flow(capture_flow, url=fresh_portal.page_url)
@@ -65,7 +65,7 @@ def test_latest_capture_fails_on_an_unreadable_year_heading_and_keeps_the_data(d
     )
     assert loaded(db) == before
     assert fresh_portal.hits.get(f"{FILES}/terceirizados202309.csv") is None
-    assert fresh_portal.hits.get(f"{FILES}/terceirizados_202101.csv") is None
+    assert fresh_portal.hits.get(f"{FILES}/terceirizados_202501.csv") is None
 
 
 def test_latest_capture_never_loads_a_period_in_the_future(db, fresh_portal):

@@ -57,12 +57,73 @@ def test_changed_page_is_a_clear_failure(html, detail):
     assert detail in str(error.value)
 
 
-def test_month_inside_longer_text_and_period_mismatch_warning(caplog):
-    html = '<h3>2024</h3><ul><li><a class="internal-link" href="/a/terceirizados202309.csv">Maio de 2024</a></li></ul>'
-    with caplog.at_level("WARNING", logger="pipelines.portal"):
-        [found] = parse_portal_page(html, PAGE_URL)
+def test_month_inside_longer_text():
+    html = '<h3>2024</h3><ul><li><a class="internal-link" href="/a/terceirizados202405.csv">Maio de 2024</a></li></ul>'
+    [found] = parse_portal_page(html, PAGE_URL)
     assert (found.year, found.month) == (2024, 5)
-    assert "terceirizados202309.csv está listado em 2024-05" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("href", "text", "reason"),
+    [
+        (
+            "/a/terceirizados202309.csv",
+            "Maio",
+            "o nome do arquivo diz 2023-09, mas a página o lista em 2024-05: não se sabe qual vale",
+        ),
+        (
+            "/a/terceirizados.csv",
+            "Janeiro de 2025",
+            "o texto do link ('Janeiro de 2025') diz outro ano que o título (2024)",
+        ),
+    ],
+)
+def test_a_link_naming_another_period_than_its_place_is_unplaced(href, text, reason):
+    """A new year's link added to last year's list ('terceirizados202501.csv' or 'Janeiro de
+    2025' under 2024) used to become 2024's period, or its ignored second link: the newest
+    period was then skipped and the capture said Success."""
+    html = year_block("2024", link(href, text), link("/a/terceirizados202401.csv", "Janeiro"))
+    listing = parse_portal_page(html, PAGE_URL, today=TODAY)
+    assert [f.label for f in listing] == ["2024-01"]
+    assert [u.reason for u in listing.unplaced] == [reason]
+    with pytest.raises(PortalStructureError, match="estrutura da página mudou"):
+        listing.require_all_placed()
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        "<h3>2025</h3><ul><li><a href='/a/t202501.csv'>Janeiro</a></li></ul>",
+        "<h3>2025</h3><ul><li><a class='external-link' href='/a/t202501.csv'>Janeiro</a></li></ul>",
+        "<h3>2025</h3><ol><li><a class='internal-link' href='/a/t202501.csv'>Janeiro</a></li></ol>",
+        "<h3>2025</h3><p><a class='internal-link' href='/a/t202501.CSV'>Janeiro</a></p>",
+    ],
+)
+def test_a_new_link_written_another_way_is_still_read(shape):
+    """Only ``ul a.internal-link`` used to be read: a new period's link without the class, or
+    in another list or a paragraph, was skipped in silence and the capture took the period
+    before it as the newest."""
+    html = shape + year_block("2024", link("/a/t202409.csv", "Setembro"))
+    listing = parse_portal_page(html, PAGE_URL, today=date(2026, 11, 29))
+    assert [f.label for f in listing] == ["2025-01", "2024-09"] and listing.unplaced == []
+
+
+def test_a_data_file_outside_the_month_lists_without_a_month_is_ignored_with_a_warning(caplog):
+    html = "<p><a href='/a/consolidado.csv'>Base consolidada</a></p>" + year_block(
+        "2024", link("/a/t202409.csv", "Setembro")
+    )
+    with caplog.at_level("WARNING", logger="pipelines.portal"):
+        listing = parse_portal_page(html, PAGE_URL, today=TODAY)
+    assert [f.label for f in listing] == ["2024-09"] and listing.unplaced == []
+    assert "consolidado.csv" in caplog.text
+
+
+def test_the_newest_period_linked_to_two_files_is_not_guessed():
+    html = year_block("2024", link("/a/t202409_parcial.csv", "Setembro"), link("/a/t202409.csv", "Setembro"))
+    listing = parse_portal_page(html, PAGE_URL, today=TODAY)
+    assert listing.duplicates == {"2024-09": [f"{HOST}/a/t202409.csv"]}
+    with pytest.raises(PortalStructureError, match=r"2024-09 está na página em mais de um link.*t202409_parcial.csv e"):
+        listing.require_one_link_for(listing[0])
 
 
 # -- a page that changed shape: nothing placed in the wrong period, nothing followed off the portal --
@@ -288,7 +349,7 @@ def _pages(draw, depth=0):
             parts.append(f"<{tag}>{draw(_pages(depth + 1))}</{tag}>")
         else:
             css = draw(st.sampled_from(_CLASSES))
-            href = draw(st.sampled_from([' href="a.csv"', ' href=""', ""]))
+            href = draw(st.sampled_from([' href="a.csv"', ' href="b.XLSX"', ' href="c.pdf"', ' href=""', ""]))
             attribute = "" if css is None else f' class="{css}"'
             parts.append(f"<a{attribute}{href}>{draw(st.sampled_from(['Maio', 'x', '']))}</a>")
     return "".join(parts)
@@ -298,4 +359,4 @@ def _pages(draw, depth=0):
 @given(_pages())
 def test_the_file_links_are_those_the_css_selector_selects(html):
     soup = BeautifulSoup(html, "html.parser")
-    assert data_file_links(soup) == soup.select("ul a.internal-link[href]")
+    assert data_file_links(soup) == soup.select("ul a.internal-link[href], a[href$='.csv' i], a[href$='.xlsx' i]")
