@@ -40,7 +40,7 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from pipelines.errors import DownloadError, TransientDownloadError
-from pipelines.portal import PublishedFile
+from pipelines.portal import PublishedFile, printable
 
 logger = logging.getLogger("pipelines.download")
 
@@ -298,7 +298,79 @@ def _read_streamed(response, clock: _Clock) -> bytes:
     return b"".join(chunks)
 
 
+def _content_encoding(headers) -> str:
+    return headers.get("Content-Encoding", "identity").strip().lower() or "identity"
+
+
+class _Inflater:
+    """A gzip or deflate body (zlib-wrapped, or raw as some servers send it), decoded here
+    rather than by urllib3, whose decoders accept a stream that stops before its end: a body
+    cut short decoded to its first lines, a shorter file that looked whole."""
+
+    def __init__(self, encoding: str):
+        self.encoding = encoding
+        # gzip: a gzip header (wbits 16+); deflate: a zlib header, else raw deflate (decided on the first bytes)
+        self.decoder = zlib.decompressobj(16 + zlib.MAX_WBITS) if "gzip" in encoding else None
+        self.pending = b""
+
+    def _start(self, data: bytes) -> bytes:
+        self.pending += data
+        if len(self.pending) < 2:
+            return b""
+        first, second = self.pending[0], self.pending[1]
+        wrapped = first & 0x0F == 8 and (first << 8 | second) % 31 == 0
+        self.decoder = zlib.decompressobj(zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS)
+        data, self.pending = self.pending, b""
+        return data
+
+    def feed(self, data: bytes, room: int) -> list[bytes]:
+        """The decoded bytes of ``data``; at most ``room`` + 1 of them (the caller's size limit)."""
+        if self.decoder is None:
+            data = self._start(data)
+            if self.decoder is None:
+                return []
+        pieces = []
+        while data and room >= 0:
+            piece = self.decoder.decompress(data, min(CHUNK_SIZE, room + 1))
+            pieces.append(piece)
+            room -= len(piece)
+            data = self.decoder.unconsumed_tail
+        return pieces
+
+    def finished(self) -> bool:
+        return self.decoder is not None and self.decoder.eof and not self.decoder.unused_data
+
+
+def _read_encoded(response, clock: _Clock) -> bytes:
+    """A body the server compressed although ``Accept-Encoding: identity`` was asked: decoded,
+    within the size limit, and only when its compressed stream reached its end."""
+    encoding = _content_encoding(response.headers)
+    if encoding not in ("gzip", "x-gzip", "deflate"):
+        raise DownloadError(
+            f"O servidor mandou {clock.url} com a codificação {printable(encoding)!r} (Content-Encoding), que não "
+            "foi pedida nem é conhecida (só gzip e deflate): o arquivo não foi lido."
+        )
+    inflater, chunks, size = _Inflater(encoding), [], 0
+    for raw in response.raw.stream(CHUNK_SIZE, decode_content=False):
+        for piece in inflater.feed(raw, clock.limits.max_bytes - size):
+            size += len(piece)
+            if size > clock.limits.max_bytes:
+                raise _too_large(clock.url, clock.limits, size, declared=False)
+            chunks.append(piece)
+        clock.check(size)
+    if clock.expired():
+        raise clock.too_slow(size)
+    if not inflater.finished():
+        raise TransientDownloadError(
+            f"Download truncado de {clock.url}: o corpo comprimido ({encoding}, Content-Encoding) terminou antes do "
+            f"fim do fluxo ({size} bytes decodificados); o arquivo ficaria incompleto, então foi descartado."
+        )
+    return b"".join(chunks)
+
+
 def _read_body(response, clock: _Clock) -> bytes:
+    if _content_encoding(response.headers) != "identity":
+        return _read_encoded(response, clock)
     declared = _declared_length(response.headers)
     if declared is not None and declared > clock.limits.max_bytes:
         raise _too_large(clock.url, clock.limits, declared, declared=True)

@@ -322,3 +322,71 @@ def test_xlsx_member_inflating_past_its_declared_size_is_refused(serve):
         f"O arquivo {url} não é um XLSX válido: xl/worksheets/sheet1.xml se descompacta em mais que os "
         "1000 bytes declarados no ZIP" in str(raised.value)
     )
+
+
+# -- a compressed body the server was not asked for (hostile re-test, 2026-11-30) ---------------
+
+import gzip as gzip_module  # noqa: E402
+import zlib  # noqa: E402
+
+
+def gzipped(body: bytes) -> bytes:
+    return gzip_module.compress(body, 9)
+
+
+def send_encoded(payload: bytes, encoding: str = "gzip", framing: str = "length"):
+    def behaviour(connection, _):
+        if framing == "length":
+            connection.sendall(
+                head(Content_Type="text/csv", Content_Encoding=encoding, Content_Length=len(payload)) + payload
+            )
+        elif framing == "chunked":
+            chunk = b"%x\r\n" % len(payload) + payload + b"\r\n0\r\n\r\n"
+            connection.sendall(
+                head(Content_Type="text/csv", Content_Encoding=encoding, Transfer_Encoding="chunked") + chunk
+            )
+        else:
+            connection.sendall(head(Content_Type="text/csv", Content_Encoding=encoding, Connection="close") + payload)
+        connection.shutdown(socket.SHUT_WR)
+
+    return behaviour
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked", "close"])
+def test_a_whole_gzip_body_is_decoded(serve, framing):
+    body = csv_body(5000)
+    server = serve(send_encoded(gzipped(body), framing=framing))
+    assert download_file(as_published(server.url()), HttpLimits(timeout=2)).content == body
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked", "close"])
+def test_a_gzip_body_cut_before_its_end_is_truncated_not_a_shorter_file(serve, framing):
+    """The server compressed although 'Accept-Encoding: identity' was asked, and the gzip
+    stream stops before its end (its Content-Length, if any, says the bytes sent): it used to
+    decode to the first 40% of the lines and load them as the whole period."""
+    body = csv_body(5000)
+    compressed = gzipped(body)
+    server = serve(send_encoded(compressed[: len(compressed) * 2 // 5], framing=framing))
+    with pytest.raises(TransientDownloadError, match="Download truncado") as raised:
+        download_file(as_published(server.url()), HttpLimits(timeout=2))
+    assert "gzip" in str(raised.value) and server.url() in str(raised.value)
+
+
+def test_a_gzip_body_inflating_past_the_size_limit_is_refused(serve):
+    compressed = gzipped(b"0" * 5_000_000)
+    server = serve(send_encoded(compressed))
+    with pytest.raises(DownloadError, match="MAX_DOWNLOAD_MB"):
+        download_file(as_published(server.url()), HttpLimits(timeout=2, max_bytes=1_000_000))
+
+
+def test_a_raw_deflate_body_is_decoded(serve):
+    body = csv_body(3000)
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    server = serve(send_encoded(compressor.compress(body) + compressor.flush(), encoding="deflate"))
+    assert download_file(as_published(server.url()), HttpLimits(timeout=2)).content == body
+
+
+def test_an_encoding_that_was_not_asked_and_is_not_known_is_refused(serve):
+    server = serve(send_encoded(b"\x00\x01\x02", encoding="zz-desconhecida"))
+    with pytest.raises(DownloadError, match="zz-desconhecida"):
+        download_file(as_published(server.url()), HttpLimits(timeout=2))
