@@ -135,6 +135,8 @@ def padded(value: str, width: int):
     number = text(value)
     if number is None:
         return None
+    if number.startswith("-"):  # a negative number ('-1', '-2': "no value"), not a code
+        return Nulled("código negativo")
     digits = re.sub(r"[./-]", "", number)
     return digits.rjust(width, "0") if re.fullmatch(f"[0-9]{{1,{width}}}", digits) else Nulled("código inválido")
 
@@ -159,7 +161,7 @@ def cnpj(value: str):
     if not isinstance(digits, Nulled):
         return digits
     characters = re.sub(r"[./-]", "", text(value))
-    if re.fullmatch("[0-9A-Za-z]{12}[0-9]{2}", characters):
+    if re.fullmatch("[0-9A-Za-z]{12}[0-9]{2}", characters) and not text(value).startswith("-"):
         upper = characters.upper()
         return upper if cnpj_check_digits(upper[:12]) == upper[12:] else Nulled("dígitos verificadores errados")
     return Nulled("CNPJ inválido")

@@ -387,3 +387,21 @@ def test_the_cnpj_cast_keeps_a_create_table_as_parallel(settings, db):
         plan = "\n".join(line for (line,) in cursor.fetchall())
         cursor.execute("RESET ALL; DROP TABLE public.cnpjs")
     assert "Gather" in plan and "SubPlan" not in plan, plan
+
+
+def test_a_negative_code_is_never_padded_into_a_code(macros):
+    """'-1' and '-2' mean "no value" in the CGU's codes: the UG gestora's and the CNPJ's cast
+    used to strip the '-' and pad them into the codes 000001 and 00000000000001 (a company of
+    30 workers in the marts). A value that starts with '-' is not a code: NULL and counted."""
+    values = ["-1", "-2", "-000001", "-19.232.342/0001-65", "153061", "19.232.342/0001-65"]
+    rows, counted = macros(values)
+    assert [(row[7], row[8]) for row in rows] == [
+        (None, None),
+        (None, None),
+        (None, None),
+        (None, None),
+        ("153061", "00000000153061"),
+        (None, "19232342000165"),
+    ]
+    assert (counted["ug"], counted["cnpj"]) == (5, 4)
+    check(macros, values)

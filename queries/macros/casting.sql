@@ -27,9 +27,11 @@
     end
 {%- endmacro %}
 
-{# Codes published as numbers lose their leading zeros (XLSX): pad back to width. #}
+{# Codes published as numbers lose their leading zeros (XLSX): pad back to width. The
+   separators . / - of a formatted code are dropped first; a value that starts with '-' is a
+   negative number ('-1' and '-2' mean "no value" in the CGU's codes), not a code: NULL. #}
 {% macro zero_pad(column, width) -%}
-    case when regexp_replace({{ column }}, '[./-]', '', 'g') ~ '^[0-9]{1,{{ width }}}$'
+    case when regexp_replace({{ column }}, '[./-]', '', 'g') ~ '^[0-9]{1,{{ width }}}$' and {{ column }} !~ '^-'
         then lpad(regexp_replace({{ column }}, '[./-]', '', 'g'), {{ width }}, '0') end
 {%- endmacro %}
 
@@ -37,11 +39,12 @@
    the Receita Federal issues to new companies from July 2026 (IN RFB 2.229/2024): 12 ASCII
    letters or digits and 2 check digits, kept in upper case. A value with letters must carry
    its check digits (cnpj_check_digits): otherwise it is more likely a numeric CNPJ mistyped
-   (19.232.342/0OO1-65) than a new company. Anything else is NULL and counted. #}
+   (19.232.342/0OO1-65) than a new company. Anything else (a value starting with '-' too) is
+   NULL and counted. #}
 {% macro cnpj(column) -%}
     {%- set compact = "regexp_replace(" ~ column ~ ", '[./-]', '', 'g')" -%}
     coalesce({{ zero_pad(column, 14) }},
-             case when {{ compact }} ~ '^[{{ ascii_alphanumeric() }}]{12}[0-9]{2}$'
+             case when {{ compact }} ~ '^[{{ ascii_alphanumeric() }}]{12}[0-9]{2}$' and {{ column }} !~ '^-'
                       and {{ cnpj_check_digits(upper_ascii(compact)) }} = right({{ compact }}, 2)
                   then {{ upper_ascii(compact) }} end)
 {%- endmacro %}
