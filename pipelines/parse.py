@@ -15,6 +15,7 @@ import codecs
 import csv
 import gc
 import io
+import json
 import re
 from collections import Counter
 from contextlib import contextmanager
@@ -471,6 +472,11 @@ def _quarantined(parsed: ParsedFile, reasons: dict[int, str]) -> ParsedFile:
 
 
 MAX_VALUE_CHARACTERS = 500
+# The marts' widest key: a contract and an organ, each a JSON array of three values
+# (queries/models/marts/contratos_por_periodo.sql), in one B-tree entry of at most 2,704 bytes.
+ANALYSIS_KEY_COLUMNS = ("cd_ug_gestora", "nr_contrato", "nr_cnpj", "sg_orgao_sup_tabela_ug", "sg_orgao", "nm_orgao")
+MAX_KEY_BYTES = 2400  # with room for the entry's header, the year and month and the arrays' punctuation
+MAX_JSON_BYTES_PER_CHARACTER = 6  # a control character is written \u00XX
 
 
 def no_oversized_values(parsed: ParsedFile) -> ParsedFile:
@@ -480,11 +486,13 @@ def no_oversized_values(parsed: ParsedFile) -> ParsedFile:
     failed every historic materialization after it. 500 characters are at most 2 kB, so a
     one-column key always fits; the marts' keys of several values fit for any realistic text.
     Real values are under 200 characters; a longer one is a broken line (a quote left open
-    across lines, two columns glued) rather than a name."""
+    across lines, two columns glued) rather than a name. The values of the marts' widest key
+    (``ANALYSIS_KEY_COLUMNS``, as JSON) must fit in ``MAX_KEY_BYTES`` together: three organ
+    names of 500 four-byte characters each used to fail every historic materialization."""
     reasons: dict[int, str] = {}
     for index, (text, _, _) in enumerate(parsed.records):
-        if len(text) <= MAX_VALUE_CHARACTERS:
-            continue  # no value can be longer than the line: almost every row stops here
+        if len(text) <= MAX_KEY_BYTES // MAX_JSON_BYTES_PER_CHARACTER:
+            continue  # nothing in the line can be too long: almost every row stops here
         try:
             values = next(csv.reader([text], delimiter=CSV_DELIMITER))
         except csv.Error:  # a value past the csv module's own limit (131,072 characters): too long too
@@ -494,6 +502,17 @@ def no_oversized_values(parsed: ParsedFile) -> ParsedFile:
         ]
         if long:
             reasons[index] = f"valor com mais de {MAX_VALUE_CHARACTERS} caracteres: {', '.join(long)}"
+            continue
+        key_bytes = sum(
+            len(json.dumps(value, ensure_ascii=False).encode())
+            for name, value in zip(SOURCE_COLUMNS, values)
+            if name in ANALYSIS_KEY_COLUMNS
+        )
+        if key_bytes > MAX_KEY_BYTES:
+            reasons[index] = (
+                f"valores longos demais para a chave das tabelas de análise ({', '.join(ANALYSIS_KEY_COLUMNS)}: "
+                f"{key_bytes} bytes, o limite é {MAX_KEY_BYTES})"
+            )
     return _quarantined(parsed, reasons) if reasons else parsed
 
 

@@ -19,7 +19,7 @@ from pipelines import constants
 from pipelines.dbt import run_dbt
 from pipelines.results import analyses
 from pipelines.results.formatting import brl, integer
-from pipelines.results.queries import ResultsRepository, make_engine
+from pipelines.results.queries import MARTS_SOURCE, ResultsRepository, make_engine
 from pipelines.settings import load_settings
 from tests.browser import serve, wait_text
 from tests.conftest import query
@@ -621,3 +621,36 @@ def test_a_company_with_an_alphanumeric_cnpj_is_found_and_labelled(marts, repo, 
                 "OR (chave_empresa LIKE '99123%%' AND razao_social_empresa = 'OUTRA')"
             )
         conn.close()
+
+
+def test_half_updated_marts_are_not_shown_as_current(marts, repo, settings):
+    """A marts build that fails (or is killed) after some marts took a new period leaves the
+    others behind: the page used to show the new period's organs at 0 and "no change" in the
+    largest variations. It now says the tables are out of date, as the charts fall back."""
+    results = ResultsRepository(make_engine(settings))
+    assert results.chart_source() == MARTS_SOURCE and repo.ready()
+
+    def shift(model: str, hours: int) -> None:
+        query(
+            marts,
+            "UPDATE marts.periodos_construidos SET construido_em = construido_em + make_interval(hours => %s) "
+            "WHERE modelo = %s RETURNING 1",
+            (hours, model),
+        )
+
+    shift("variacao_entre_periodos", -1)  # built before the marts it compares: left behind
+    try:
+        assert not repo.ready()
+        with pytest.raises(analyses.MartsMissingError, match="desatualizadas") as raised:
+            repo.require()
+        assert "run/historic_materialize.py" in str(raised.value)
+        assert results.chart_source() == MARTS_SOURCE  # the charts do not read that table
+    finally:
+        shift("variacao_entre_periodos", 1)
+    shift("orgaos_por_periodo", -1)
+    try:
+        assert not repo.ready() and results.chart_source() != MARTS_SOURCE
+    finally:
+        shift("orgaos_por_periodo", 1)
+    assert repo.ready() and results.chart_source() == MARTS_SOURCE
+    results.engine.dispose()

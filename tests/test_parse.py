@@ -578,3 +578,17 @@ def test_an_xlsx_without_a_data_sheet_names_its_sheets():
     content = _workbook(("Notas", [["Fonte: CGU"]]), ("Resumo", [["Total", 3]]))
     with pytest.raises(SourceFormatError, match=r"'Notas', 'Resumo'"):
         parse_for_load(content, "xlsx", "f.xlsx")
+
+
+def test_a_row_too_long_for_the_analysis_keys_is_quarantined():
+    """The marts' key of a contract and organ (UG, contract, CNPJ, and the organ's three
+    names, as JSON) must fit a B-tree entry (2,704 bytes): a row with three organ names of
+    500 four-byte characters (each under the 500-character limit) loaded, and then every
+    historic materialization failed on 'index row size 6072 exceeds btree version 4 maximum'."""
+    wide = "\U0001f600" * 450
+    too_long = with_values(id_terc="8761996", sg_orgao_sup_tabela_ug=wide, sg_orgao=wide, nm_orgao=wide)
+    long_but_fitting = with_values(id_terc="8761997", nm_orgao="Á" * 500)
+    parsed = parse_for_load(csv_bytes([ROW, too_long, long_but_fitting]), "csv", "f.csv")
+    assert parsed.rows["id_terc"].tolist() == ["8761995", "8761997"]
+    [line] = parsed.quarantine
+    assert line.line_number == 3 and "chave das tabelas de análise" in line.reason and "bytes" in line.reason

@@ -27,7 +27,7 @@ from sqlalchemy.engine import Engine
 from pipelines import constants as c
 from pipelines.results.export import csv_stream
 from pipelines.results.formatting import AG_GRID_LOCALE, GRAPH_CONFIG, PLOTLY_SEPARATORS, brl, integer, period_label
-from pipelines.results.queries import DATABASE_UNAVAILABLE, InvalidRequestError, is_query_timeout
+from pipelines.results.queries import DATABASE_UNAVAILABLE, InvalidRequestError, is_query_timeout, marts_current
 from pipelines.results.views import axis_from_zero
 
 SCHEMA = c.MARTS_SCHEMA
@@ -43,6 +43,11 @@ EXPORT_LIMIT = 1_000_000
 OPTIONS_SHOWN = 50
 HISTORIC_COMMANDS = (".venv/bin/python run/historic_capture.py", ".venv/bin/python run/historic_materialize.py")
 MISSING_MESSAGE = "As tabelas de análise ainda não foram construídas."
+STALE_MESSAGE = (
+    "As tabelas de análise estão desatualizadas: a última materialização histórica não terminou de atualizá-las "
+    "(falhou ou foi interrompida), e umas têm períodos ou versões que outras não têm. Rode de novo "
+    f"{HISTORIC_COMMANDS[1]}; o erro dela está na página Execuções."
+)
 DB_DOWN_MESSAGE = "Banco de dados indisponível."
 TIMEOUT_MESSAGE = "A consulta passou do limite de tempo e foi cancelada; tente de novo."
 NOTHING_CAPTURED_MESSAGE = "Nada foi capturado ainda."
@@ -233,17 +238,29 @@ class AnalysesRepository:
         with self.engine.connect() as conn:
             return [dict(row._mapping) for row in conn.execute(text(query), params)]
 
-    def ready(self) -> bool:
-        """Whether every analysis table exists and the periods' totals have rows."""
-        names = ", ".join(f"to_regclass('{SCHEMA}.{table}') is not null" for table in TABLES)
+    def problem(self) -> str | None:
+        """Why the page cannot show the analysis tables (every one exists, the periods' totals
+        have rows, and they were all built from the historic table as it is now), or None."""
+        tables = (*TABLES, "periodos_construidos")
+        names = ", ".join(f"to_regclass('{SCHEMA}.{table}') is not null" for table in tables)
         with self.engine.connect() as conn:
             if not all(conn.execute(text(f"select {names}")).one()):
-                return False
-            return conn.execute(text(f"select exists (select 1 from {SCHEMA}.totais_por_periodo)")).scalar_one()
+                return MISSING_MESSAGE
+            if not conn.execute(text(f"select exists (select 1 from {SCHEMA}.totais_por_periodo)")).scalar_one():
+                return MISSING_MESSAGE
+            if not conn.execute(
+                text(f"select to_regclass('{c.STAGING_SCHEMA}.periodos_materializados') is not null")
+            ).scalar_one():
+                return STALE_MESSAGE
+        return None if marts_current(self.engine, tuple(TABLES)) else STALE_MESSAGE
+
+    def ready(self) -> bool:
+        return self.problem() is None
 
     def require(self) -> None:
-        if not self.ready():
-            raise MartsMissingError(MISSING_MESSAGE)
+        problem = self.problem()
+        if problem is not None:
+            raise MartsMissingError(problem)
 
     def published_periods(self) -> list[tuple[int, int]]:
         return [
@@ -678,11 +695,11 @@ def comparison_text(comparison: Comparison | None) -> str:
     return text_value + ". Órgãos e empresas ausentes de uma das duas publicações contam 0 nela."
 
 
-def missing_notice() -> html.Div:
+def missing_notice(message: str = MISSING_MESSAGE) -> html.Div:
     capture, materialize = HISTORIC_COMMANDS
     return html.Div(
         [
-            html.P(html.Strong(MISSING_MESSAGE)),
+            html.P(html.Strong(message)),
             html.P(
                 "Elas são construídas pela materialização histórica, a partir de todos os períodos capturados. "
                 "Para preenchê-las, rode:"
@@ -836,7 +853,7 @@ MISSING_DATABASE = re.compile(r'database "[^"]+" (does not exist|não existe)')
 
 def _problem_text(error: Exception) -> str:
     if isinstance(error, MartsMissingError):
-        return MISSING_MESSAGE
+        return str(error)
     if isinstance(error, InvalidRequestError):
         return f"Pedido inválido: {error}."
     if is_query_timeout(error):
@@ -864,7 +881,7 @@ def register_callbacks(app: Dash, repository_or_engine) -> AnalysesRepository:
 
     def show_problem(error: Exception) -> None:
         if isinstance(error, MartsMissingError):
-            set_props("analises-info", {"children": missing_notice()})
+            set_props("analises-info", {"children": missing_notice(str(error))})
             set_props("analises-conteudo", {"style": {"display": "none"}})
         else:
             set_props("analises-info", {"children": html.Div(_problem_text(error), className="error")})
@@ -898,7 +915,7 @@ def register_callbacks(app: Dash, repository_or_engine) -> AnalysesRepository:
             return no_update, no_update, html.Div(_problem_text(error), className="error"), no_update
         except failures as error:
             if isinstance(error, MartsMissingError):
-                return [], None, missing_notice(), {"display": "none"}
+                return [], None, missing_notice(str(error)), {"display": "none"}
             return [], None, html.Div(_problem_text(error), className="error"), no_update
 
     @app.callback(
@@ -1004,8 +1021,10 @@ def register_callbacks(app: Dash, repository_or_engine) -> AnalysesRepository:
             view, header, rows = export_rows(repo, request.args)
         except InvalidRequestError as error:
             return _plain(f"Exportação inválida: {error}.", 400)
-        except MartsMissingError:
+        except MartsMissingError as error:
             capture, materialize = HISTORIC_COMMANDS
+            if str(error) != MISSING_MESSAGE:
+                return _plain(str(error), 503)
             return _plain(f"{MISSING_MESSAGE} Rode {capture} e depois {materialize}.", 404)
         except DATABASE_UNAVAILABLE as error:
             return _plain(

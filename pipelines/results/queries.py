@@ -398,65 +398,11 @@ class ResultsRepository:
         return None
 
     def _marts_current(self) -> bool:
-        """Whether the charts' marts were built from the historic table as it is now (a marts
-        build that failed after the historic models changed leaves them behind: the charts then
-        read the historic table instead of showing old values or leaving a period out).
-
-        marts.periodos_construidos records, per mart and period, the version of its source the
-        rows were built from (queries/macros/marts_incremental.sql): for a mart built from the
-        historic table, 'historic_transformed@' and the transaction that wrote the period's
-        rows (the xmin of its first row by key; the models rewrite a period whole); for
-        orgaos/empresas_por_periodo, built from contratos_por_periodo, they must have been built
-        after it."""
         if not self.table_exists(c.STAGING_SCHEMA, "periodos_materializados") or not self.table_exists(
             c.MARTS_SCHEMA, "periodos_construidos"
         ):
             return False
-        direct = ("totais_por_periodo", "escolaridade_por_periodo", "contratos_por_periodo")
-        derived = ("orgaos_por_periodo", "empresas_por_periodo")
-        with self.engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn:
-            return conn.execute(
-                text(f"""
-                    WITH atual AS (
-                        SELECT p.ano, p.mes, '{HISTORIC}@' || (
-                            SELECT h.xmin::text FROM {c.STAGING_SCHEMA}.{HISTORIC} AS h
-                            WHERE h.ano = p.ano AND h.mes = p.mes ORDER BY h.id_terceirizado LIMIT 1
-                        ) AS versao
-                        FROM (SELECT extract(year FROM periodo)::integer AS ano,
-                                     extract(month FROM periodo)::integer AS mes
-                              FROM {c.STAGING_SCHEMA}.periodos_materializados
-                              WHERE modelo = :historic AND linhas > 0) AS p
-                    ),
-                    registro AS (
-                        SELECT modelo, ano, mes, versao_fonte, construido_em
-                        FROM {c.MARTS_SCHEMA}.periodos_construidos
-                    ),
-                    diretos AS (SELECT unnest(CAST(:direct AS text[])) AS modelo)
-                    SELECT NOT EXISTS (  -- a period of the table missing or of another version in a mart
-                        SELECT 1 FROM atual AS a CROSS JOIN diretos AS d
-                        LEFT JOIN registro AS r ON r.modelo = d.modelo AND r.ano = a.ano AND r.mes = a.mes
-                        WHERE r.versao_fonte IS DISTINCT FROM a.versao
-                    ) AND NOT EXISTS (  -- a period in a mart that the table no longer has
-                        SELECT 1 FROM registro AS r
-                        WHERE r.modelo = ANY(CAST(:all AS text[]))
-                          AND NOT EXISTS (SELECT 1 FROM atual AS a WHERE a.ano = r.ano AND a.mes = r.mes)
-                    ) AND NOT EXISTS (  -- a derived mart built before its source's period
-                        SELECT 1 FROM registro AS r JOIN registro AS fonte
-                            ON fonte.modelo = 'contratos_por_periodo' AND fonte.ano = r.ano AND fonte.mes = r.mes
-                        WHERE r.modelo = ANY(CAST(:derived AS text[])) AND r.construido_em < fonte.construido_em
-                    ) AND NOT EXISTS (  -- the periods' rows: the same in the table and in the totals
-                        SELECT ano, mes, quantidade_terceirizados FROM {c.MARTS_SCHEMA}.totais_por_periodo
-                        EXCEPT
-                        SELECT extract(year FROM periodo)::integer, extract(month FROM periodo)::integer, linhas
-                        FROM {c.STAGING_SCHEMA}.periodos_materializados WHERE modelo = :historic AND linhas > 0
-                    ) AND NOT EXISTS (  -- a derived mart without a period its source has
-                        SELECT 1 FROM registro AS fonte CROSS JOIN unnest(CAST(:derived AS text[])) AS d(modelo)
-                        WHERE fonte.modelo = 'contratos_por_periodo' AND NOT EXISTS (
-                            SELECT 1 FROM registro AS r WHERE r.modelo = d.modelo AND r.ano = fonte.ano
-                              AND r.mes = fonte.mes)
-                    )"""),
-                {"historic": HISTORIC, "direct": list(direct), "derived": list(derived), "all": [*direct, *derived]},
-            ).scalar_one()
+        return marts_current(self.engine, CHART_MARTS)
 
     def totals_by_period(self, source: str) -> pd.DataFrame:
         if source == MARTS_SOURCE:
@@ -704,3 +650,82 @@ def order_sql(sort_model: list | None, columns: dict[str, Column], quote, key: t
         sorted_by.add(name)
     parts += [quote(name) for name in key if name not in sorted_by]
     return " ORDER BY " + ", ".join(parts) if parts else ""
+
+
+# The marts built from other marts (queries/models/marts/*.sql, meta.marts.fontes).
+MART_SOURCES = {
+    "orgaos_por_periodo": ("contratos_por_periodo",),
+    "empresas_por_periodo": ("contratos_por_periodo",),
+    "contratos": ("contratos_por_periodo", "empresas_por_periodo"),
+    "variacao_entre_periodos": ("totais_por_periodo", "orgaos_por_periodo", "empresas_por_periodo"),
+}
+HISTORIC_SOURCED = ("totais_por_periodo", "escolaridade_por_periodo", "contratos_por_periodo", "empresas_por_periodo")
+
+
+def marts_current(engine: Engine, marts: tuple[str, ...]) -> bool:
+    """Whether the marts ``marts`` (and the marts they are built from) were built from the
+    historic table as it is now. A marts build that failed or was killed after the historic
+    models changed, or after some marts took a new period and before the others did, leaves
+    them behind: the readers then must not show them as the data.
+
+    marts.periodos_construidos records, per mart and period, the version of its source the rows
+    were built from (queries/macros/marts_incremental.sql): for a mart built from the historic
+    table, 'historic_transformed@' and the transaction that wrote the period's rows (the xmin of
+    its first row by key; the models rewrite a period whole); a mart built from other marts must
+    have been built, for each of their periods, after them."""
+    needed, pending = set(), list(marts)
+    while pending:
+        mart = pending.pop()
+        if mart not in needed:
+            needed.add(mart)
+            pending.extend(MART_SOURCES.get(mart, ()))
+    direct = [mart for mart in HISTORIC_SOURCED if mart in needed]
+    pairs = [(mart, source) for mart in sorted(needed) for source in MART_SOURCES.get(mart, ())]
+    with engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn:
+        return conn.execute(
+            text(f"""
+                WITH atual AS (
+                    SELECT p.ano, p.mes, '{HISTORIC}@' || (
+                        SELECT h.xmin::text FROM {c.STAGING_SCHEMA}.{HISTORIC} AS h
+                        WHERE h.ano = p.ano AND h.mes = p.mes ORDER BY h.id_terceirizado LIMIT 1
+                    ) AS versao
+                    FROM (SELECT extract(year FROM periodo)::integer AS ano,
+                                 extract(month FROM periodo)::integer AS mes
+                          FROM {c.STAGING_SCHEMA}.periodos_materializados
+                          WHERE modelo = :historic AND linhas > 0) AS p
+                ),
+                registro AS (
+                    SELECT modelo, ano, mes, versao_fonte, construido_em
+                    FROM {c.MARTS_SCHEMA}.periodos_construidos
+                ),
+                diretos AS (SELECT unnest(CAST(:direct AS text[])) AS modelo),
+                dependencias AS (
+                    SELECT * FROM unnest(CAST(:models AS text[]), CAST(:sources AS text[])) AS d(modelo, fonte)
+                )
+                SELECT NOT EXISTS (  -- a period of the table missing or of another version in a mart
+                    SELECT 1 FROM atual AS a CROSS JOIN diretos AS d
+                    LEFT JOIN registro AS r ON r.modelo = d.modelo AND r.ano = a.ano AND r.mes = a.mes
+                    WHERE r.versao_fonte IS NULL OR a.versao <> ALL(string_to_array(r.versao_fonte, ' '))
+                ) AND NOT EXISTS (  -- a period in a mart that the table no longer has
+                    SELECT 1 FROM registro AS r
+                    WHERE r.modelo = ANY(CAST(:all AS text[]))
+                      AND NOT EXISTS (SELECT 1 FROM atual AS a WHERE a.ano = r.ano AND a.mes = r.mes)
+                ) AND NOT EXISTS (  -- a mart without a period of a mart it is built from, or built before it
+                    SELECT 1 FROM dependencias AS d JOIN registro AS fonte ON fonte.modelo = d.fonte
+                    WHERE NOT EXISTS (
+                        SELECT 1 FROM registro AS r WHERE r.modelo = d.modelo AND r.ano = fonte.ano
+                          AND r.mes = fonte.mes AND r.construido_em >= fonte.construido_em)
+                ) AND NOT EXISTS (  -- the periods' rows: the same in the table and in the totals
+                    SELECT ano, mes, quantidade_terceirizados FROM {c.MARTS_SCHEMA}.totais_por_periodo
+                    EXCEPT
+                    SELECT extract(year FROM periodo)::integer, extract(month FROM periodo)::integer, linhas
+                    FROM {c.STAGING_SCHEMA}.periodos_materializados WHERE modelo = :historic AND linhas > 0
+                )"""),
+            {
+                "historic": HISTORIC,
+                "direct": direct,
+                "all": sorted(needed),
+                "models": [mart for mart, _ in pairs],
+                "sources": [source for _, source in pairs],
+            },
+        ).scalar_one()
