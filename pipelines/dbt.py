@@ -22,6 +22,7 @@ import importlib.metadata
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 import threading
@@ -103,8 +104,33 @@ def dbt_environment(settings: Settings) -> None:
         "POSTGRES_PASSWORD": settings.postgres_password,
         "POSTGRES_DB": settings.postgres_db,
         "MAX_NULLED_PERCENT": f"{settings.max_nulled_share * 100:g}",
+        # dbt's connections (libpq reads PGOPTIONS) wait at most LOCK_WAIT_SECONDS for a lock: a
+        # session left idle in a transaction on a table the build replaces used to hold it forever
+        "PGOPTIONS": _with_lock_timeout(os.environ.get("PGOPTIONS", ""), settings.lock_wait_seconds),
     }
     os.environ.update({name: value for name, value in wanted.items() if os.environ.get(name) != value})
+
+
+LOCK_TIMEOUT_OPTION = re.compile(r"\s*-c\s*lock_timeout=\S*")
+
+
+def _with_lock_timeout(options: str, seconds: float) -> str:
+    """libpq ``options`` with ``lock_timeout`` set to ``seconds`` (any previous value replaced)."""
+    kept = LOCK_TIMEOUT_OPTION.sub("", options).strip()
+    return f"{kept} -c lock_timeout={max(int(seconds * 1000), 1)}".strip()
+
+
+def explained_lock_timeout(message: str, seconds: float) -> str:
+    """dbt's message for a node that PostgreSQL cancelled after waiting ``lock_timeout``, with
+    what happened and what to do, in Portuguese (the server's own text stays after it)."""
+    if "lock timeout" not in message and "tempo de espera do bloqueio" not in message:
+        return message
+    return (
+        f"a materialização esperou mais de LOCK_WAIT_SECONDS={seconds:g} s por uma trava de uma tabela que outra "
+        "sessão segura (uma consulta ou transação aberta sobre ela: psql, uma ferramenta de BI; em pg_stat_activity, "
+        "state = 'idle in transaction'). Nada foi trocado por este modelo; encerre a outra sessão e rode de novo "
+        f"({message})"
+    )
 
 
 def _cheaper_behavior_flag_source() -> None:
@@ -555,7 +581,11 @@ def run_dbt(settings: Settings, command: str, select: str, family: str, full_ref
 
     if result.exception is not None:
         raise DbtBuildError(f"dbt {command} não pôde rodar: {result.exception}") from result.exception
-    outcome = _outcome(bool(result.success), [_NodeResult.of(node_result) for node_result in result.result or []])
+    outcome = _outcome(
+        bool(result.success),
+        [_NodeResult.of(node_result) for node_result in result.result or []],
+        settings.lock_wait_seconds,
+    )
     _report(outcome, command, select)
     if tracked:
         _mark_historic_build(settings, select, built=True)
@@ -602,7 +632,7 @@ class _NodeResult:
 FAILED_STATUSES = ("error", "fail")
 
 
-def _outcome(success: bool, results: list[_NodeResult]) -> DbtOutcome:
+def _outcome(success: bool, results: list[_NodeResult], lock_wait_seconds: float) -> DbtOutcome:
     outcome = DbtOutcome(success=success)
     for node in results:
         if node.resource_type == "model":
@@ -610,7 +640,7 @@ def _outcome(success: bool, results: list[_NodeResult]) -> DbtOutcome:
         if node.status == "warn":
             outcome.warnings[node.name] = node.failures
         elif node.status in FAILED_STATUSES:
-            outcome.failures[node.name] = node.message or node.status
+            outcome.failures[node.name] = explained_lock_timeout(node.message or node.status, lock_wait_seconds)
     return outcome
 
 
@@ -849,7 +879,9 @@ class ChainBuild:
             if isinstance(error, DbtBuildError):
                 raise DbtBuildError(str(error)) from error
             raise DbtBuildError(f"dbt build --select {self.select} falhou: {error}") from error
-        outcome = _outcome(built and not any(r.status in FAILED_STATUSES for r in own), own)
+        outcome = _outcome(
+            built and not any(r.status in FAILED_STATUSES for r in own), own, self.settings.lock_wait_seconds
+        )
         if not built and not outcome.failures:
             before = "; ".join(f"{r.name}: {r.message or r.status}" for r in failures)
             outcome.failures[model] = f"não construído: o dbt parou antes ({before or 'veja o log do dbt'})"

@@ -299,3 +299,43 @@ def test_every_advisory_lock_namespace_and_key_is_distinct():
     }
     assert {"LOAD_LOCK_NAMESPACE", "FILE_LOCK_NAMESPACE", "RUN_LOCK_NAMESPACE", "RAW_DATA_LOCK_KEY"} <= set(locks)
     assert len(set(locks.values())) == len(locks), locks
+
+
+def test_a_materialization_behind_an_idle_reader_fails_clearly_instead_of_waiting_forever(
+    db, fresh_portal, settings, monkeypatch
+):
+    """A session left 'idle in transaction' after reading staging.transformed (psql, a BI tool)
+    holds a lock that replacing the table must wait for: the materialization waited forever,
+    silent, holding the raw data (captures then failed saying another run was in progress)."""
+    import psycopg2
+
+    from pipelines.flows import capture_flow
+    from tests.conftest import run_flow
+
+    state, _ = run_flow(capture_flow, url=fresh_portal.page_url)
+    assert state.is_successful()
+    [(first, _)] = run_processes([["run/materialize.py"]])
+    assert first == 0
+    before = query(db, "SELECT count(*), sum(valor_custo_mensal) FROM staging.transformed")
+    reader = psycopg2.connect(**settings.postgres_dsn())
+    with reader.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM staging.transformed")  # and the transaction stays open
+    monkeypatch.setenv("LOCK_WAIT_SECONDS", "2")
+    started = time.monotonic()
+    try:
+        [(code, output)] = run_processes([["run/materialize.py"]], timeout=180)
+    finally:
+        reader.rollback()
+        reader.close()
+    assert time.monotonic() - started < 150
+    assert code != 0
+    [(message,)] = query(
+        db,
+        "SELECT mensagem FROM logs.execucoes WHERE nome_flow = 'adm_cgu_terceirizados__materialize' "
+        "ORDER BY iniciado_em DESC LIMIT 1",
+    )
+    assert "esperou mais de LOCK_WAIT_SECONDS=2 s por uma trava" in message, message
+    assert "idle in transaction" in message
+    assert query(db, "SELECT count(*), sum(valor_custo_mensal) FROM staging.transformed") == before
+    [(again, _)] = run_processes([["run/materialize.py"]])
+    assert again == 0
