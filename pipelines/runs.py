@@ -8,6 +8,8 @@ import json
 import logging
 import os
 import socket
+import threading
+import time
 from datetime import datetime
 
 import psycopg2
@@ -22,6 +24,52 @@ logger = logging.getLogger("pipelines.runs")
 
 # run id -> the connection that holds the run's lease (see start_run), in this process
 _LEASES: dict[str, object] = {}
+# in a forked child: the inherited lease connections, kept referenced and never used (see below)
+_INHERITED: list[object] = []
+PARENT_WATCH_SECONDS = 1.0
+
+
+def _watch_parent(parent: int) -> None:
+    """End this forked worker as soon as the process that forked it is gone."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_WATCH_SECONDS)
+    os._exit(1)
+
+
+def _after_fork_in_child() -> None:
+    """A process forked by a run (the historic capture's Dask workers, a parse in a child
+    process) inherits the socket of the run's lease: alive after a kill -9 of the run, it kept
+    the lease held and the run Running forever, and went on working for a dead run. In the
+    child, the socket's descriptor now points to /dev/null (the parent's connection is not
+    touched: a close here would end its session; the descriptor's number stays taken, so the
+    connection object, never used again, writes nowhere if it is ever finalized), and the child
+    ends as soon as its parent is gone."""
+    if not _LEASES:
+        return
+    devnull = os.open(os.devnull, os.O_RDWR)
+    try:
+        for conn in _LEASES.values():
+            try:
+                os.dup2(devnull, conn.fileno())
+            except (OSError, ValueError):
+                pass
+    finally:
+        os.close(devnull)
+    _INHERITED.extend(_LEASES.values())
+    _LEASES.clear()
+    # the parent's pid taken before the fork: the parent may be gone before this child runs
+    threading.Thread(target=_watch_parent, args=(_forking_pid,), name="vigia-do-processo-pai", daemon=True).start()
+
+
+_forking_pid = os.getpid()
+
+
+def _before_fork() -> None:
+    global _forking_pid
+    _forking_pid = os.getpid()
+
+
+os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
 
 
 def _run_key(run_id: str) -> tuple:

@@ -242,3 +242,42 @@ def test_a_read_only_log_dir_fails_at_set_up_naming_it(db, fresh_portal, tmp_pat
             logs.setup_log_file(load_settings().log_dir, "teste", "r1")
         state, _ = run_flow(capture_flow, url=fresh_portal.page_url)
     assert state.is_failed()
+
+
+CHILD_OF_A_RUN = """
+import multiprocessing, os, sys, time
+from datetime import UTC, datetime
+from pipelines import runs
+from pipelines.settings import load_settings
+
+runs.start_run(load_settings(), sys.argv[1], "adm_cgu_terceirizados__historic_capture", datetime.now(UTC), {})
+worker = multiprocessing.get_context("fork").Process(target=time.sleep, args=(120,))
+worker.start()
+print(worker.pid, flush=True)
+time.sleep(120)
+"""
+
+
+def test_workers_of_a_killed_run_neither_outlive_it_nor_keep_it_running(db, settings):
+    """kill -9 of a historic capture left its forked Dask workers alive (parent: init), and
+    they held the inherited connection that keeps the run's lease: the run stayed Running
+    after every later start."""
+    run_id = "teste-workers-orfaos"
+    parent = subprocess.Popen(
+        [sys.executable, "-c", CHILD_OF_A_RUN, run_id],
+        cwd=Path(__file__).resolve().parent.parent,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    worker = int(parent.stdout.readline())
+    parent.send_signal(signal.SIGKILL)
+    parent.wait(10)
+    def gone() -> bool:
+        try:
+            return Path(f"/proc/{worker}/stat").read_text().split()[2] == "Z"  # a zombie is gone too
+        except FileNotFoundError:
+            return True
+
+    wait_until(gone, 15)
+    assert runs.mark_interrupted_runs(settings) == [(run_id, "adm_cgu_terceirizados__historic_capture")]
+    assert query(db, "SELECT estado_final FROM logs.execucoes WHERE id_execucao = %s", (run_id,)) == [("Interrompida",)]
