@@ -272,6 +272,7 @@ def test_workers_of_a_killed_run_neither_outlive_it_nor_keep_it_running(db, sett
     worker = int(parent.stdout.readline())
     parent.send_signal(signal.SIGKILL)
     parent.wait(10)
+
     def gone() -> bool:
         try:
             return Path(f"/proc/{worker}/stat").read_text().split()[2] == "Z"  # a zombie is gone too

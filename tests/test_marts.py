@@ -692,3 +692,28 @@ def test_a_database_built_with_the_old_narrow_types_is_migrated(db, settings):
     assert query(db, "SELECT razao_custo_salario FROM marts.orgaos_por_periodo WHERE mes = 5") == [
         (Decimal("2492772864.0000"),)
     ]
+
+
+def test_a_change_in_a_macro_a_mart_calls_changes_its_logic_version(settings, tmp_path, monkeypatch):
+    """A mart's logic version was its own SQL and its contract only: a change in a macro it calls
+    (the rounding of marts_percentil) kept the periods already built with the old rule, and new
+    periods got the new one, with Success."""
+    import shutil
+
+    from bench.dbtools import compile_inline
+    from pipelines import dbt
+    from pipelines.settings import load_settings
+
+    snippet = "{{ marts_logic_version('escolaridade_por_periodo') }} {{ marts_logic_version('totais_por_periodo') }}"
+    before = compile_inline(settings, snippet).split()
+    project = tmp_path / "queries"
+    shutil.copytree(dbt.DBT_PROJECT_DIR, project, ignore=shutil.ignore_patterns("target", "logs", "dbt_packages"))
+    [macros] = [path for path in (project / "macros").glob("*.sql") if "macro marts_percentil(" in path.read_text()]
+    text = macros.read_text()
+    end = text.index("{%- endmacro %}", text.index("{% macro marts_percentil("))
+    macros.write_text(text[:end] + "{#- arredondamento novo -#}" + text[end:])
+    monkeypatch.setattr(dbt, "DBT_PROJECT_DIR", project)
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "dados"))
+    after = compile_inline(load_settings(), snippet).split()
+    assert after[0] != before[0]  # escolaridade_por_periodo calls marts_percentil
+    assert after[1] == before[1]  # totais_por_periodo does not

@@ -108,12 +108,27 @@
 {%- endmacro %}
 
 
-{# The version of a mart's logic: its SQL and the types of its contract. A change rebuilds every period. #}
+{# The version of a mart's logic: its SQL, the SQL of this project's macros it calls (and of
+   those they call, three levels down: marts_percentil rounds the quartiles) and the types of
+   its contract. A change rebuilds every period. #}
 {% macro marts_logic_version(model_name) -%}
     {%- set node = graph.nodes.get('model.' ~ project_name ~ '.' ~ model_name) -%}
     {%- set parts = [node.raw_code if node else ''] -%}
     {%- for column in (node.columns.values() if node else []) -%}
         {%- do parts.append(column.name ~ ' ' ~ column.data_type) -%}
+    {%- endfor -%}
+    {%- set seen = [] -%}
+    {%- set state = {'level': (node.depends_on.macros if node else []) | list} -%}
+    {%- for _ in range(3) -%}
+        {%- set next_level = [] -%}
+        {%- for unique_id in state['level'] | unique | sort
+                if unique_id.startswith('macro.' ~ project_name ~ '.') and unique_id not in seen -%}
+            {%- do seen.append(unique_id) -%}
+            {%- set macro = context[unique_id.split('.')[-1]].macro -%}
+            {%- do parts.append(macro.macro_sql) -%}
+            {%- do next_level.extend(macro.depends_on.macros) -%}
+        {%- endfor -%}
+        {%- do state.update({'level': next_level}) -%}
     {%- endfor -%}
     {{ return(local_md5(parts | join('\n'))) }}
 {%- endmacro %}
