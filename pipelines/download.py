@@ -599,6 +599,15 @@ def download_file(
         if not content.startswith(XLSX_MAGIC):
             raise DownloadError(f"O arquivo {url} não é um XLSX válido (assinatura ZIP ausente).")
         check_xlsx_archive(content, url, limits.max_xlsx_uncompressed_bytes)
+    headers = reply.headers
+    if published.format == "csv" and not headers.get("Content-Length") and not headers.get("Transfer-Encoding"):
+        # the body ended when the connection closed: a connection cut at a line break looks the same
+        logger.warning(
+            "O servidor não disse o tamanho de %s (sem Content-Length nem chunked): não há como confirmar que o "
+            "arquivo veio inteiro; uma recaptura com muito menos linhas que a anterior é recusada "
+            "(MAX_ROW_DROP_PERCENT).",
+            url,
+        )
     digest = hashlib.sha256(content).hexdigest()
     logger.info("Download concluído: %s (%d bytes, sha256 %s).", url, len(content), digest[:12])
     return DownloadedFile(

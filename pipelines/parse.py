@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
 BOM = b"\xef\xbb\xbf"
+UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+ZIP_SIGNATURE = b"PK\x03\x04"  # an XLSX is a ZIP
 SOURCE_DELIMITER = ";"  # the CGU's separator (and the local CSVs', see CSV_DELIMITER)
 SENTINELS = {"", "<N/I>", "NI", "NULL", "-1", "-2"}
 EXPECTED = len(SOURCE_COLUMNS)
@@ -144,6 +146,10 @@ def _decode_lines(content: bytes) -> tuple[list[str], str]:
     into mojibake). In a file without UTF-8 accents, such a line is cp1252.
     """
     encoding = "utf-8"
+    if content.startswith(UTF16_BOMS):  # Excel's "Unicode text": always with its BOM
+        text = content.decode("utf-16")
+        newline = "\n" if "\n" in text or "\r" not in text else "\r"
+        return [line.rstrip("\r") for line in text.split(newline)], "utf-16"
     if content.startswith(BOM):
         content, encoding = content[len(BOM) :], "utf-8-sig"
     newline = "\n" if b"\n" in content or b"\r" not in content else "\r"
@@ -616,6 +622,11 @@ def _parse_records(source_rows, file_name: str, can_repair: bool, lines_are_valu
 
 
 def parse_csv(content: bytes, file_name: str) -> ParsedFile:
+    if content.startswith(ZIP_SIGNATURE):
+        raise SourceFormatError(
+            f"O arquivo {file_name} é um arquivo ZIP (um XLSX?), não um CSV: o link diz .csv, mas o conteúdo é de "
+            "outro formato. Nada foi carregado; os dados anteriores do período não foram alterados."
+        )
     lines, encoding = _decode_lines(content)
     numbered = ((number, line, None) for number, line in enumerate(lines, start=1))
     kept, quarantine, data_rows, has_header = _parse_records(

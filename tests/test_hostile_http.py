@@ -390,3 +390,18 @@ def test_an_encoding_that_was_not_asked_and_is_not_known_is_refused(serve):
     server = serve(send_encoded(b"\x00\x01\x02", encoding="zz-desconhecida"))
     with pytest.raises(DownloadError, match="zz-desconhecida"):
         download_file(as_published(server.url()), HttpLimits(timeout=2))
+
+
+def test_a_body_ended_only_by_the_closed_connection_is_taken_with_a_warning(serve, caplog):
+    """Nothing tells such a body from one cut at a line break: it is taken (a real server may
+    send it so, when 'Connection: close' is asked) and the log says it could not be checked."""
+    body = csv_body(3000)
+
+    def close_delimited(connection, _):
+        connection.sendall(head(Content_Type="text/csv", Connection="close") + body)
+        connection.shutdown(socket.SHUT_WR)
+
+    server = serve(close_delimited)
+    with caplog.at_level("WARNING", logger="pipelines.download"):
+        assert download_file(as_published(server.url()), HttpLimits(timeout=2)).content == body
+    assert "não há como confirmar que o arquivo veio inteiro" in caplog.text

@@ -592,3 +592,17 @@ def test_a_row_too_long_for_the_analysis_keys_is_quarantined():
     assert parsed.rows["id_terc"].tolist() == ["8761995", "8761997"]
     [line] = parsed.quarantine
     assert line.line_number == 3 and "chave das tabelas de análise" in line.reason and "bytes" in line.reason
+
+
+def test_a_zip_or_xlsx_under_a_csv_link_is_named():
+    workbook = _workbook(("Dados", [HEADER, *_rows(1, 2)]))
+    with pytest.raises(SourceFormatError, match=r"f\.csv é um arquivo ZIP \(um XLSX\?\), não um CSV"):
+        parse_for_load(workbook, "csv", "f.csv")
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be"])
+def test_a_utf16_csv_with_its_bom_is_read(encoding):
+    text = ";".join(HEADER) + "\r\n" + ";".join(with_values(nm_terceirizado="JOSÉ DA CONCEIÇÃO")) + "\r\n"
+    content = ("\ufeff" + text).encode(encoding) if encoding == "utf-16-be" else text.encode(encoding)
+    parsed = parse_for_load(content, "csv", "f.csv")
+    assert parsed.rows["nm_terceirizado"].tolist() == ["JOSÉ DA CONCEIÇÃO"] and parsed.encoding == "utf-16"
