@@ -136,6 +136,17 @@ def two_period_portal(tmp_path) -> PortalServer:
     return PortalServer(built).start()
 
 
+NEUTRAL = "terceirizados-maio.csv"  # a name that says no period: only the contents can tell
+
+
+def with_neutral_copy(server: PortalServer) -> PortalServer:
+    """2023-09's file also under a name that names no period (a name that does is refused on the
+    page already: tests/test_portal.py)."""
+    files = server.root / "cgu/terceirizados/arquivos"
+    (files / NEUTRAL).write_bytes((files / FILE).read_bytes())
+    return server
+
+
 def test_a_link_to_the_file_of_another_period_is_refused(db, tmp_path):
     """The page links a period (2024-05) to a file byte for byte identical to another period's
     capture (2023-09's): loading it would put 2023-09's rows under 2024-05 with only warnings.
@@ -154,8 +165,8 @@ def test_a_link_to_the_file_of_another_period_is_refused(db, tmp_path):
         server.page_override = page(("2023", link(f"{FILES}/{FILE}", "Setembro")))
         second, _ = run_flow(capture_flow, url=server.page_url)
         assert second.is_successful(), second.message
-        server.page_override = page(
-            ("2024", link(f"{FILES}/{FILE}", "Maio")), ("2023", link(f"{FILES}/{FILE}", "Setembro"))
+        with_neutral_copy(server).page_override = page(
+            ("2024", link(f"{FILES}/{NEUTRAL}", "Maio")), ("2023", link(f"{FILES}/{FILE}", "Setembro"))
         )
         state, run_id = run_flow(capture_flow, url=server.page_url)
     finally:
@@ -163,7 +174,7 @@ def test_a_link_to_the_file_of_another_period_is_refused(db, tmp_path):
     assert state.is_failed()
     [(message,)] = query(db, "SELECT mensagem FROM logs.execucoes WHERE id_execucao = %s", (run_id,))
     assert (
-        "Período 2024-05 recusado: o arquivo terceirizados202309.csv é idêntico ao já carregado para 2023-09 (sha256 "
+        f"Período 2024-05 recusado: o arquivo {NEUTRAL} é idêntico ao já carregado para 2023-09 (sha256 "
     ) in message
     assert "o link de 2024-05 ou o de 2023-09 aponta para o arquivo errado" in message
     assert "dados anteriores do período foram mantidos" in message
@@ -373,8 +384,8 @@ def test_a_file_of_another_period_is_refused_even_when_no_capture_is_identical(d
     try:
         server.page_override = page(("2023", link(f"{FILES}/{FILE}", "Setembro")))
         assert run_flow(capture_flow, url=server.page_url)[0].is_successful()
-        server.page_override = page(
-            ("2024", link(f"{FILES}/{FILE}", "Maio")), ("2023", link(f"{FILES}/{FILE}", "Setembro"))
+        with_neutral_copy(server).page_override = page(
+            ("2024", link(f"{FILES}/{NEUTRAL}", "Maio")), ("2023", link(f"{FILES}/{FILE}", "Setembro"))
         )
         monkeypatch.setattr(raw_loads, "_periods_with_file", lambda cursor, sha256, period: [])
         state, run_id = run_flow(capture_flow, url=server.page_url)
@@ -382,7 +393,7 @@ def test_a_file_of_another_period_is_refused_even_when_no_capture_is_identical(d
         server.shutdown()
     assert state.is_failed()
     [(message,)] = query(db, "SELECT mensagem FROM logs.execucoes WHERE id_execucao = %s", (run_id,))
-    assert "Período 2024-05 recusado: 40 de 40 linhas (100,0%) de terceirizados202309.csv dizem" in message
+    assert f"Período 2024-05 recusado: 40 de 40 linhas (100,0%) de {NEUTRAL} dizem" in message
     assert "(o mais frequente: 2023-09)" in message
     assert query(db, "SELECT to_char(periodo, 'YYYY-MM'), count(*) FROM raw.terceirizados GROUP BY 1") == [
         ("2023-09", 40)
