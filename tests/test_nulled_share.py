@@ -252,3 +252,18 @@ def test_a_materialization_that_cannot_hold_the_raw_data_says_why_under_prefects
     assert state.is_failed() and state.result == {}
     assert "Outra execução" in state.message and "LOCK_WAIT_SECONDS=0.5" in state.message, state.message
     assert query(db, "SELECT mensagem FROM logs.execucoes WHERE id_execucao = %s", (run_id,)) == [(state.message,)]
+
+
+@pytest.mark.parametrize(("column", "source"), [("id_unidade_gestora", "cd_ug_gestora"), ("cnpj_empresa", "nr_cnpj")])
+def test_no_value_codes_in_the_ug_and_the_cnpj_are_null_not_a_format_change(db, settings, column, source):
+    """'-1' and '-2' mean "no value", as in the SIAFI/SIAPE codes: NULL, never the codes 000001
+    or 00000000000001, and not counted as values that stopped converting (a period with many of
+    them is not refused); another negative number is an invalid code, counted."""
+    load_period(settings, 2024, 5, {source: "-1"}, how_many=30, rows=40)
+    state, _ = run_flow(materialize_flow)
+    assert state.is_successful(), state.message
+    assert query(db, f"SELECT count(*), count({column}) FROM staging.transformed") == [(40, 10)]
+    assert query(db, f"SELECT count(*) FROM staging.transformed WHERE {column} ~ '^0+[12]$'") == [(0,)]
+    load_period(settings, 2024, 5, {source: "-153061"}, how_many=30, rows=40)
+    state, _ = run_flow(materialize_flow)
+    assert state.is_failed() and f"(2024,5,{column},40,30,10)" in state.message

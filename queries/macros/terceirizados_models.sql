@@ -10,11 +10,11 @@ cleaned as (
     select
         {{ clean_text('id_terc') }} as id_terc,
         {{ clean_text('sg_orgao_sup_tabela_ug') }} as sg_orgao_sup_tabela_ug,
-        {{ clean_text('cd_ug_gestora') }} as cd_ug_gestora,
+        {{ clean_code('cd_ug_gestora') }} as cd_ug_gestora,
         {{ clean_text('nm_ug_tabela_ug') }} as nm_ug_tabela_ug,
         {{ clean_text('sg_ug_gestora') }} as sg_ug_gestora,
         {{ clean_text('nr_contrato') }} as nr_contrato,
-        {{ clean_text('nr_cnpj') }} as nr_cnpj,
+        {{ clean_code('nr_cnpj') }} as nr_cnpj,
         {{ clean_text('nm_razao_social') }} as nm_razao_social,
         {{ clean_text('nr_cpf') }} as nr_cpf,
         {{ clean_text('nm_terceirizado') }} as nm_terceirizado,
