@@ -623,6 +623,26 @@ def test_a_company_with_an_alphanumeric_cnpj_is_found_and_labelled(marts, repo, 
         conn.close()
 
 
+def picked_entity_response(settings) -> str:
+    """What the page answers when an organ is picked (its callback, as the browser calls it)."""
+    import json
+
+    app = small_app(settings)
+    key = next(key for key in app.callback_map if "analises-resumo.children" in key)
+    outputs = [part.rsplit(".", 1) for part in key.strip(".").split("...")]
+    body = {
+        "output": key,
+        "outputs": [{"id": i, "property": p} for i, p in outputs],
+        "inputs": [{"id": "analises-entidade", "property": "value", "value": "orgao:" + UFJF}],
+        "changedPropIds": ["analises-entidade.value"],
+        "state": [],
+    }
+    response = app.server.test_client().post(
+        "/_dash-update-component", data=json.dumps(body), content_type="application/json"
+    )
+    return response.get_data(as_text=True)
+
+
 def test_half_updated_marts_are_not_shown_as_current(marts, repo, settings):
     """A marts build that fails (or is killed) after some marts took a new period leaves the
     others behind: the page used to show the new period's organs at 0 and "no change" in the
@@ -640,6 +660,7 @@ def test_half_updated_marts_are_not_shown_as_current(marts, repo, settings):
 
     shift("variacao_entre_periodos", -1)  # built before the marts it compares: left behind
     try:
+        assert "desatualizadas" in picked_entity_response(settings)  # a page open before the failure
         assert not repo.ready()
         with pytest.raises(analyses.MartsMissingError, match="desatualizadas") as raised:
             repo.require()

@@ -952,6 +952,7 @@ def register_callbacks(app: Dash, repository_or_engine) -> AnalysesRepository:
             )
         try:
             kind, key = parse_option(value)
+            repo.require()  # the page may have been open while a marts build failed
             series = repo.series(kind, key)
             latest = latest_present(series)
             name = _entity_name(kind, latest, key, repo)
