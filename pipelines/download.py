@@ -302,43 +302,65 @@ def _content_encoding(headers) -> str:
     return headers.get("Content-Encoding", "identity").strip().lower() or "identity"
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+
+
 class _Inflater:
     """A gzip or deflate body (zlib-wrapped, or raw as some servers send it), decoded here
     rather than by urllib3, whose decoders accept a stream that stops before its end: a body
-    cut short decoded to its first lines, a shorter file that looked whole."""
+    cut short decoded to its first lines, a shorter file that looked whole. gzip members one
+    after the other are one body (RFC 1952); zero bytes after the end are padding; anything
+    else after the end is an error (``finished``)."""
 
-    def __init__(self, encoding: str):
-        self.encoding = encoding
+    def __init__(self, encoding: str, url: str):
+        self.gzip, self.url = "gzip" in encoding, url
         # gzip: a gzip header (wbits 16+); deflate: a zlib header, else raw deflate (decided on the first bytes)
-        self.decoder = zlib.decompressobj(16 + zlib.MAX_WBITS) if "gzip" in encoding else None
-        self.pending = b""
+        self.decoder = zlib.decompressobj(16 + zlib.MAX_WBITS) if self.gzip else None
+        self.waiting = b""  # bytes not decoded yet: the first of a deflate body, or those after an end
 
-    def _start(self, data: bytes) -> bytes:
-        self.pending += data
-        if len(self.pending) < 2:
-            return b""
-        first, second = self.pending[0], self.pending[1]
+    def _decoder_for(self, data: bytes):
+        if self.gzip:
+            return zlib.decompressobj(16 + zlib.MAX_WBITS)
+        first, second = data[0], data[1]
         wrapped = first & 0x0F == 8 and (first << 8 | second) % 31 == 0
-        self.decoder = zlib.decompressobj(zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS)
-        data, self.pending = self.pending, b""
-        return data
+        return zlib.decompressobj(zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS)
 
     def feed(self, data: bytes, room: int) -> list[bytes]:
-        """The decoded bytes of ``data``; at most ``room`` + 1 of them (the caller's size limit)."""
-        if self.decoder is None:
-            data = self._start(data)
-            if self.decoder is None:
-                return []
+        """The decoded bytes of ``data``; at most about ``room`` + 1 of them (the caller's size limit)."""
         pieces = []
+        data = self.waiting + data
+        self.waiting = b""
         while data and room >= 0:
-            piece = self.decoder.decompress(data, min(CHUNK_SIZE, room + 1))
+            if self.decoder is None or self.decoder.eof:
+                starts_a_member = self.decoder is None or (self.gzip and data.startswith(GZIP_MAGIC))
+                if len(data) < 2 or not starts_a_member:
+                    self.waiting = data  # half a header, or what follows the end (``finished`` decides)
+                    break
+                self.decoder = self._decoder_for(data)
+            try:
+                piece = self.decoder.decompress(data, min(CHUNK_SIZE, room + 1))
+            except zlib.error as exc:
+                raise DownloadError(
+                    f"O servidor diz que {self.url} vem comprimido ({'gzip' if self.gzip else 'deflate'}, "
+                    f"Content-Encoding), mas o corpo não é um fluxo comprimido válido ({exc}): o arquivo não foi lido."
+                ) from exc
             pieces.append(piece)
             room -= len(piece)
-            data = self.decoder.unconsumed_tail
+            data = self.decoder.unused_data if self.decoder.eof else self.decoder.unconsumed_tail
+        if data and room < 0:
+            self.waiting = data
         return pieces
 
     def finished(self) -> bool:
-        return self.decoder is not None and self.decoder.eof and not self.decoder.unused_data
+        """Whether the body ended with its stream (and nothing but zero padding after it)."""
+        if self.decoder is None or not self.decoder.eof:
+            return False
+        if self.waiting.strip(b"\x00"):
+            raise DownloadError(
+                f"Resposta inválida de {self.url}: há dados depois do fim do fluxo comprimido "
+                f"({len(self.waiting)} bytes); o arquivo não foi lido."
+            )
+        return True
 
 
 def _read_encoded(response, clock: _Clock) -> bytes:
@@ -350,7 +372,7 @@ def _read_encoded(response, clock: _Clock) -> bytes:
             f"O servidor mandou {clock.url} com a codificação {printable(encoding)!r} (Content-Encoding), que não "
             "foi pedida nem é conhecida (só gzip e deflate): o arquivo não foi lido."
         )
-    inflater, chunks, size = _Inflater(encoding), [], 0
+    inflater, chunks, size = _Inflater(encoding, clock.url), [], 0
     for raw in response.raw.stream(CHUNK_SIZE, decode_content=False):
         for piece in inflater.feed(raw, clock.limits.max_bytes - size):
             size += len(piece)

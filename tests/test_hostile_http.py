@@ -405,3 +405,31 @@ def test_a_body_ended_only_by_the_closed_connection_is_taken_with_a_warning(serv
     with caplog.at_level("WARNING", logger="pipelines.download"):
         assert download_file(as_published(server.url()), HttpLimits(timeout=2)).content == body
     assert "não há como confirmar que o arquivo veio inteiro" in caplog.text
+
+
+def test_a_multi_member_gzip_body_is_decoded_whole(serve):
+    """Two gzip members one after the other are one valid gzip body (RFC 1952): the decoder
+    used to spin forever on the bytes after the first member's end."""
+    body = csv_body(6000)
+    server = serve(send_encoded(gzipped(body[:2500]) + gzipped(body[2500:])))
+    assert download_file(as_published(server.url()), HttpLimits(timeout=2, deadline=10)).content == body
+
+
+@pytest.mark.parametrize(("after", "accepted"), [(b"\x00" * 8, True), (b"lixo depois do fim", False)])
+def test_bytes_after_the_gzip_stream_are_padding_or_an_error_never_a_hang(serve, after, accepted):
+    body = csv_body(4000)
+    server = serve(send_encoded(gzipped(body) + after))
+    started = time.monotonic()
+    if accepted:  # zero padding, which gzip itself ignores
+        assert download_file(as_published(server.url()), HttpLimits(timeout=2, deadline=10)).content == body
+    else:
+        with pytest.raises(DownloadError, match="depois do fim do fluxo comprimido"):
+            download_file(as_published(server.url()), HttpLimits(timeout=2, deadline=10))
+    assert time.monotonic() - started < 10
+
+
+def test_a_plain_body_said_to_be_gzip_is_a_clear_error(serve):
+    server = serve(send_encoded(csv_body(3000)))
+    with pytest.raises(DownloadError, match=r"vem comprimido \(gzip, Content-Encoding\), mas o corpo não é") as raised:
+        download_file(as_published(server.url()), HttpLimits(timeout=2, deadline=10))
+    assert server.url() in str(raised.value)
