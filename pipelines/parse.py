@@ -348,7 +348,10 @@ _YEAR = re.compile(r"(19|20)\d\d")
 def _looks_like_data(fields: list[str]) -> bool:
     """A row of a header-less file: its first value is a worker's id, a number in every real
     file (the 3.3 million rows of 2010-2023 read as integers), or (a row without an id, or
-    shifted by a stray ';') it has a month's name and a year, as the load fields are written."""
+    shifted by a stray ';') it has a month's name and a year, as the load fields are written; and
+    it has at least half the columns."""
+    if len(fields) < EXPECTED // 2:  # a title ("Terceirizados;Maio;2024"), not a row of 23 columns
+        return False
     values = [value for value in map(as_cleaned, fields) if value is not None]
     if values and values[0].isascii() and values[0].isdigit():
         return True
@@ -576,6 +579,16 @@ def _parse_records(source_rows, file_name: str, can_repair: bool, lines_are_valu
         if not raw_line[:1].isdigit():
             fields = fields if fields is not None else _split(raw_line)
             if _looks_like_header(fields):
+                named = [_header_name(f) for f in fields]
+                if [name for name in named if name] != [name for name in columns if not name.startswith(UNNAMED)]:
+                    # the lines after it would be read in another order than theirs (or the first
+                    # line was a preamble taken for data, and this is the real header)
+                    raise SourceFormatError(
+                        f"A linha {line_number} de {file_name} é um cabeçalho com outra ordem de colunas que a "
+                        + ("do cabeçalho do arquivo" if has_header else "padrão (o arquivo começa sem cabeçalho)")
+                        + ": há algo antes do cabeçalho, ou dois arquivos emendados? Nada foi carregado; os dados "
+                        "anteriores do período não foram alterados."
+                    )
                 reject(line_number, raw_line, "cabeçalho repetido no meio do arquivo (dois arquivos emendados?)")
                 continue
         if (

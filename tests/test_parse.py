@@ -606,3 +606,30 @@ def test_a_utf16_csv_with_its_bom_is_read(encoding):
     content = ("\ufeff" + text).encode(encoding) if encoding == "utf-16-be" else text.encode(encoding)
     parsed = parse_for_load(content, "csv", "f.csv")
     assert parsed.rows["nm_terceirizado"].tolist() == ["JOSÉ DA CONCEIÇÃO"] and parsed.encoding == "utf-16"
+
+
+@pytest.mark.parametrize("title", ["Terceirizados;Maio;2024", "2024", "1;Terceirizados", "202405"])
+def test_a_short_title_line_that_looks_like_data_never_hides_the_header(title):
+    """A first line with a number or a month and a year was taken for the first row of a
+    header-less file: the real header on line 2 went to the quarantine as "repeated" and a
+    reordered file was read in the standard order (salary and cost swapped, Success)."""
+    order = list(range(23))
+    order[14], order[15] = 15, 14
+    content = (
+        title + "\n" + ";".join(HEADER[i] for i in order) + "\n" + ";".join(ROW[i] for i in order) + "\n"
+    ).encode()
+    with pytest.raises(SourceFormatError) as raised:
+        parse_for_load(content, "csv", "f.csv")
+    assert "f.csv" in str(raised.value)
+
+
+@pytest.mark.parametrize("has_header", [False, True])
+def test_a_header_in_another_order_in_the_middle_of_a_file_fails(has_header):
+    """Two exports joined, the second with its columns in another order: its rows would be read
+    in the first one's order. (The same header again is only quarantined: see above.)"""
+    order = list(range(23))
+    order[14], order[15] = 15, 14
+    second = ";".join(HEADER[i] for i in order) + "\n" + ";".join(with_values(id_terc="8761996")[i] for i in order)
+    content = (csv_bytes([ROW], header=has_header).decode() + second + "\n").encode()
+    with pytest.raises(SourceFormatError, match=r"linha [23] de f\.csv é um cabeçalho com outra ordem de colunas"):
+        parse_for_load(content, "csv", "f.csv")
