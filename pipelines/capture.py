@@ -85,16 +85,21 @@ def load_parsed(
     settings: Settings, csv_file: Path, parsed: ParsedFile, downloaded: DownloadedFile, run_id: str | None
 ) -> dict:
     """Load one period atomically and return its reconciliation summary. The download's local
-    files (pending, ``pipelines.storage``) replace the period's once the load committed; a
-    refused or failed load removes them, and the period's files stay those of the last load."""
+    files (pending, ``pipelines.storage``) replace the period's at the end of the load's
+    transaction, under the period's lock (so two captures of a period publish in the order they
+    commit; a crash before the commit leaves the database behind the files, and the next
+    capture loads the file again); a refused or failed load removes them, and the period's
+    files stay those of the last load."""
     try:
-        summary = _load_parsed(settings, csv_file, parsed, downloaded, run_id)
+        return _load_parsed(settings, csv_file, parsed, downloaded, run_id)
     except BaseException:
         storage.discard(settings.data_dir, downloaded)
         raise
+
+
+def _publish_local_files(settings: Settings, downloaded: DownloadedFile) -> None:
     for path in storage.publish(settings.data_dir, downloaded):
         logger.info("Arquivo local do período %s atualizado: %s.", downloaded.published.label, path)
-    return summary
 
 
 def _load_parsed(
@@ -139,6 +144,7 @@ def _load_parsed(
             parsed.quarantine,
             record,
             refuse_if=lambda written: wrong_period(written, published, settings.max_wrong_period_share),
+            before_commit=lambda: _publish_local_files(settings, downloaded),
         )
     except raw_loads.FileOfAnotherPeriodError as exc:
         refuse(settings, record, published.label, identical_file(published, record.sha256, exc.periods))

@@ -81,6 +81,7 @@ def load_period(
     quarantine: list,
     record: CaptureRecord,
     refuse_if: LoadFieldsCheck | None = None,
+    before_commit: Callable[[], object] | None = None,
 ) -> int:
     """Replace one period in ``raw.terceirizados`` (and its quarantine and capture
     record) in a single transaction. On any error nothing changes.
@@ -93,7 +94,8 @@ def load_period(
     periods at once are serialized by a second lock, so the second one sees the first.
     ``refuse_if`` sees the load fields of the copied rows, counted by PostgreSQL (one scan of
     the period's rows, in the transaction); a reason it returns undoes the load and is raised
-    as ``LoadRefusedError``."""
+    as ``LoadRefusedError``. ``before_commit`` runs last in the transaction, under the period's
+    lock (the capture publishes its local files there: in the order the loads commit)."""
     columns = sql.SQL(", ").join(sql.Identifier(n) for n in c.RAW_COLUMNS)
     copy = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv, HEADER true, DELIMITER {}, ENCODING 'UTF8')").format(
         RAW, columns, sql.Literal(c.CSV_DELIMITER)
@@ -163,6 +165,8 @@ def load_period(
                 ],
             )
             _upsert_capture(cursor, record)
+            if before_commit is not None:
+                before_commit()
     logger.info(
         "Período %s: %d linhas carregadas em raw.terceirizados (%d substituídas), %d em quarentena.",
         label,

@@ -14,7 +14,9 @@ every source line as it is (see ``ParsedFile.records``)."""
 from __future__ import annotations
 
 import csv
+import glob
 import os
+import time
 import uuid
 from pathlib import Path
 
@@ -55,6 +57,11 @@ def _write_atomically(path: Path, write) -> Path:
     return path
 
 
+# A pending file this old belongs to a capture that died (a capture waits for the period's lock
+# at most LOCK_WAIT_SECONDS, 30 minutes by default): removed when the period is published again.
+STALE_PENDING_SECONDS = 24 * 3600
+
+
 def pending(path: Path, downloaded: DownloadedFile) -> Path:
     """Where ``downloaded``'s version of the period file ``path`` waits for its load to commit."""
     return path.with_name(f"{path.name}.pendente-{downloaded.capture_id}")
@@ -86,7 +93,8 @@ def _period_files(data_dir: Path, published: PublishedFile) -> list[Path]:
 
 
 def publish(data_dir: Path, downloaded: DownloadedFile) -> list[Path]:
-    """After the load committed: the download's pending files become the period's files."""
+    """With the load: the download's pending files become the period's files. Pending files of
+    captures killed before their load ended, older than ``STALE_PENDING_SECONDS``, go too."""
     published = []
     for path in _period_files(data_dir, downloaded.published):
         waiting = pending(path, downloaded)
@@ -94,6 +102,9 @@ def publish(data_dir: Path, downloaded: DownloadedFile) -> list[Path]:
             if waiting.exists():
                 os.replace(waiting, path)
                 published.append(path)
+            for leftover in path.parent.glob(glob.escape(path.name) + ".pendente-*"):
+                if time.time() - leftover.stat().st_mtime > STALE_PENDING_SECONDS:
+                    leftover.unlink(missing_ok=True)
         except OSError as exc:
             raise storage_error("DATA_DIR", path, exc) from exc
     return published

@@ -444,3 +444,33 @@ def test_a_refused_file_leaves_the_local_copies_of_the_last_load(db, own_portal,
     assert refused.is_failed()
     assert query(db, "SELECT tentativa_situacao FROM raw.capturas") == [("recusada",)]
     assert local_files(settings, 2023, 9) == before
+
+
+def test_local_files_are_published_inside_the_load_and_stale_pending_files_go(db, own_portal, settings, monkeypatch):
+    """The period's files are replaced before the load commits, under the period's lock: two
+    captures publish in the order they commit, and a crash between the two leaves the database
+    behind (the next capture loads again), never the files behind a load that a later capture
+    skips as unchanged. Pending files of a capture killed a day ago are removed."""
+    from pipelines import storage
+
+    server, _ = own_portal
+    folder = settings.data_dir / "raw" / "ano=2023" / "mes=09"
+    folder.mkdir(parents=True, exist_ok=True)
+    old, recent = folder / f"{FILE}.pendente-morta", folder / f"{FILE}.pendente-viva"
+    for leftover in (old, recent):
+        leftover.write_bytes(b"de uma captura interrompida")
+    os.utime(old, (time.time() - 2 * 86400, time.time() - 2 * 86400))
+    seen_at_publish = []
+    publish = storage.publish
+
+    def watched(data_dir, downloaded):
+        seen_at_publish.append(query(db, "SELECT count(*) FROM raw.capturas"))  # another connection
+        return publish(data_dir, downloaded)
+
+    monkeypatch.setattr(storage, "publish", watched)
+    state, _ = run_flow(capture_flow, url=server.page_url)
+    assert state.is_successful(), state.message
+    assert seen_at_publish == [[(0,)]]  # published before the load's commit was visible
+    assert query(db, "SELECT count(*) FROM raw.capturas") == [(1,)]
+    assert not old.exists() and recent.exists()
+    recent.unlink()
