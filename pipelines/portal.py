@@ -7,8 +7,8 @@ CSV/XLSX file elsewhere on the page (without the class, in an ``<ol>`` or a para
 is read the same way.
 Real-page noise handled here: unrelated links (the data dictionary PDF),
 an empty ``<h3>`` before one year's list, relative hrefs and the same period
-linked twice (the first link is kept; for the newest period the latest capture
-fails instead: ``PortalListing.require_one_link_for``).
+linked twice (the first link is kept; for the newest period, two links to different files
+are both unplaced: which one is the period's file is not guessed).
 
 A link whose text names a month is never guessed into a period: when its heading
 is not one year, its period is implausible (in the future, or before the first
@@ -38,7 +38,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger("pipelines.portal")
 
 YEAR_PATTERN = re.compile(r"\b(20\d{2})\b")
-FILE_PERIOD_PATTERN = re.compile(r"(20\d{2})(0[1-9]|1[0-2])")
+# A period in a file name: six digits, YYYYMM, not part of a longer number (an upload date
+# 20250612 names no period)
+FILE_PERIOD_PATTERN = re.compile(r"(?<!\d)(20\d{2})(0[1-9]|1[0-2])(?!\d)")
+# A year written right after the month in a link text ("Janeiro de 2025", "janeiro/2025")
+MONTH_YEAR_PATTERN = re.compile(r"\b(" + "|".join(MONTHS) + r")\b\W*(?:de\W+)?(20\d{2})\b")
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 ALLOWED_SCHEMES = ("http", "https")
 # The first period the CGU published on the page (terceirizados-201901_1.csv).
@@ -128,17 +132,6 @@ class PortalListing(list):
                 f"A estrutura da página mudou: {describe_unplaced(self.unplaced)}. Nenhum período foi carregado: "
                 f"com links sem período definido em {self.page_url}, não é possível saber qual é o período mais "
                 "recente."
-            )
-
-    def require_one_link_for(self, published: PublishedFile) -> None:
-        """Raise ``PortalStructureError`` when ``published``'s period has other links to other
-        files: which one is the period's file is not for the pipeline to guess."""
-        others = self.duplicates.get(published.label)
-        if others:
-            raise PortalStructureError(
-                f"O período {published.label} está na página em mais de um link, para arquivos diferentes: "
-                f"{printable(published.url)} e {', '.join(printable(url) for url in others)}. Não se sabe qual "
-                "arquivo vale; nada foi baixado. Confira o portal."
             )
 
 
@@ -236,10 +229,19 @@ def _named_period_problem(found: PublishedFile, text: str) -> str | None:
             f"o nome do arquivo diz {named.group(1)}-{named.group(2)}, mas a página o lista em {found.label}: "
             "não se sabe qual vale"
         )
-    years = set(YEAR_PATTERN.findall(text))
+    years = {year for _, year in MONTH_YEAR_PATTERN.findall(normalise_text(text))}
     if years and years != {str(found.year)}:
         return f"o texto do link ('{printable(text)}') diz outro ano que o título ({found.year})"
     return None
+
+
+def same_file(url: str, other: str) -> bool:
+    """Two links to one file: the same host (in any case) and path (%-encoded or not), whatever
+    the scheme and the query ('?download=1')."""
+    first, second = urlparse(url), urlparse(other)
+    return (first.hostname or "").lower() == (second.hostname or "").lower() and unquote(first.path) == unquote(
+        second.path
+    )
 
 
 def parse_portal_page(
@@ -277,7 +279,9 @@ def parse_portal_page(
         if month is None and file_format is None:  # not a monthly file (the data dictionary, other pages)
             logger.debug("Link ignorado (não é arquivo de dados mensal): %s", printable(href))
             continue
-        if month is None and not _listed_link(link):  # a CSV/XLSX elsewhere on the page, named by no month
+        named_period = FILE_PERIOD_PATTERN.search(PurePosixPath(unquote(urlparse(url).path)).name)
+        if month is None and not _listed_link(link) and named_period is None:
+            # a CSV/XLSX elsewhere on the page, whose text names no month and whose name no period
             logger.warning(
                 "Link ignorado: arquivo de dados fora das listas de meses, sem mês no texto ('%s', %s).",
                 printable(text),
@@ -308,7 +312,7 @@ def parse_portal_page(
         previous = by_period.get((year, month))
         if previous is None:
             by_period[(year, month)] = found
-        elif previous.url != found.url:
+        elif not same_file(previous.url, found.url):
             duplicates.setdefault(found.label, []).append(found.url)
             logger.warning(
                 "Período %s publicado em dois links; mantido o primeiro (%s), ignorado %s.",
@@ -317,6 +321,20 @@ def parse_portal_page(
                 found.url,
             )
 
+    newest = max(by_period, default=None)
+    if newest is not None and by_period[newest].label in duplicates:
+        # which file is the newest period's is not for the pipeline to guess: neither is used
+        kept = by_period.pop(newest)
+        for url in (kept.url, *duplicates.pop(kept.label)):
+            refused = UnplacedLink(
+                heading=str(kept.year),
+                text=kept.label,
+                url=url,
+                reason=f"o período {kept.label}, o mais recente da página, está em mais de um link, para arquivos "
+                "diferentes: não se sabe qual vale",
+            )
+            unplaced.append(refused)
+            logger.warning("Link da página não usado: %s.", refused.describe())
     if not by_period:
         named = f" Links não usados: {describe_unplaced(unplaced)}." if unplaced else ""
         raise PortalStructureError(

@@ -283,7 +283,6 @@ def discover_published_files(url: str | None = None) -> PortalListing:
 def select_newest_period(files: PortalListing) -> PublishedFile:
     files.require_all_placed()  # a link of unknown period may be the newest one
     newest = files[0]
-    files.require_one_link_for(newest)  # the newest period's file must be known
     logger.info("Período mais recente publicado: %s (%s).", newest.label, newest.url)
     return newest
 

@@ -119,11 +119,28 @@ def test_a_data_file_outside_the_month_lists_without_a_month_is_ignored_with_a_w
 
 
 def test_the_newest_period_linked_to_two_files_is_not_guessed():
-    html = year_block("2024", link("/a/t202409_parcial.csv", "Setembro"), link("/a/t202409.csv", "Setembro"))
+    """Both links are unplaced: the latest capture fails naming them, and the historic one loads
+    the other periods and fails naming them (it used to load the first, a partial file)."""
+    html = year_block(
+        "2024",
+        link("/a/t202409_parcial.csv", "Setembro"),
+        link("/a/t202409.csv", "Setembro"),
+        link("/a/t202405.csv", "Maio"),
+        link("/a/t202405_b.csv", "Maio"),
+    )
     listing = parse_portal_page(html, PAGE_URL, today=TODAY)
-    assert listing.duplicates == {"2024-09": [f"{HOST}/a/t202409.csv"]}
-    with pytest.raises(PortalStructureError, match=r"2024-09 está na página em mais de um link.*t202409_parcial.csv e"):
-        listing.require_one_link_for(listing[0])
+    assert [f.url for f in listing] == [f"{HOST}/a/t202405.csv"]  # an older period: the first link, as before
+    assert listing.duplicates == {"2024-05": [f"{HOST}/a/t202405_b.csv"]}
+    assert [(u.url, u.reason) for u in listing.unplaced] == [
+        (
+            url,
+            "o período 2024-09, o mais recente da página, está em mais de um link, para arquivos diferentes: "
+            "não se sabe qual vale",
+        )
+        for url in (f"{HOST}/a/t202409_parcial.csv", f"{HOST}/a/t202409.csv")
+    ]
+    with pytest.raises(PortalStructureError, match="t202409_parcial.csv"):
+        listing.require_all_placed()
 
 
 # -- a page that changed shape: nothing placed in the wrong period, nothing followed off the portal --
@@ -360,3 +377,41 @@ def _pages(draw, depth=0):
 def test_the_file_links_are_those_the_css_selector_selects(html):
     soup = BeautifulSoup(html, "html.parser")
     assert data_file_links(soup) == soup.select("ul a.internal-link[href], a[href$='.csv' i], a[href$='.xlsx' i]")
+
+
+@pytest.mark.parametrize(
+    "second",
+    [
+        "http://www.gov.br/a/t202409.csv",
+        "https://WWW.GOV.BR/a/t202409.csv",
+        "https://www.gov.br/a/t%32%30%32%34%30%39.csv",
+        "https://www.gov.br/a/t202409.csv?download=1",
+    ],
+)
+def test_the_same_file_linked_twice_in_other_spellings_is_one_link(second):
+    html = year_block("2024", link("https://www.gov.br/a/t202409.csv", "Setembro"), link(second, "Setembro"))
+    listing = parse_portal_page(html, PAGE_URL, today=TODAY)
+    assert listing.duplicates == {} and listing.unplaced == []
+
+
+@pytest.mark.parametrize(
+    ("href", "text"),
+    [
+        ("/a/terceirizados202409.csv", "Setembro (retificado em fev/2025)"),
+        ("/a/terceirizados_setembro_2024_20250612.csv", "Setembro"),
+    ],
+)
+def test_an_annotated_text_or_an_upload_date_in_the_name_is_not_another_period(href, text):
+    listing = parse_portal_page(year_block("2024", link(href, text)), PAGE_URL, today=TODAY)
+    assert [f.label for f in listing] == ["2024-09"] and listing.unplaced == []
+
+
+def test_a_data_file_outside_the_lists_whose_name_names_a_period_is_unplaced():
+    """'<h3>2025</h3><p><a href=terceirizados202501.csv>terceirizados202501.csv</a></p>': the
+    text names no month, but the name names a period: a published file, never skipped."""
+    html = "<h3>2025</h3><p><a href='/a/terceirizados202501.csv'>terceirizados202501.csv</a></p>" + year_block(
+        "2024", link("/a/t202409.csv", "Setembro")
+    )
+    listing = parse_portal_page(html, PAGE_URL, today=TODAY)
+    assert [f.label for f in listing] == ["2024-09"]
+    assert [u.url for u in listing.unplaced] == [f"{HOST}/a/terceirizados202501.csv"]
