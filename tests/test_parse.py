@@ -633,3 +633,22 @@ def test_a_header_in_another_order_in_the_middle_of_a_file_fails(has_header):
     content = (csv_bytes([ROW], header=has_header).decode() + second + "\n").encode()
     with pytest.raises(SourceFormatError, match=r"linha [23] de f\.csv é um cabeçalho com outra ordem de colunas"):
         parse_for_load(content, "csv", "f.csv")
+
+
+def test_a_cr_only_file_with_a_stray_lf_is_still_read_line_by_line():
+    rows = [with_values(id_terc=str(1000 + i)) for i in range(50)]
+    parsed = parse_for_load(csv_bytes(rows, newline="\r") + b"\n", "csv", "mac.csv")
+    assert (parsed.loaded_rows, parsed.quarantine) == (50, [])
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be"])
+def test_a_utf16_csv_without_bom_is_read(encoding):
+    text = ";".join(HEADER) + "\r\n" + ";".join(with_values(nm_terceirizado="JOSÉ")) + "\r\n"
+    parsed = parse_for_load(text.encode(encoding), "csv", "f.csv")
+    assert parsed.rows["nm_terceirizado"].tolist() == ["JOSÉ"]
+
+
+@pytest.mark.parametrize("hint", ['"sep=;"', "sep=;;;;;", "SEP=;"])
+def test_excel_separator_hints_in_other_spellings_are_skipped(hint):
+    parsed = parse_for_load((hint + "\n").encode() + csv_bytes([ROW]), "csv", "f.csv")
+    assert parsed.rows["id_terc"].tolist() == ["8761995"]
