@@ -43,6 +43,10 @@ EXPORT_LIMIT = 1_000_000
 OPTIONS_SHOWN = 50
 HISTORIC_COMMANDS = (".venv/bin/python run/historic_capture.py", ".venv/bin/python run/historic_materialize.py")
 MISSING_MESSAGE = "As tabelas de análise ainda não foram construídas."
+UPDATING_MESSAGE = (
+    "As tabelas de análise estão sendo atualizadas por uma materialização histórica em andamento; tente de novo em "
+    "instantes."
+)
 STALE_MESSAGE = (
     "As tabelas de análise estão desatualizadas: a última materialização histórica não terminou de atualizá-las "
     "(falhou ou foi interrompida), e umas têm períodos ou versões que outras não têm. Rode de novo "
@@ -252,7 +256,21 @@ class AnalysesRepository:
                 text(f"select to_regclass('{c.STAGING_SCHEMA}.periodos_materializados') is not null")
             ).scalar_one():
                 return STALE_MESSAGE
-        return None if marts_current(self.engine, tuple(TABLES)) else STALE_MESSAGE
+        if marts_current(self.engine, tuple(TABLES)):
+            return None
+        return UPDATING_MESSAGE if self._historic_build_running() else STALE_MESSAGE
+
+    def _historic_build_running(self) -> bool:
+        """Whether a historic materialization is running now (the marts are then rebuilt one by
+        one, each in its own transaction: for a few seconds some have the new data)."""
+        runs = f"{c.LOGS_SCHEMA}.{c.RUNS_TABLE}"
+        with self.engine.connect() as conn:
+            if not conn.execute(text(f"select to_regclass('{runs}') is not null")).scalar_one():
+                return False
+            return conn.execute(
+                text(f"select exists (select 1 from {runs} where nome_flow = :flow and estado_final = 'Running')"),
+                {"flow": c.HISTORIC_MATERIALIZE_FLOW},
+            ).scalar_one()
 
     def ready(self) -> bool:
         return self.problem() is None
