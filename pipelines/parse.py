@@ -142,17 +142,18 @@ def _line_end(carriage_returns: int, line_feeds: int) -> str:
 
 
 def _utf16_without_bom(content: bytes) -> str | None:
-    """'utf-16-le' or 'utf-16-be' when the start reads as ASCII text in UTF-16 (every other byte
-    zero), else None."""
+    """'utf-16-le' or 'utf-16-be' when the start reads as Latin text in UTF-16 (nearly every
+    other byte zero), else None."""
     start = content[:200]
     if len(start) < 20 or len(start) % 2:
         start = start[: len(start) - len(start) % 2]
     if len(start) < 20:
         return None
     odd, even = start[1::2], start[0::2]
-    if not odd.strip(b"\x00") and even.strip(b"\x00") and even.isascii():
+    # Latin text (accents included, U+0000-U+00FF) has one zero byte per character
+    if odd.count(0) >= 0.9 * len(odd) and even.count(0) <= 0.1 * len(even):
         return "utf-16-le"
-    if not even.strip(b"\x00") and odd.strip(b"\x00") and odd.isascii():
+    if even.count(0) >= 0.9 * len(even) and odd.count(0) <= 0.1 * len(odd):
         return "utf-16-be"
     return None
 
@@ -589,8 +590,9 @@ def _parse_records(source_rows, file_name: str, can_repair: bool, lines_are_valu
                             f"{SOURCE_DELIMITER!r} como os da CGU: o formato do arquivo mudou? Nada foi "
                             "carregado; os dados anteriores do período não foram alterados."
                         )
+                few = f" tem só {len(fields)} campo(s) (um título?) e" if len(fields) < EXPECTED // 2 else ""
                 raise SourceFormatError(
-                    f"A primeira linha de {file_name} não é o cabeçalho esperado (as {EXPECTED} colunas: "
+                    f"A primeira linha de {file_name}{few} não é o cabeçalho esperado (as {EXPECTED} colunas: "
                     f"{', '.join(SOURCE_COLUMNS[:3])}, …) nem uma linha de dados (que começa pelo id_terc, "
                     f"um número): {_listed(fields)}. O formato do arquivo mudou? Os dados anteriores do "
                     "período não foram alterados."

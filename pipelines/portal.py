@@ -41,8 +41,10 @@ YEAR_PATTERN = re.compile(r"\b(20\d{2})\b")
 # A period in a file name: six digits, YYYYMM, not part of a longer number (an upload date
 # 20250612 names no period)
 FILE_PERIOD_PATTERN = re.compile(r"(?<!\d)(20\d{2})(0[1-9]|1[0-2])(?!\d)")
-# A year written right after the month in a link text ("Janeiro de 2025", "janeiro/2025")
-MONTH_YEAR_PATTERN = re.compile(r"\b(" + "|".join(MONTHS) + r")\b\W*(?:de\W+)?(20\d{2})\b")
+# A month in a link text, and the year written right after it ("Janeiro de 2025", "janeiro/2025")
+MONTH_YEAR_PATTERN = re.compile(r"\b(" + "|".join(MONTHS) + r")\b(?:\W*(?:de\W+)?(20\d{2})\b)?")
+# The start of the name of every file the CGU published on the page (terceirizados-201901_1.csv, ...)
+OWN_FILE_NAME = re.compile(r"terceirizad", re.IGNORECASE)
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 ALLOWED_SCHEMES = ("http", "https")
 # The first period the CGU published on the page (terceirizados-201901_1.csv).
@@ -229,19 +231,23 @@ def _named_period_problem(found: PublishedFile, text: str) -> str | None:
             f"o nome do arquivo diz {named.group(1)}-{named.group(2)}, mas a página o lista em {found.label}: "
             "não se sabe qual vale"
         )
-    years = {year for _, year in MONTH_YEAR_PATTERN.findall(normalise_text(text))}
-    if years and years != {str(found.year)}:
+    first_month = MONTH_YEAR_PATTERN.search(normalise_text(text))  # the link's month, maybe with a year
+    if first_month and first_month.group(2) and first_month.group(2) != str(found.year):
         return f"o texto do link ('{printable(text)}') diz outro ano que o título ({found.year})"
     return None
 
 
+def _file_address(url: str) -> tuple[str, str]:
+    """Host (any case) and path (%-decoded, '//' as '/', without Plone's '/@@download/...' view)."""
+    parsed = urlparse(url)
+    path = re.sub("/+", "/", unquote(parsed.path)).split("/@@download/")[0]
+    return (parsed.hostname or "").lower(), path
+
+
 def same_file(url: str, other: str) -> bool:
-    """Two links to one file: the same host (in any case) and path (%-encoded or not), whatever
-    the scheme and the query ('?download=1')."""
-    first, second = urlparse(url), urlparse(other)
-    return (first.hostname or "").lower() == (second.hostname or "").lower() and unquote(first.path) == unquote(
-        second.path
-    )
+    """Two links to one file: the same host and path (``_file_address``), whatever the scheme
+    and the query ('?download=1')."""
+    return _file_address(url) == _file_address(other)
 
 
 def parse_portal_page(
@@ -270,6 +276,7 @@ def parse_portal_page(
     by_period: dict[tuple[int, int], PublishedFile] = {}
     unplaced: list[UnplacedLink] = []
     duplicates: dict[str, list[str]] = {}
+    outside: list[UnplacedLink] = []  # unplaced links outside the month lists (kept unless a placed file's)
     for link in data_file_links(soup):
         text = link.get_text(" ", strip=True)
         month = _month_of(text)
@@ -279,9 +286,14 @@ def parse_portal_page(
         if month is None and file_format is None:  # not a monthly file (the data dictionary, other pages)
             logger.debug("Link ignorado (não é arquivo de dados mensal): %s", printable(href))
             continue
-        named_period = FILE_PERIOD_PATTERN.search(PurePosixPath(unquote(urlparse(url).path)).name)
-        if month is None and not _listed_link(link) and named_period is None:
-            # a CSV/XLSX elsewhere on the page, whose text names no month and whose name no period
+        name = PurePosixPath(unquote(urlparse(url).path)).name
+        if (
+            month is None
+            and not _listed_link(link)
+            and not (FILE_PERIOD_PATTERN.search(name) and OWN_FILE_NAME.search(name))
+        ):
+            # a CSV/XLSX elsewhere on the page (another dataset, a consolidated file), whose text
+            # names no month and whose name is not that of a period's file
             logger.warning(
                 "Link ignorado: arquivo de dados fora das listas de meses, sem mês no texto ('%s', %s).",
                 printable(text),
@@ -299,15 +311,13 @@ def parse_portal_page(
             problem = _period_problem(year, month, today)
         if problem is not None:
             refused = UnplacedLink(heading=heading, text=text, url=url, reason=problem)
-            unplaced.append(refused)
-            logger.warning("Link da página não usado: %s.", refused.describe())
+            (unplaced if _listed_link(link) else outside).append(refused)
             continue
         found = PublishedFile(year=year, month=month, url=url, format=file_format)
         problem = _named_period_problem(found, text)
         if problem is not None:
             refused = UnplacedLink(heading=heading, text=text, url=url, reason=problem)
-            unplaced.append(refused)
-            logger.warning("Link da página não usado: %s.", refused.describe())
+            (unplaced if _listed_link(link) else outside).append(refused)
             continue
         previous = by_period.get((year, month))
         if previous is None:
@@ -321,6 +331,12 @@ def parse_portal_page(
                 found.url,
             )
 
+    # a link elsewhere on the page to a file a month list places (a "download the newest file"
+    # link above the lists) is that file, not an unplaced one
+    placed = [found.url for found in by_period.values()]
+    unplaced += [link for link in outside if not any(same_file(link.url, url) for url in placed)]
+    for refused in unplaced:
+        logger.warning("Link da página não usado: %s.", refused.describe())
     newest = max(by_period, default=None)
     if newest is not None and by_period[newest].label in duplicates:
         # which file is the newest period's is not for the pipeline to guess: neither is used

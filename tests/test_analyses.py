@@ -666,16 +666,25 @@ def test_half_updated_marts_are_not_shown_as_current(marts, repo, settings):
             repo.require()
         assert "run/historic_materialize.py" in str(raised.value)
         assert results.chart_source() == MARTS_SOURCE  # the charts do not read that table
-        query(  # while a historic materialization runs, the marts are rebuilt one by one
+        from datetime import UTC, datetime
+
+        from pipelines import runs
+
+        # a run recorded Running by a process killed before anything marked it: still stale
+        query(
             marts,
             "INSERT INTO logs.execucoes (id_execucao, nome_flow, iniciado_em, estado_final) "
-            "VALUES ('em-andamento', %s, now(), 'Running') RETURNING 1",
+            "VALUES ('morta', %s, now(), 'Running') RETURNING 1",
             (constants.HISTORIC_MATERIALIZE_FLOW,),
         )
+        assert repo.problem() == analyses.STALE_MESSAGE
+        # while a historic materialization runs (its lease held), the marts are rebuilt one by one
+        runs.start_run(settings, "em-andamento", constants.HISTORIC_MATERIALIZE_FLOW, datetime.now(UTC), {})
         try:
             assert repo.problem() == analyses.UPDATING_MESSAGE
         finally:
-            query(marts, "DELETE FROM logs.execucoes WHERE id_execucao = 'em-andamento' RETURNING 1")
+            runs.finish_run(settings, "em-andamento", "Success", "teste", datetime.now(UTC))
+            query(marts, "DELETE FROM logs.execucoes WHERE id_execucao IN ('morta', 'em-andamento') RETURNING 1")
     finally:
         shift("variacao_entre_periodos", 1)
     shift("orgaos_por_periodo", -1)

@@ -652,3 +652,15 @@ def test_a_utf16_csv_without_bom_is_read(encoding):
 def test_excel_separator_hints_in_other_spellings_are_skipped(hint):
     parsed = parse_for_load((hint + "\n").encode() + csv_bytes([ROW]), "csv", "f.csv")
     assert parsed.rows["id_terc"].tolist() == ["8761995"]
+
+
+def test_a_utf16_csv_without_bom_and_with_accents_early_is_read():
+    text = ";".join(with_values(sg_orgao_sup_tabela_ug="MINISTÉRIO", nm_terceirizado="JOSÉ")) + "\r\n"
+    parsed = parse_for_load(text.encode("utf-16-le"), "csv", "terceirizados-201901_1.csv")
+    assert parsed.rows["nm_terceirizado"].tolist() == ["JOSÉ"] and not parsed.has_header
+
+
+def test_a_short_first_line_is_named_as_such():
+    content = ("2024\n" + ";".join(HEADER) + "\n" + ";".join(ROW) + "\n").encode()
+    with pytest.raises(SourceFormatError, match=r"A primeira linha de f\.csv tem só 1 campo\(s\) \(um título\?\)"):
+        parse_for_load(content, "csv", "f.csv")

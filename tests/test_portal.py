@@ -415,3 +415,42 @@ def test_a_data_file_outside_the_lists_whose_name_names_a_period_is_unplaced():
     listing = parse_portal_page(html, PAGE_URL, today=TODAY)
     assert [f.label for f in listing] == ["2024-09"]
     assert [u.url for u in listing.unplaced] == [f"{HOST}/a/terceirizados202501.csv"]
+
+
+@pytest.mark.parametrize(
+    "text", ["Setembro (retificado em fevereiro de 2025)", "Setembro (publicado em janeiro/2025)", "Setembro de 2024"]
+)
+def test_only_a_year_right_after_the_link_s_own_month_counts(text):
+    listing = parse_portal_page(year_block("2024", link("/a/t202409.csv", text)), PAGE_URL, today=TODAY)
+    assert [f.label for f in listing] == ["2024-09"] and listing.unplaced == []
+
+
+def test_another_dataset_s_file_elsewhere_on_the_page_is_ignored():
+    """A spreadsheet of another dataset in a footer, with a period in its name: ignored with a
+    warning (only a file named like the CGU's, terceirizados..., is a period's file)."""
+    html = year_block("2024", link("/a/t202409.csv", "Setembro")) + (
+        "<footer><a href='/cgu/orcamento_202412.xlsx'>Orçamento (planilha)</a></footer>"
+    )
+    listing = parse_portal_page(html, PAGE_URL, today=TODAY)
+    assert [f.label for f in listing] == ["2024-09"] and listing.unplaced == []
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        "/a/terceirizados202409.csv/@@download/file/terceirizados202409.csv",
+        "/a//terceirizados202409.csv",
+    ],
+)
+def test_plone_s_download_view_and_double_slashes_are_the_same_file(other):
+    html = year_block("2024", link("/a/terceirizados202409.csv", "Setembro"), link(other, "Setembro"))
+    listing = parse_portal_page(html, PAGE_URL, today=TODAY)
+    assert [f.label for f in listing] == ["2024-09"] and listing.duplicates == {} and listing.unplaced == []
+
+
+def test_a_link_to_the_newest_file_above_the_lists_is_that_file():
+    html = "<p><a href='/a/terceirizados202409.csv'>terceirizados202409.csv</a></p>" + year_block(
+        "2024", link("/a/terceirizados202409.csv", "Setembro")
+    )
+    listing = parse_portal_page(html, PAGE_URL, today=TODAY)
+    assert [f.label for f in listing] == ["2024-09"] and listing.unplaced == []

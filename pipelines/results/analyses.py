@@ -25,6 +25,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from pipelines import constants as c
+from pipelines.database import RUN_LOCK_NAMESPACE
 from pipelines.results.export import csv_stream
 from pipelines.results.formatting import AG_GRID_LOCALE, GRAPH_CONFIG, PLOTLY_SEPARATORS, brl, integer, period_label
 from pipelines.results.queries import DATABASE_UNAVAILABLE, InvalidRequestError, is_query_timeout, marts_current
@@ -262,14 +263,26 @@ class AnalysesRepository:
 
     def _historic_build_running(self) -> bool:
         """Whether a historic materialization is running now (the marts are then rebuilt one by
-        one, each in its own transaction: for a few seconds some have the new data)."""
+        one, each in its own transaction: for a few seconds some have the new data): a run
+        recorded Running whose lease (pipelines/runs.py: a session advisory lock on the run's
+        id) a live session holds. A run killed before anything marked it Interrompida has no
+        lease: its half-built marts are stale, not being updated."""
         runs = f"{c.LOGS_SCHEMA}.{c.RUNS_TABLE}"
         with self.engine.connect() as conn:
             if not conn.execute(text(f"select to_regclass('{runs}') is not null")).scalar_one():
                 return False
             return conn.execute(
-                text(f"select exists (select 1 from {runs} where nome_flow = :flow and estado_final = 'Running')"),
-                {"flow": c.HISTORIC_MATERIALIZE_FLOW},
+                text(f"""
+                    select exists (
+                        select 1 from {runs} as r
+                        join pg_locks as l
+                          on l.locktype = 'advisory' and l.granted and l.objsubid = 2
+                         and l.database = (select oid from pg_database where datname = current_database())
+                         and l.classid::bigint = :namespace
+                         and l.objid::bigint = (hashtext(r.id_execucao)::bigint & 4294967295)
+                        where r.nome_flow = :flow and r.estado_final = 'Running'
+                    )"""),
+                {"flow": c.HISTORIC_MATERIALIZE_FLOW, "namespace": RUN_LOCK_NAMESPACE},
             ).scalar_one()
 
     def ready(self) -> bool:
