@@ -299,11 +299,12 @@ def capture_period(settings: Settings, published: PublishedFile, force: bool, ru
         )
         return {"periodo": published.label, "situacao": "inalterado"}
     storage.save_raw_file(settings.data_dir, downloaded)
-    parsed, csv_file = discarding_on_failure(
-        settings,
-        downloaded,
-        lambda: (parsed := parse_downloaded(downloaded), save_outputs(settings, downloaded, parsed)),
-    )
+
+    def parse_and_save() -> tuple[ParsedFile, Path]:
+        parsed = parse_downloaded(downloaded)
+        return parsed, save_outputs(settings, downloaded, parsed)
+
+    parsed, csv_file = discarding_on_failure(settings, downloaded, parse_and_save)
     summary = load_parsed(settings, csv_file, parsed, downloaded, run_id)
     return {**summary, "situacao": "carregado"}
 
