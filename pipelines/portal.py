@@ -21,6 +21,7 @@ never downloaded.
 from __future__ import annotations
 
 import logging
+import posixpath
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -146,7 +147,7 @@ def _month_of(text: str) -> int | None:
 
 
 def _file_format(url: str) -> str | None:
-    suffix = PurePosixPath(urlparse(url).path).suffix.lower().lstrip(".")
+    suffix = PurePosixPath(_file_address(url)[1]).suffix.lower().lstrip(".")
     return suffix if suffix in DATA_FORMATS else None
 
 
@@ -238,9 +239,13 @@ def _named_period_problem(found: PublishedFile, text: str) -> str | None:
 
 
 def _file_address(url: str) -> tuple[str, str]:
-    """Host (any case) and path (%-decoded, '//' as '/', without Plone's '/@@download/...' view)."""
+    """Host (any case) and the file's path: %-decoded, normalised ('//', '/./', a trailing '/'),
+    without Plone's views of a file ('/@@download/...', '/view')."""
     parsed = urlparse(url)
-    path = re.sub("/+", "/", unquote(parsed.path)).split("/@@download/")[0]
+    path = unquote(parsed.path).split("/@@download")[0]
+    path = posixpath.normpath(path) if path else path
+    if path.endswith("/view"):
+        path = path[: -len("/view")]
     return (parsed.hostname or "").lower(), path
 
 
@@ -276,7 +281,9 @@ def parse_portal_page(
     by_period: dict[tuple[int, int], PublishedFile] = {}
     unplaced: list[UnplacedLink] = []
     duplicates: dict[str, list[str]] = {}
-    outside: list[UnplacedLink] = []  # unplaced links outside the month lists (kept unless a placed file's)
+    # unplaced links outside the month lists, or only for want of a year heading: kept unless
+    # a placed file's (a "newest file" link above the lists)
+    outside: list[UnplacedLink] = []
     for link in data_file_links(soup):
         text = link.get_text(" ", strip=True)
         month = _month_of(text)
@@ -286,23 +293,23 @@ def parse_portal_page(
         if month is None and file_format is None:  # not a monthly file (the data dictionary, other pages)
             logger.debug("Link ignorado (não é arquivo de dados mensal): %s", printable(href))
             continue
-        name = PurePosixPath(unquote(urlparse(url).path)).name
-        if (
-            month is None
-            and not _listed_link(link)
-            and not (FILE_PERIOD_PATTERN.search(name) and OWN_FILE_NAME.search(name))
-        ):
-            # a CSV/XLSX elsewhere on the page (another dataset, a consolidated file), whose text
-            # names no month and whose name is not that of a period's file
+        name = PurePosixPath(_file_address(url)[1]).name
+        if not _listed_link(link) and not (OWN_FILE_NAME.search(name) and (month or FILE_PERIOD_PATTERN.search(name))):
+            # a CSV/XLSX elsewhere on the page not named like the CGU's files (another dataset's,
+            # in a footer), or named so but with no month in its text nor period in its name
             logger.warning(
-                "Link ignorado: arquivo de dados fora das listas de meses, sem mês no texto ('%s', %s).",
+                "Link ignorado: arquivo de dados fora das listas de meses, sem nome de arquivo de período dos "
+                "terceirizados ('%s', %s).",
                 printable(text),
                 printable(url),
             )
             continue
         heading = _heading_of(link)
         year, problem = _year_problem(heading)
-        problem = _address_problem(href, url, page_host, extra_hosts) or problem
+        address_problem = _address_problem(href, url, page_host, extra_hosts)
+        # only for want of a year heading: the same file placed elsewhere settles it
+        only_the_heading = problem is not None and address_problem is None
+        problem = address_problem or problem
         if problem is None and file_format is None:
             problem = "o link não aponta para um arquivo CSV ou XLSX"
         if problem is None and month is None:  # a data file whose text names no month ("05/2024")
@@ -311,7 +318,7 @@ def parse_portal_page(
             problem = _period_problem(year, month, today)
         if problem is not None:
             refused = UnplacedLink(heading=heading, text=text, url=url, reason=problem)
-            (unplaced if _listed_link(link) else outside).append(refused)
+            (outside if only_the_heading or not _listed_link(link) else unplaced).append(refused)
             continue
         found = PublishedFile(year=year, month=month, url=url, format=file_format)
         problem = _named_period_problem(found, text)

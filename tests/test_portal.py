@@ -93,10 +93,10 @@ def test_a_link_naming_another_period_than_its_place_is_unplaced(href, text, rea
 @pytest.mark.parametrize(
     "shape",
     [
-        "<h3>2025</h3><ul><li><a href='/a/t202501.csv'>Janeiro</a></li></ul>",
-        "<h3>2025</h3><ul><li><a class='external-link' href='/a/t202501.csv'>Janeiro</a></li></ul>",
-        "<h3>2025</h3><ol><li><a class='internal-link' href='/a/t202501.csv'>Janeiro</a></li></ol>",
-        "<h3>2025</h3><p><a class='internal-link' href='/a/t202501.CSV'>Janeiro</a></p>",
+        "<h3>2025</h3><ul><li><a href='/a/terceirizados202501.csv'>Janeiro</a></li></ul>",
+        "<h3>2025</h3><ul><li><a class='external-link' href='/a/terceirizados202501.csv'>Janeiro</a></li></ul>",
+        "<h3>2025</h3><ol><li><a class='internal-link' href='/a/terceirizados202501.csv'>Janeiro</a></li></ol>",
+        "<h3>2025</h3><p><a class='internal-link' href='/a/terceirizados202501.CSV'>Janeiro</a></p>",
     ],
 )
 def test_a_new_link_written_another_way_is_still_read(shape):
@@ -454,3 +454,38 @@ def test_a_link_to_the_newest_file_above_the_lists_is_that_file():
     )
     listing = parse_portal_page(html, PAGE_URL, today=TODAY)
     assert [f.label for f in listing] == ["2024-09"] and listing.unplaced == []
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        "/a/terceirizados202409.csv/@@download/file",
+        "/a/terceirizados202409.csv/view",
+        "/a/terceirizados202409.csv/",
+        "/a/./terceirizados202409.csv",
+    ],
+)
+def test_more_spellings_of_one_file_are_that_file(other):
+    html = year_block("2024", link("/a/terceirizados202409.csv", "Setembro"), link(other, "Setembro"))
+    listing = parse_portal_page(html, PAGE_URL, today=TODAY)
+    assert [f.label for f in listing] == ["2024-09"] and listing.duplicates == {} and listing.unplaced == []
+    alone = parse_portal_page(year_block("2024", link(other, "Setembro")), PAGE_URL, today=TODAY)
+    assert [(f.label, f.format) for f in alone] == [("2024-09", "csv")]
+
+
+def test_a_listed_link_above_the_headings_to_a_placed_file_is_that_file():
+    html = "<ul>" + link("/a/terceirizados202409.csv", "Dados mais recentes (setembro de 2024)") + "</ul>"
+    listing = parse_portal_page(
+        html + year_block("2024", link("/a/terceirizados202409.csv", "Setembro")), PAGE_URL, today=TODAY
+    )
+    assert [f.label for f in listing] == ["2024-09"] and listing.unplaced == []
+
+
+def test_a_file_elsewhere_not_named_like_the_cgu_s_is_ignored_even_with_a_month(caplog):
+    html = year_block("2024", link("/a/terceirizados202409.csv", "Setembro")) + (
+        "<footer><a href='/cgu/orcamento_202406.xlsx'>Orçamento de junho</a></footer>"
+    )
+    with caplog.at_level("WARNING", logger="pipelines.portal"):
+        listing = parse_portal_page(html, PAGE_URL, today=TODAY)
+    assert [f.label for f in listing] == ["2024-09"] and listing.unplaced == []
+    assert "orcamento_202406.xlsx" in caplog.text
