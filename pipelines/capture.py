@@ -90,11 +90,9 @@ def load_parsed(
     commit; a crash before the commit leaves the database behind the files, and the next
     capture loads the file again); a refused or failed load removes them, and the period's
     files stay those of the last load."""
-    try:
-        return _load_parsed(settings, csv_file, parsed, downloaded, run_id)
-    except BaseException:
-        storage.discard(settings.data_dir, downloaded)
-        raise
+    return discarding_on_failure(
+        settings, downloaded, lambda: _load_parsed(settings, csv_file, parsed, downloaded, run_id)
+    )
 
 
 def _publish_local_files(settings: Settings, downloaded: DownloadedFile) -> None:

@@ -3,9 +3,11 @@ and the parsed rows as UTF-8 CSV, exactly as they are loaded into PostgreSQL.
 
 A capture writes its files under pending names (``pending``: the final name plus
 ``.pendente-<capture_id>``, one per download, so two captures of a period never write the
-same file) and the load loads its own pending CSV. Only once the load has committed are they
-renamed over the period's files (``publish``); a refused or failed load removes them
-(``discard``): the local copies are always those of the last load, like the tables.
+same file) and the load loads its own pending CSV. At the end of the load's transaction,
+under the period's lock, they are renamed over the period's files (``publish``); a refused or
+failed load removes them (``discard``): the local copies are those of the last load, like the
+tables (a crash between the rename and the commit leaves the tables behind the files, and the
+next capture loads the file again).
 
 The CSVs are separated by ';' like the CGU's own files (and Excel in pt-BR): money
 with a decimal comma ("2524,37") needs no quoting, and the parser hands over almost
@@ -74,12 +76,11 @@ def raw_path(data_dir: Path, published: PublishedFile) -> Path:
 def save_raw_file(data_dir: Path, downloaded: DownloadedFile) -> Path:
     """Save the downloaded bytes and a ``sha256sum``-style checksum file next to them (pending)."""
     published = downloaded.published
-    path = pending(raw_path(data_dir, published), downloaded)
+    raw = raw_path(data_dir, published)
+    path = pending(raw, downloaded)
     _write_atomically(path, lambda p: p.write_bytes(downloaded.content))
     checksum = f"{downloaded.sha256}  {published.file_name}\n"
-    _write_atomically(
-        pending(_checksum_path(raw_path(data_dir, published)), downloaded), lambda p: p.write_text(checksum)
-    )
+    _write_atomically(pending(_checksum_path(raw), downloaded), lambda p: p.write_text(checksum))
     return path
 
 

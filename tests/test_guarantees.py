@@ -29,6 +29,12 @@ def run_messages(db, run_id):
     return " ".join(m for (m,) in query(db, "SELECT mensagem FROM logs.registros WHERE id_execucao = %s", (run_id,)))
 
 
+def run_message(db, run_id) -> str:
+    """The run's final message (logs.execucoes)."""
+    [(message,)] = query(db, "SELECT mensagem FROM logs.execucoes WHERE id_execucao = %s", (run_id,))
+    return message
+
+
 def capture_good_then(db, own_portal, content: bytes):
     """Capture the good file, replace it with ``content``, capture again; return the second run."""
     server, path = own_portal
@@ -79,7 +85,7 @@ def test_a_file_with_another_separator_fails_naming_it(db, own_portal, separator
     lines = own_portal[1].read_bytes().decode("utf-8").splitlines()
     other = "\n".join(line.replace(";", separator) for line in lines) + "\n"
     run_id = capture_good_then(db, own_portal, other.encode())
-    [(message,)] = query(db, "SELECT mensagem FROM logs.execucoes WHERE id_execucao = %s", (run_id,))
+    message = run_message(db, run_id)
     assert f"O arquivo {FILE} parece separado por {separator!r}, não por ';' como os da CGU" in message
     assert "os dados anteriores do período não foram alterados" in message
 
@@ -89,7 +95,7 @@ def test_a_file_where_no_row_loads_keeps_the_period(db, own_portal):
     lines = own_portal[1].read_bytes().decode("utf-8").splitlines()[1:]
     cut = "\n".join(truncated(line) for line in lines) + "\n"
     run_id = capture_good_then(db, own_portal, cut.encode())
-    [(message,)] = query(db, "SELECT mensagem FROM logs.execucoes WHERE id_execucao = %s", (run_id,))
+    message = run_message(db, run_id)
     assert "Período 2023-09 recusado" in message and "nenhuma das 50 linhas" in message
     [(situation, rows, loadable, quarantined)] = query(
         db,
@@ -106,7 +112,7 @@ def test_an_implausible_share_of_quarantined_lines_keeps_the_period(db, own_port
     lines = own_portal[1].read_bytes().decode("utf-8").splitlines()
     broken = [truncated(line) if 1 <= number <= 10 else line for number, line in enumerate(lines)]  # 10 of 50 = 20%
     run_id = capture_good_then(db, own_portal, ("\n".join(broken) + "\n").encode())
-    [(message,)] = query(db, "SELECT mensagem FROM logs.execucoes WHERE id_execucao = %s", (run_id,))
+    message = run_message(db, run_id)
     assert "10 de 50 linhas (20,0%)" in message and "MAX_QUARANTINE_PERCENT=10" in message
     assert query(db, "SELECT tentativa_linhas_quarentena, tentativa_linhas_carregaveis FROM raw.capturas") == [(10, 40)]
 
@@ -172,7 +178,7 @@ def test_a_link_to_the_file_of_another_period_is_refused(db, tmp_path):
     finally:
         server.shutdown()
     assert state.is_failed()
-    [(message,)] = query(db, "SELECT mensagem FROM logs.execucoes WHERE id_execucao = %s", (run_id,))
+    message = run_message(db, run_id)
     assert (
         f"Período 2024-05 recusado: o arquivo {NEUTRAL} é idêntico ao já carregado para 2023-09 (sha256 "
     ) in message
@@ -196,7 +202,7 @@ def test_a_period_that_loses_most_of_its_rows_is_refused(db, own_portal):
     """A body cut at a line break with no Content-Length to tell (or an incomplete file
     republished) parses cleanly: 20 of the period's 50 rows would silently replace them."""
     run_id = capture_good_then(db, own_portal, first_lines(own_portal[1], 20))
-    [(message,)] = query(db, "SELECT mensagem FROM logs.execucoes WHERE id_execucao = %s", (run_id,))
+    message = run_message(db, run_id)
     assert (
         "Período 2023-09 recusado: terceirizados202309.csv tem 20 linhas carregáveis, 60,0% menos que as 50 da "
         "captura anterior do período, acima do limite MAX_ROW_DROP_PERCENT=50 (arquivo truncado ou incompleto? "
@@ -328,7 +334,7 @@ def test_a_file_whose_rows_say_another_period_is_refused(db, own_portal):
     2023-05's (written as the files write them: a month number with a zero, a name with an
     accent and a year with '.0'). Its sha256 is new, so only the load fields can tell."""
     run_id = capture_good_then(db, own_portal, relabelled(own_portal[1], 26, "05", "Maio", "2023.0"))
-    [(message,)] = query(db, "SELECT mensagem FROM logs.execucoes WHERE id_execucao = %s", (run_id,))
+    message = run_message(db, run_id)
     assert (
         "Período 2023-09 recusado: 26 de 50 linhas (52,0%) de terceirizados202309.csv dizem nos campos de carga "
         "(Num_Mes_Carga, Mes_Carga, Ano_Carga) ser de outro período que 2023-09 (o mais frequente: 2023-05), acima do "
@@ -345,7 +351,7 @@ def test_a_first_capture_of_a_file_of_another_period_loads_nothing(db, own_porta
     path.write_bytes(relabelled(path, 50, "9", "SETEMBRO", "2022"))
     state, run_id = run_flow(capture_flow, url=server.page_url)
     assert state.is_failed()
-    [(message,)] = query(db, "SELECT mensagem FROM logs.execucoes WHERE id_execucao = %s", (run_id,))
+    message = run_message(db, run_id)
     assert "50 de 50 linhas (100,0%)" in message and "(o mais frequente: 2022-09)" in message
     assert query(db, "SELECT count(*) FROM raw.terceirizados") == [(0,)]
     assert query(db, "SELECT tentativa_situacao, linhas_carregadas FROM raw.capturas") == [("recusada", None)]
@@ -392,7 +398,7 @@ def test_a_file_of_another_period_is_refused_even_when_no_capture_is_identical(d
     finally:
         server.shutdown()
     assert state.is_failed()
-    [(message,)] = query(db, "SELECT mensagem FROM logs.execucoes WHERE id_execucao = %s", (run_id,))
+    message = run_message(db, run_id)
     assert f"Período 2024-05 recusado: 40 de 40 linhas (100,0%) de {NEUTRAL} dizem" in message
     assert "(o mais frequente: 2023-09)" in message
     assert query(db, "SELECT to_char(periodo, 'YYYY-MM'), count(*) FROM raw.terceirizados GROUP BY 1") == [

@@ -253,10 +253,6 @@ class AnalysesRepository:
                 return MISSING_MESSAGE
             if not conn.execute(text(f"select exists (select 1 from {SCHEMA}.totais_por_periodo)")).scalar_one():
                 return MISSING_MESSAGE
-            if not conn.execute(
-                text(f"select to_regclass('{c.STAGING_SCHEMA}.periodos_materializados') is not null")
-            ).scalar_one():
-                return STALE_MESSAGE
         if marts_current(self.engine, tuple(TABLES)):
             return None
         return UPDATING_MESSAGE if self._historic_build_running() else STALE_MESSAGE

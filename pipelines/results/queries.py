@@ -398,10 +398,6 @@ class ResultsRepository:
         return None
 
     def _marts_current(self) -> bool:
-        if not self.table_exists(c.STAGING_SCHEMA, "periodos_materializados") or not self.table_exists(
-            c.MARTS_SCHEMA, "periodos_construidos"
-        ):
-            return False
         return marts_current(self.engine, CHART_MARTS)
 
     def totals_by_period(self, source: str) -> pd.DataFrame:
@@ -682,6 +678,14 @@ def marts_current(engine: Engine, marts: tuple[str, ...]) -> bool:
     direct = [mart for mart in HISTORIC_SOURCED if mart in needed]
     pairs = [(mart, source) for mart in sorted(needed) for source in MART_SOURCES.get(mart, ())]
     with engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn:
+        records = conn.execute(
+            text(
+                f"SELECT to_regclass('{c.STAGING_SCHEMA}.periodos_materializados') IS NOT NULL "
+                f"AND to_regclass('{c.MARTS_SCHEMA}.periodos_construidos') IS NOT NULL"
+            )
+        ).scalar_one()
+        if not records:  # what the marts were built from is unknown: not current
+            return False
         return conn.execute(
             text(f"""
                 WITH atual AS (
